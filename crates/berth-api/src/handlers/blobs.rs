@@ -1,0 +1,68 @@
+use axum::body::Body;
+use axum::response::Response;
+use berth_blob::BlobBody;
+use berth_oci::{Digest, ErrorCode, RepositoryName};
+use http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE,
+};
+use http::{HeaderMap, HeaderName, StatusCode};
+
+use super::respond;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::headers::{self, DOCKER_CONTENT_DIGEST};
+use crate::range::{self, RangeOutcome};
+
+/// `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single byte ranges.
+pub async fn get(
+    state: &AppState,
+    name: &RepositoryName,
+    digest: &Digest,
+    head: bool,
+    req_headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let size = state.registry().blob_size(name, digest).await?;
+    let etag = format!("\"{digest}\"");
+    let mut hs: Vec<(HeaderName, String)> = vec![
+        (DOCKER_CONTENT_DIGEST, digest.to_string()),
+        (ACCEPT_RANGES, "bytes".into()),
+        (CONTENT_TYPE, "application/octet-stream".into()),
+        (ETAG, etag.clone()),
+        // Content-addressed: the bytes behind this URL never change.
+        (CACHE_CONTROL, "max-age=31536000".into()),
+    ];
+    if headers::get(req_headers, IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return respond(StatusCode::NOT_MODIFIED, &hs, Body::empty());
+    }
+    let (status, range) = match range::resolve(headers::get(req_headers, RANGE), size) {
+        RangeOutcome::Full => (StatusCode::OK, None),
+        RangeOutcome::Partial(r) => {
+            hs.push((CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end)));
+            (StatusCode::PARTIAL_CONTENT, Some(r))
+        }
+        RangeOutcome::Unsatisfiable => {
+            return Err(ApiError::new(ErrorCode::RangeInvalid)
+                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .message(format!("range not satisfiable for a blob of {size} bytes"))
+                .header(CONTENT_RANGE, &format!("bytes */{size}")));
+        }
+    };
+    let len = range.map_or(size, |r| r.len());
+    hs.push((CONTENT_LENGTH, len.to_string()));
+    if head {
+        return respond(status, &hs, Body::empty());
+    }
+    let read = state.registry().open_blob(digest, range).await?;
+    let body = match read.body {
+        BlobBody::Stream(s) => Body::from_stream(s),
+    };
+    respond(status, &hs, body)
+}
+
+/// `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from the repository.
+pub async fn delete(state: &AppState, name: &RepositoryName, digest: &Digest) -> Result<Response, ApiError> {
+    state.registry().delete_blob(name, digest).await?;
+    respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
+}

@@ -1,0 +1,130 @@
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use berth_oci::media_type::{MANIFEST_TYPES, essence};
+use berth_oci::{ErrorCode, Reference, ReferenceError, RepositoryName, Tag};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
+use http::{HeaderMap, HeaderName, StatusCode};
+use serde_json::json;
+
+use super::{query_pairs, respond};
+use crate::AppState;
+use crate::body::read_limited;
+use crate::error::ApiError;
+use crate::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
+use crate::routes::{ManifestReference, digest_error};
+
+/// `GET`/`HEAD /v2/<name>/manifests/<reference>`
+pub async fn get(
+    state: &AppState,
+    name: &RepositoryName,
+    reference: ManifestReference,
+    head: bool,
+    req_headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let reference = match reference {
+        ManifestReference::Valid(r) => r,
+        // Nothing can be stored under an invalid tag.
+        ManifestReference::Invalid(ReferenceError::InvalidTag) => {
+            return Err(ApiError::new(ErrorCode::ManifestUnknown));
+        }
+        ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
+    };
+    let m = state.registry().get_manifest(name, &reference, !head).await?;
+    if !acceptable(req_headers, &m.media_type) {
+        return Err(ApiError::new(ErrorCode::ManifestUnknown)
+            .message(format!("manifest is {} which the Accept header excludes", m.media_type))
+            .detail(json!({ "mediaType": m.media_type })));
+    }
+    let hs = [
+        (CONTENT_TYPE, m.media_type.clone()),
+        (DOCKER_CONTENT_DIGEST, m.digest.to_string()),
+        (CONTENT_LENGTH, m.size.to_string()),
+        (ETAG, format!("\"{}\"", m.digest)),
+    ];
+    let body = if head { Body::empty() } else { Body::from(m.content) };
+    respond(StatusCode::OK, &hs, body)
+}
+
+/// Content negotiation, lenient on purpose: only a client that lists manifest
+/// types and none of ours is refused (as Distribution does), so tools that
+/// send `*/*`, nothing, or unrelated types still get the manifest.
+fn acceptable(h: &HeaderMap, media_type: &str) -> bool {
+    let mut listed_manifest_type = false;
+    for value in h.get_all(ACCEPT).iter().filter_map(|v| v.to_str().ok()) {
+        for item in value.split(',') {
+            let t = essence(item);
+            if t == media_type || t == "*/*" || t == "application/*" {
+                return true;
+            }
+            listed_manifest_type |= MANIFEST_TYPES.contains(&t);
+        }
+    }
+    !listed_manifest_type
+}
+
+/// `PUT /v2/<name>/manifests/<reference>[?tag=a&tag=b]`
+pub async fn put(
+    state: &AppState,
+    name: &RepositoryName,
+    reference: ManifestReference,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let reference = match reference {
+        ManifestReference::Valid(r) => r,
+        ManifestReference::Invalid(ReferenceError::InvalidTag) => {
+            return Err(ApiError::new(ErrorCode::ManifestInvalid).message("invalid tag"));
+        }
+        ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
+    };
+    let extra_tags = query_pairs(req.uri().query())?
+        .into_iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| {
+            Tag::parse(&v).map_err(|_| ApiError::new(ErrorCode::ManifestInvalid).message(format!("invalid tag {v:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let limit = state.registry().policy().max_manifest_size;
+    let too_large = || {
+        ApiError::new(ErrorCode::SizeInvalid)
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            .message(format!("manifest exceeds the limit of {limit} bytes"))
+    };
+    if headers::get(req.headers(), CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let content_type = headers::get(req.headers(), CONTENT_TYPE).map(str::to_owned);
+    let content = read_limited(req.into_body(), limit, state.settings().request_timeout)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid).message(format!("reading manifest: {e}")))?
+        .ok_or_else(too_large)?;
+    let pushed = state.registry().put_manifest(name, &reference, content, content_type.as_deref(), extra_tags).await?;
+    let mut hs: Vec<(HeaderName, String)> = vec![
+        (LOCATION, state.url(&format!("/v2/{name}/manifests/{}", pushed.digest))),
+        (DOCKER_CONTENT_DIGEST, pushed.digest.to_string()),
+        (CONTENT_LENGTH, "0".into()),
+    ];
+    if let Some(subject) = &pushed.subject {
+        hs.push((OCI_SUBJECT, subject.to_string()));
+    }
+    hs.extend(pushed.tags.iter().map(|t| (OCI_TAG, t.to_string())));
+    respond(StatusCode::CREATED, &hs, Body::empty())
+}
+
+/// `DELETE /v2/<name>/manifests/<reference>`: by digest the manifest, by tag only the tag.
+pub async fn delete(
+    state: &AppState,
+    name: &RepositoryName,
+    reference: ManifestReference,
+) -> Result<Response, ApiError> {
+    let reference: Reference = match reference {
+        ManifestReference::Valid(r) => r,
+        ManifestReference::Invalid(ReferenceError::InvalidTag) => {
+            return Err(ApiError::new(ErrorCode::ManifestUnknown));
+        }
+        ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
+    };
+    state.registry().delete_manifest(name, &reference).await?;
+    respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
+}

@@ -1,0 +1,75 @@
+//! Thin handlers: parse the request, call the registry service, set headers.
+
+pub mod base;
+pub mod blobs;
+pub mod catalog;
+pub mod health;
+pub mod manifests;
+pub mod referrers;
+pub mod tags;
+pub mod uploads;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::error::ApiError;
+
+/// Builds a response with `status`, `headers` and `body`.
+pub(crate) fn respond(status: StatusCode, headers: &[(HeaderName, String)], body: Body) -> Result<Response, ApiError> {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        let v = HeaderValue::from_str(value).map_err(|e| ApiError::internal("building header", e))?;
+        builder = builder.header(name, v);
+    }
+    builder.body(body).map_err(|e| ApiError::internal("building response", e))
+}
+
+/// Query parameters as ordered pairs (keys may repeat, e.g. `tag=a&tag=b`).
+pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    match query {
+        None | Some("") => Ok(Vec::new()),
+        Some(q) => serde_urlencoded::from_str(q).map_err(|e| {
+            ApiError::new(berth_oci::ErrorCode::Unsupported)
+                .with_status(StatusCode::BAD_REQUEST)
+                .message(format!("bad query string: {e}"))
+        }),
+    }
+}
+
+/// The first value of query parameter `key`.
+pub(crate) fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Pagination parameters `n` and `last` shared by tag and catalog lists.
+pub(crate) struct Page {
+    pub n: Option<u32>,
+    pub last: Option<String>,
+}
+
+impl Page {
+    pub fn from_query(pairs: &[(String, String)]) -> Result<Self, ApiError> {
+        let n = match query_get(pairs, "n") {
+            None | Some("") => None,
+            Some(v) => Some(v.parse::<u32>().map_err(|_| {
+                ApiError::new(berth_oci::ErrorCode::Unsupported)
+                    .with_status(StatusCode::BAD_REQUEST)
+                    .message("n must be a non-negative integer")
+            })?),
+        };
+        let last = query_get(pairs, "last").filter(|l| !l.is_empty()).map(str::to_owned);
+        Ok(Page { n, last })
+    }
+
+    /// `Link: <path?n=N&last=LAST>; rel="next"` when a full page was returned.
+    pub fn next_link(&self, path: &str, items: &[String]) -> Option<String> {
+        let n = self.n?;
+        if n == 0 || items.len() < n as usize {
+            return None;
+        }
+        let last = items.last()?;
+        let q = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.clone())]).ok()?;
+        Some(format!("<{path}?{q}>; rel=\"next\""))
+    }
+}

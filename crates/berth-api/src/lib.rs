@@ -1,0 +1,71 @@
+//! The HTTP layer. [`routes`] maps every URL to its handler; handlers parse,
+//! call the registry service and set headers; [`error`] turns every failure
+//! into the OCI error JSON; [`serve`] runs the connection loop.
+
+mod body;
+pub mod error;
+mod handlers;
+mod headers;
+mod range;
+pub mod routes;
+pub mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_registry::Registry;
+
+pub use routes::router;
+
+/// Everything handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+pub struct StateInner {
+    pub registry: Registry,
+    pub settings: ApiSettings,
+}
+
+/// HTTP-level settings taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// External base URL without a trailing slash; empty for relative `Location`s.
+    pub public_url: String,
+    /// A request body idle for this long is aborted.
+    pub body_idle_timeout: Duration,
+    /// Deadline for requests that do not stream blob data.
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            public_url: String::new(),
+            body_idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(registry: Registry, mut settings: ApiSettings) -> Self {
+        settings.public_url = settings.public_url.trim_end_matches('/').to_owned();
+        AppState { inner: Arc::new(StateInner { registry, settings }) }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn settings(&self) -> &ApiSettings {
+        &self.inner.settings
+    }
+
+    /// A URL for `path` (which starts with `/`): absolute when a public URL
+    /// is configured, else relative, which every client resolves.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.inner.settings.public_url, path)
+    }
+}

@@ -1,0 +1,249 @@
+//! The route table. Repository names contain slashes, so everything under
+//! `/v2/` is parsed here into an [`Endpoint`] and dispatched by method:
+//!
+//! | URL                                        | method        | handler                       |
+//! |--------------------------------------------|---------------|-------------------------------|
+//! | `/v2/`                                     | GET           | `handlers::base::version`     |
+//! | `/v2/_catalog`                             | GET           | `handlers::catalog::list`     |
+//! | `/v2/<name>/blobs/<digest>`                | GET, HEAD     | `handlers::blobs::get`        |
+//! | `/v2/<name>/blobs/<digest>`                | DELETE        | `handlers::blobs::delete`     |
+//! | `/v2/<name>/blobs/uploads/`                | POST          | `handlers::uploads::start`    |
+//! | `/v2/<name>/blobs/uploads/<id>`            | GET           | `handlers::uploads::status`   |
+//! | `/v2/<name>/blobs/uploads/<id>`            | PATCH         | `handlers::uploads::append`   |
+//! | `/v2/<name>/blobs/uploads/<id>`            | PUT           | `handlers::uploads::finish`   |
+//! | `/v2/<name>/blobs/uploads/<id>`            | DELETE        | `handlers::uploads::cancel`   |
+//! | `/v2/<name>/manifests/<reference>`         | GET, HEAD     | `handlers::manifests::get`    |
+//! | `/v2/<name>/manifests/<reference>`         | PUT           | `handlers::manifests::put`    |
+//! | `/v2/<name>/manifests/<reference>`         | DELETE        | `handlers::manifests::delete` |
+//! | `/v2/<name>/tags/list`                     | GET           | `handlers::tags::list`        |
+//! | `/v2/<name>/referrers/<digest>`            | GET           | `handlers::referrers::list`   |
+//! | `/livez`, `/readyz`                        | GET           | `handlers::health`            |
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use berth_oci::{Digest, DigestError, Reference, ReferenceError, RepositoryName};
+use http::{HeaderValue, Method};
+use percent_encoding::percent_decode_str;
+use tower_http::LatencyUnit;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::{Level, Span};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::handlers::{base, blobs, catalog, health, manifests, referrers, tags, uploads};
+use crate::headers::{API_VERSION, X_REQUEST_ID};
+
+/// A parsed `/v2/<name>/...` path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Blob { name: RepositoryName, digest: Digest },
+    UploadStart { name: RepositoryName },
+    Upload { name: RepositoryName, id: String },
+    Manifest { name: RepositoryName, reference: ManifestReference },
+    Tags { name: RepositoryName },
+    Referrers { name: RepositoryName, digest: Digest },
+}
+
+/// A manifest reference as it appeared in the URL: parsed, or the reason it is invalid
+/// (what to answer for an invalid one depends on the method).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestReference {
+    Valid(Reference),
+    Invalid(ReferenceError),
+}
+
+impl Endpoint {
+    pub fn name(&self) -> &RepositoryName {
+        match self {
+            Endpoint::Blob { name, .. }
+            | Endpoint::UploadStart { name }
+            | Endpoint::Upload { name, .. }
+            | Endpoint::Manifest { name, .. }
+            | Endpoint::Tags { name }
+            | Endpoint::Referrers { name, .. } => name,
+        }
+    }
+
+    /// Whether the request streams blob data (and so gets no overall deadline).
+    fn streams_blob_data(&self) -> bool {
+        matches!(self, Endpoint::Blob { .. } | Endpoint::UploadStart { .. } | Endpoint::Upload { .. })
+    }
+}
+
+/// Parses the part of the path after `/v2/`. The resource is decided from the
+/// right, so repository names may contain words like `blobs` or `manifests`.
+pub fn parse_endpoint(rest: &str) -> Result<Endpoint, ApiError> {
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = segs.len();
+    let name_of = |k: usize| -> Result<RepositoryName, ApiError> {
+        if k == 0 {
+            return Err(ApiError::not_found_route());
+        }
+        RepositoryName::parse(&segs[..k].join("/")).map_err(|e| ApiError::name_invalid(e.to_string()))
+    };
+    let decoded = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let digest = |s: &str| Digest::parse(&decoded(s)).map_err(digest_error);
+    if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
+        return Ok(Endpoint::Tags { name: name_of(n - 2)? });
+    }
+    if n >= 3 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
+        let name = name_of(n - 3)?;
+        return Ok(if segs[n - 1].is_empty() {
+            Endpoint::UploadStart { name }
+        } else {
+            Endpoint::Upload { name, id: segs[n - 1].to_owned() }
+        });
+    }
+    if n >= 3 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
+        return Ok(Endpoint::UploadStart { name: name_of(n - 2)? });
+    }
+    if n >= 2 {
+        let last = segs[n - 1];
+        match segs[n - 2] {
+            "blobs" => return Ok(Endpoint::Blob { name: name_of(n - 2)?, digest: digest(last)? }),
+            "referrers" => return Ok(Endpoint::Referrers { name: name_of(n - 2)?, digest: digest(last)? }),
+            "manifests" => {
+                let reference = match Reference::parse(&decoded(last)) {
+                    Ok(r) => ManifestReference::Valid(r),
+                    Err(e) => ManifestReference::Invalid(e),
+                };
+                return Ok(Endpoint::Manifest { name: name_of(n - 2)?, reference });
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::not_found_route())
+}
+
+pub fn digest_error(e: DigestError) -> ApiError {
+    match e {
+        DigestError::Invalid => ApiError::digest_invalid("malformed digest"),
+        DigestError::Unsupported(alg) => ApiError::unsupported(format!("digest algorithm {alg:?} is not supported")),
+    }
+}
+
+/// The complete router with its middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", get(base::version))
+        .route("/v2/", get(base::version))
+        .route("/v2/_catalog", get(catalog::list))
+        .route("/v2/{*rest}", any(dispatch))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::not_found_route() })
+        .with_state(state)
+        .layer(SetResponseHeaderLayer::overriding(API_VERSION, HeaderValue::from_static("registry/2.0")))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked", "panic").into_response()))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+        )
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([http::header::AUTHORIZATION, http::header::COOKIE]))
+}
+
+/// One span per request: method, path (the query may carry nothing secret,
+/// but paths are what operators search by) and the request id.
+fn request_span(req: &http::Request<Body>) -> Span {
+    let id = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
+}
+
+/// Routes a `/v2/<name>/...` request to its handler by endpoint and method.
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let rest = req.uri().path().strip_prefix("/v2/").unwrap_or("").to_owned();
+    let endpoint = match parse_endpoint(&rest) {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let deadline = (!endpoint.streams_blob_data()).then_some(state.settings().request_timeout);
+    let fut = route(state, endpoint, req);
+    let result = match deadline {
+        Some(d) => with_deadline(d, fut).await,
+        None => fut.await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn with_deadline(
+    d: Duration,
+    fut: impl Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
+    tokio::time::timeout(d, fut).await.unwrap_or_else(|_| Err(ApiError::timeout()))
+}
+
+async fn route(state: AppState, endpoint: Endpoint, req: Request<Body>) -> Result<Response, ApiError> {
+    let method = req.method().clone();
+    match (endpoint, method) {
+        (Endpoint::Blob { name, digest }, m) if m == Method::GET || m == Method::HEAD => {
+            blobs::get(&state, &name, &digest, m == Method::HEAD, req.headers()).await
+        }
+        (Endpoint::Blob { name, digest }, Method::DELETE) => blobs::delete(&state, &name, &digest).await,
+        (Endpoint::UploadStart { name }, Method::POST) => uploads::start(&state, &name, req).await,
+        (Endpoint::Upload { name, id }, Method::GET) => uploads::status(&state, &name, &id).await,
+        (Endpoint::Upload { name, id }, Method::PATCH) => uploads::append(&state, &name, &id, req).await,
+        (Endpoint::Upload { name, id }, Method::PUT) => uploads::finish(&state, &name, &id, req).await,
+        (Endpoint::Upload { name, id }, Method::DELETE) => uploads::cancel(&state, &name, &id).await,
+        (Endpoint::Manifest { name, reference }, m) if m == Method::GET || m == Method::HEAD => {
+            manifests::get(&state, &name, reference, m == Method::HEAD, req.headers()).await
+        }
+        (Endpoint::Manifest { name, reference }, Method::PUT) => manifests::put(&state, &name, reference, req).await,
+        (Endpoint::Manifest { name, reference }, Method::DELETE) => manifests::delete(&state, &name, reference).await,
+        (Endpoint::Tags { name }, Method::GET) => tags::list(&state, &name, req.uri().query()).await,
+        (Endpoint::Referrers { name, digest }, Method::GET) => {
+            referrers::list(&state, &name, &digest, req.uri().query()).await
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parses_every_endpoint() {
+        assert!(matches!(parse_endpoint(&format!("a/b/blobs/{D}")), Ok(Endpoint::Blob { .. })));
+        assert!(matches!(parse_endpoint("a/b/blobs/uploads/"), Ok(Endpoint::UploadStart { .. })));
+        assert!(matches!(parse_endpoint("a/b/blobs/uploads"), Ok(Endpoint::UploadStart { .. })));
+        assert!(matches!(parse_endpoint("a/blobs/uploads/1234"), Ok(Endpoint::Upload { ref id, .. }) if id == "1234"));
+        assert!(matches!(parse_endpoint("a/manifests/latest"), Ok(Endpoint::Manifest { .. })));
+        assert!(matches!(parse_endpoint("a/b/c/tags/list"), Ok(Endpoint::Tags { .. })));
+        assert!(matches!(parse_endpoint(&format!("a/referrers/{D}")), Ok(Endpoint::Referrers { .. })));
+    }
+
+    #[test]
+    fn names_may_contain_resource_words() {
+        let e = parse_endpoint("x/blobs/manifests/v1").unwrap();
+        assert_eq!(e.name().as_str(), "x/blobs");
+        let e = parse_endpoint("tags/list/tags/list").unwrap();
+        assert_eq!(e, Endpoint::Tags { name: RepositoryName::parse("tags/list").unwrap() });
+    }
+
+    #[test]
+    fn rejects_bad_names_and_digests() {
+        assert_eq!(parse_endpoint("Bad/manifests/x").unwrap_err().code(), berth_oci::ErrorCode::NameInvalid);
+        assert_eq!(parse_endpoint("a/blobs/sha256:xyz").unwrap_err().code(), berth_oci::ErrorCode::DigestInvalid);
+        assert_eq!(parse_endpoint("a/nothing").unwrap_err().status(), http::StatusCode::NOT_FOUND);
+        assert_eq!(parse_endpoint("manifests/x").unwrap_err().status(), http::StatusCode::NOT_FOUND);
+        assert!(matches!(
+            parse_endpoint("a/manifests/sha256:xyz"),
+            Ok(Endpoint::Manifest { reference: ManifestReference::Invalid(_), .. })
+        ));
+    }
+}

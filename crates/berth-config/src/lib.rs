@@ -1,0 +1,98 @@
+//! Configuration: defaults < TOML file < `BERTH_*` environment variables < CLI flags.
+//!
+//! Every key lives in a typed section struct; unknown keys in the file are
+//! rejected. An environment variable `BERTH_<SECTION>_<KEY>` (or `BERTH_<KEY>`
+//! for top-level keys, `BERTH_STORAGE_S3_<KEY>` for nested sections) overrides
+//! the key whose dotted path it spells; see [`env`].
+
+mod env;
+mod secret;
+mod sections;
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+
+pub use secret::Secret;
+pub use sections::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: not found")]
+    FileNotFound(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Invalid(e.to_string())
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `BERTH_*` variables from `vars`.
+    pub fn load(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::FileNotFound(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let overrides = env::overrides(vars).map_err(ConfigError::Invalid)?;
+        figment = figment.merge(Serialized::globals(overrides));
+        let mut config: Config = figment.extract()?;
+        config.resolve_defaults();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads from the process environment.
+    pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load(file, std::env::vars())
+    }
+
+    /// Fills keys whose defaults derive from others (`data_dir`).
+    fn resolve_defaults(&mut self) {
+        if self.database.url.expose().is_empty() {
+            let db = self.data_dir.join("berth.db");
+            self.database.url = Secret::new(format!("sqlite://{}", db.display()));
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            self.storage.path = self.data_dir.join("blobs");
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let url = &self.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return bad(format!("public_url {:?} must start with http:// or https://", self.public_url));
+        }
+        for rule in &self.tags.immutable {
+            if rule.is_empty() {
+                return bad("tags.immutable: empty pattern".into());
+            }
+        }
+        if self.manifests.max_size == 0 {
+            return bad("manifests.max_size must be positive".into());
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections must be positive".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key must be set together".into());
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML-like JSON, secrets masked.
+    pub fn to_masked_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

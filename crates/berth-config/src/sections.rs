@@ -1,0 +1,189 @@
+//! One struct per config section. `config.example.toml` documents every key;
+//! a test checks that the example and these structs agree.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the registry listens on.
+    pub listen: SocketAddr,
+    /// Root for the embedded defaults (SQLite file, blob directory, keys).
+    pub data_dir: PathBuf,
+    /// External base URL (`https://registry.example.com`), used in `Location`
+    /// headers and the auth realm. Empty: derived from each request's Host.
+    pub public_url: String,
+    /// `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// Default tracing filter; `RUST_LOG` overrides it.
+    pub log_level: String,
+    pub http: HttpConfig,
+    pub tls: TlsConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub tags: TagsConfig,
+    pub manifests: ManifestsConfig,
+    pub uploads: UploadsConfig,
+    pub auth: AuthConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5000)),
+            data_dir: PathBuf::from("./data"),
+            public_url: String::new(),
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            http: HttpConfig::default(),
+            tls: TlsConfig::default(),
+            database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
+            tags: TagsConfig::default(),
+            manifests: ManifestsConfig::default(),
+            uploads: UploadsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Time a client has to send its request headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request body that sends nothing for this long is aborted
+    /// (blob uploads have no overall deadline, only this one).
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// Deadline for requests without a streamed body (manifests, lists, tokens).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key`, Berth serves HTTPS itself.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (default `sqlite://<data_dir>/berth.db`) or `postgres://...`.
+    pub url: Secret,
+    /// Connection pool size (SQLite: readers; writes go through one connection).
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing with 503.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Apply pending migrations at start-up (otherwise run `berth migrate`).
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: Secret::default(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            migrate_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Filesystem,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    /// Filesystem backend root (default `<data_dir>/blobs`).
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { backend: StorageBackend::Filesystem, path: PathBuf::new() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TagsConfig {
+    /// Globs matched against `<repository>:<tag>`; a matching tag cannot be
+    /// moved to another digest or deleted. Example: `["*:v*", "acme/*:*"]`.
+    pub immutable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManifestsConfig {
+    /// Accept manifests whose blobs or child manifests are not (yet) in the
+    /// repository, as partial mirrors need.
+    pub allow_sparse: bool,
+    /// Largest manifest accepted, in bytes.
+    pub max_size: usize,
+}
+
+impl Default for ManifestsConfig {
+    fn default() -> Self {
+        ManifestsConfig { allow_sparse: false, max_size: 4 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// Upload sessions idle for longer than this are purged.
+    #[serde(with = "humantime_serde")]
+    pub expire_after: Duration,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig { expire_after: Duration::from_secs(24 * 3600) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `false`: anyone may pull and push (local development only).
+    pub enabled: bool,
+}

@@ -1,0 +1,99 @@
+use std::io::Write;
+
+use super::*;
+
+fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_derive_from_data_dir() {
+    let c = Config::load(None, vars(&[("BERTH_DATA_DIR", "/srv/berth")])).unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:5000");
+    assert_eq!(c.database.url.expose(), "sqlite:///srv/berth/berth.db");
+    assert_eq!(c.storage.path, PathBuf::from("/srv/berth/blobs"));
+    assert!(!c.auth.enabled);
+    assert!(!c.manifests.allow_sparse);
+}
+
+#[test]
+fn env_overrides_file() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "listen = \"127.0.0.1:6000\"\n[manifests]\nallow_sparse = false\n[tags]\nimmutable = [\"a/*:*\"]")
+        .unwrap();
+    let c = Config::load(
+        Some(f.path()),
+        vars(&[
+            ("BERTH_MANIFESTS_ALLOW_SPARSE", "true"),
+            ("BERTH_TAGS_IMMUTABLE", r#"["*:v*", "x/*:*"]"#),
+            ("BERTH_DATABASE_URL", "123"),
+            ("BERTH_HTTP_BODY_IDLE_TIMEOUT", "2m"),
+            ("BERTH_TEST_POSTGRES_URL", "ignored"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:6000");
+    assert!(c.manifests.allow_sparse);
+    assert_eq!(c.tags.immutable, vec!["*:v*", "x/*:*"]);
+    assert_eq!(c.database.url.expose(), "123");
+    assert_eq!(c.http.body_idle_timeout, std::time::Duration::from_secs(120));
+}
+
+#[test]
+fn comma_lists_and_bad_values() {
+    let c = Config::load(None, vars(&[("BERTH_TAGS_IMMUTABLE", "*:v*, prod/*:*")])).unwrap();
+    assert_eq!(c.tags.immutable, vec!["*:v*", "prod/*:*"]);
+    let e = Config::load(None, vars(&[("BERTH_AUTH_ENABLED", "maybe")])).unwrap_err();
+    assert!(e.to_string().contains("BERTH_AUTH_ENABLED"), "{e}");
+}
+
+#[test]
+fn unknown_file_keys_are_rejected() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "[manifests]\nallow_sparce = true").unwrap();
+    let e = Config::load(Some(f.path()), Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("allow_sparce"), "{e}");
+}
+
+#[test]
+fn secrets_are_masked() {
+    let c = Config::load(None, vars(&[("BERTH_DATABASE_URL", "postgres://u:pw@h/db")])).unwrap();
+    assert!(!format!("{c:?}").contains("pw@"));
+    assert!(!c.to_masked_json().to_string().contains("pw@"));
+}
+
+#[test]
+fn variable_names_are_unambiguous() {
+    let keys = env::known_keys();
+    let mut names: Vec<String> = keys.keys().map(|k| env::var_name(k)).collect();
+    let n = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), n);
+    assert!(keys.contains_key("tls.cert"), "optional keys are listed too");
+}
+
+/// `config.example.toml` must parse and document every key.
+#[test]
+fn example_documents_every_key() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config.example.toml");
+    let text = std::fs::read_to_string(path).expect("config.example.toml exists");
+    Config::load(Some(std::path::Path::new(path)), Vec::new()).expect("example parses");
+    // Every key appears, commented out or not, inside its section.
+    let mut section = String::new();
+    let mut documented = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let l = line.trim().trim_start_matches('#').trim();
+        if l.starts_with('[') && l.ends_with(']') && !l.contains('=') {
+            section = l.trim_matches(|c| c == '[' || c == ']').to_owned();
+        } else if let Some((k, _)) = l.split_once('=') {
+            let k = k.trim();
+            if !k.is_empty() && !k.contains(' ') {
+                documented.insert(if section.is_empty() { k.to_owned() } else { format!("{section}.{k}") });
+            }
+        }
+    }
+    for key in env::known_keys().keys() {
+        assert!(documented.contains(key), "config.example.toml does not document {key}");
+    }
+}

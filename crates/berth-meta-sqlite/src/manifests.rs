@@ -1,0 +1,372 @@
+//! Manifests, their references, and the referrers index.
+
+use std::collections::{HashMap, HashSet};
+
+use berth_meta::{ManifestRecord, ManifestRef, MetaError, NewManifest, RefProblem, Referrer, Result, TagGuard};
+use berth_oci::{Digest, RepositoryName};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+
+use crate::error::{db_err, from_sql_int, parse_digest, to_sql_int};
+use crate::{Tx, repositories, tags};
+
+/// Bind parameters per statement for generated IN lists and multi-row
+/// inserts; far below SQLite's limit (32766), and keeps statements small.
+const MAX_BINDS: usize = 400;
+
+#[derive(sqlx::FromRow)]
+struct ManifestRow {
+    digest: String,
+    media_type: String,
+    size: i64,
+    /// NULL unless the caller asked for the bytes.
+    content: Option<Vec<u8>>,
+    created_at: i64,
+}
+
+impl ManifestRow {
+    fn into_record(self) -> Result<ManifestRecord> {
+        Ok(ManifestRecord {
+            digest: parse_digest(&self.digest)?,
+            media_type: self.media_type,
+            size: from_sql_int(self.size, "manifest size")?,
+            content: self.content.unwrap_or_default(),
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ReferrerRow {
+    digest: String,
+    media_type: String,
+    size: i64,
+    artifact_type: Option<String>,
+    annotations: Option<String>,
+}
+
+impl ReferrerRow {
+    fn into_referrer(self) -> Result<Referrer> {
+        Ok(Referrer {
+            digest: parse_digest(&self.digest)?,
+            media_type: self.media_type,
+            size: from_sql_int(self.size, "manifest size")?,
+            artifact_type: self.artifact_type,
+            annotations: self.annotations,
+        })
+    }
+}
+
+/// One query either way: a tag is resolved in the same join that loads the manifest.
+pub(crate) async fn get(
+    pool: &SqlitePool,
+    repo: &RepositoryName,
+    reference: &ManifestRef<'_>,
+    with_content: bool,
+) -> Result<Option<ManifestRecord>> {
+    let row: Option<ManifestRow> = match reference {
+        ManifestRef::Tag(tag) => sqlx::query_as(
+            "SELECT m.digest, m.media_type, m.size, CASE WHEN ? THEN m.content END AS content, m.created_at \
+             FROM repositories r \
+             JOIN tags t ON t.repository_id = r.id \
+             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest \
+             WHERE r.name = ? AND t.name = ?",
+        )
+        .bind(with_content)
+        .bind(repo.as_str())
+        .bind(tag.as_str()),
+        ManifestRef::Digest(digest) => sqlx::query_as(
+            "SELECT m.digest, m.media_type, m.size, CASE WHEN ? THEN m.content END AS content, m.created_at \
+             FROM repositories r \
+             JOIN manifests m ON m.repository_id = r.id \
+             WHERE r.name = ? AND m.digest = ?",
+        )
+        .bind(with_content)
+        .bind(repo.as_str())
+        .bind(digest.as_str()),
+    }
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    row.map(ManifestRow::into_record).transpose()
+}
+
+/// Stores the manifest, its references and its tags (see the trait docs).
+pub(crate) async fn put(
+    tx: &mut Tx,
+    repo: &RepositoryName,
+    manifest: &NewManifest,
+    check_references: bool,
+    guard: TagGuard<'_>,
+) -> Result<()> {
+    let repository_id = repositories::upsert(tx, repo, manifest.created_at).await?;
+    if check_references {
+        let problem = reference_problems(tx, repository_id, manifest).await?;
+        if !problem.missing.is_empty() || !problem.wrong_size.is_empty() {
+            return Err(MetaError::References(problem));
+        }
+    }
+    // Same digest, same bytes: a repeated push changes nothing about the
+    // manifest row, and its references are already recorded.
+    if insert_manifest(tx, repository_id, manifest).await? {
+        insert_references(tx, repository_id, manifest).await?;
+    }
+    for tag in &manifest.tags {
+        tags::set(tx, repository_id, repo, tag, &manifest.digest, manifest.created_at, guard).await?;
+    }
+    Ok(())
+}
+
+/// What the manifest references that the repository lacks, with one query
+/// per chunk of blob digests and per chunk of child manifest digests.
+async fn reference_problems(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> Result<RefProblem> {
+    let blob_digests = unique(manifest.blobs.iter().map(|b| &b.digest));
+    let mut linked: HashMap<String, i64> = HashMap::new();
+    for chunk in blob_digests.chunks(MAX_BINDS) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT rb.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repository_id = ",
+        );
+        query.push_bind(repository_id).push(" AND rb.digest IN (");
+        push_digest_list(&mut query, chunk);
+        let rows: Vec<(String, i64)> =
+            query.build_query_as().persistent(false).fetch_all(&mut **tx).await.map_err(db_err)?;
+        linked.extend(rows);
+    }
+
+    let child_digests = unique(manifest.manifests.iter());
+    let mut present: HashSet<String> = HashSet::new();
+    for chunk in child_digests.chunks(MAX_BINDS) {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT digest FROM manifests WHERE repository_id = ");
+        query.push_bind(repository_id).push(" AND digest IN (");
+        push_digest_list(&mut query, chunk);
+        let rows: Vec<String> =
+            query.build_query_scalar().persistent(false).fetch_all(&mut **tx).await.map_err(db_err)?;
+        present.extend(rows);
+    }
+
+    let mut problem = RefProblem::default();
+    for blob in &manifest.blobs {
+        let list = match linked.get(blob.digest.as_str()) {
+            None => &mut problem.missing,
+            Some(&size) if u64::try_from(size).ok() != Some(blob.size) => &mut problem.wrong_size,
+            Some(_) => continue,
+        };
+        if !list.contains(&blob.digest) {
+            list.push(blob.digest.clone());
+        }
+    }
+    for child in &child_digests {
+        if !present.contains(child.as_str()) {
+            problem.missing.push((*child).clone());
+        }
+    }
+    Ok(problem)
+}
+
+/// Digests in first-seen order, without repeats (a layer may be listed twice).
+fn unique<'a>(digests: impl Iterator<Item = &'a Digest>) -> Vec<&'a Digest> {
+    let mut seen = HashSet::new();
+    digests.filter(|d| seen.insert(d.as_str())).collect()
+}
+
+/// Appends `?, ?, ...)` binding each digest.
+fn push_digest_list(query: &mut QueryBuilder<Sqlite>, digests: &[&Digest]) {
+    let mut list = query.separated(", ");
+    for digest in digests {
+        list.push_bind(digest.as_str().to_owned());
+    }
+    list.push_unseparated(")");
+}
+
+/// Inserts the manifest row; `false` if this repository already had it.
+async fn insert_manifest(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> Result<bool> {
+    let size = to_sql_int(manifest.content.len() as u64, "manifest size")?;
+    let result = sqlx::query(
+        "INSERT INTO manifests \
+         (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (repository_id, digest) DO NOTHING",
+    )
+    .bind(repository_id)
+    .bind(manifest.digest.as_str())
+    .bind(&manifest.media_type)
+    .bind(manifest.artifact_type.as_deref())
+    .bind(manifest.subject.as_ref().map(Digest::as_str))
+    .bind(manifest.annotations.as_deref())
+    .bind(size)
+    .bind(&manifest.content)
+    .bind(manifest.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Records what the manifest points at, in multi-row inserts. Repeats (the
+/// same layer twice) collapse on the primary key.
+async fn insert_references(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> Result<()> {
+    let targets: Vec<(&str, &str)> = manifest
+        .blobs
+        .iter()
+        .map(|b| (b.digest.as_str(), "blob"))
+        .chain(manifest.manifests.iter().map(|d| (d.as_str(), "manifest")))
+        .collect();
+    for chunk in targets.chunks(MAX_BINDS / 4) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, kind) ",
+        );
+        query.push_values(chunk, |mut row, &(target, kind)| {
+            row.push_bind(repository_id)
+                .push_bind(manifest.digest.as_str().to_owned())
+                .push_bind(target.to_owned())
+                .push_bind(kind);
+        });
+        query.push(" ON CONFLICT (repository_id, manifest_digest, target_digest) DO NOTHING");
+        query.build().persistent(false).execute(&mut **tx).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Deletes the manifest and, by cascade, its tags and references. Refused
+/// if `guard` protects one of the tags.
+pub(crate) async fn delete(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
+    // One row per tag (or one row with a NULL tag): the manifest's existence
+    // and its tags in a single query.
+    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT m.repository_id, t.name FROM repositories r \
+         JOIN manifests m ON m.repository_id = r.id \
+         LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.digest = m.digest \
+         WHERE r.name = ? AND m.digest = ?",
+    )
+    .bind(repo.as_str())
+    .bind(digest.as_str())
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    let Some(&(repository_id, _)) = rows.first() else {
+        return Ok(false);
+    };
+    // Sorted here rather than in SQL, which would trade the (repository_id,
+    // digest) index for a scan of the repository's tags in name order; the
+    // order makes the reported tag deterministic.
+    let mut tag_names: Vec<&str> = rows.iter().filter_map(|(_, tag)| tag.as_deref()).collect();
+    tag_names.sort_unstable();
+    for tag in tag_names {
+        if let Some(rule) = guard(repo, tag) {
+            return Err(MetaError::ImmutableTag { tag: tag.to_owned(), rule });
+        }
+    }
+    sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
+        .bind(repository_id)
+        .bind(digest.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(true)
+}
+
+pub(crate) async fn referrers(
+    pool: &SqlitePool,
+    repo: &RepositoryName,
+    subject: &Digest,
+    artifact_type: Option<&str>,
+) -> Result<Vec<Referrer>> {
+    let rows: Vec<ReferrerRow> = sqlx::query_as(
+        "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
+         FROM repositories r JOIN manifests m ON m.repository_id = r.id \
+         WHERE r.name = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?) \
+         ORDER BY m.digest",
+    )
+    .bind(repo.as_str())
+    .bind(subject.as_str())
+    .bind(artifact_type)
+    .bind(artifact_type)
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.into_iter().map(ReferrerRow::into_referrer).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_meta::{BlobRef, MetaStore, no_guard};
+
+    use super::*;
+    use crate::{SqliteMetaStore, SqliteSettings};
+
+    async fn references(store: &SqliteMetaStore, manifest: &Digest) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT target_digest, kind FROM manifest_references WHERE manifest_digest = ? ORDER BY target_digest",
+        )
+        .bind(manifest.as_str())
+        .fetch_all(&store.reader)
+        .await
+        .expect("read references")
+    }
+
+    /// Garbage collection will rely on these rows, which the trait cannot show.
+    #[tokio::test]
+    async fn references_are_recorded_once_and_cascade_on_delete() {
+        let store = SqliteMetaStore::connect(&SqliteSettings::in_memory()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let repo = RepositoryName::parse("acme/app").expect("name");
+        let layer = BlobRef { digest: Digest::sha256_of(b"layer"), size: 5 };
+        let child = Digest::sha256_of(b"child");
+        let content = b"{}".to_vec();
+        let manifest = NewManifest {
+            digest: Digest::sha256_of(&content),
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            content,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            blobs: vec![layer.clone(), layer.clone()],
+            manifests: vec![child.clone()],
+            tags: Vec::new(),
+            created_at: 1,
+        };
+        store.put_manifest(&repo, &manifest, false, &no_guard).await.expect("put");
+        store.put_manifest(&repo, &manifest, false, &no_guard).await.expect("put again");
+
+        let mut expected =
+            vec![(layer.digest.to_string(), "blob".to_owned()), (child.to_string(), "manifest".to_owned())];
+        expected.sort();
+        assert_eq!(references(&store, &manifest.digest).await, expected);
+
+        assert!(store.delete_manifest(&repo, &manifest.digest, &no_guard).await.expect("delete"));
+        assert_eq!(references(&store, &manifest.digest).await, Vec::new());
+    }
+
+    /// Enough digests to need several IN-list and multi-row insert chunks.
+    #[tokio::test]
+    async fn large_manifests_are_checked_in_chunks() {
+        let store = SqliteMetaStore::connect(&SqliteSettings::in_memory()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let repo = RepositoryName::parse("acme/big").expect("name");
+        let blobs: Vec<BlobRef> =
+            (0..1000u32).map(|i| BlobRef { digest: Digest::sha256_of(&i.to_be_bytes()), size: u64::from(i) }).collect();
+        for blob in blobs.iter().skip(1) {
+            store.link_blob(&repo, &blob.digest, blob.size).await.expect("link");
+        }
+        let content = b"{\"big\":true}".to_vec();
+        let manifest = NewManifest {
+            digest: Digest::sha256_of(&content),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            content,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            blobs: blobs.clone(),
+            manifests: Vec::new(),
+            tags: Vec::new(),
+            created_at: 1,
+        };
+        match store.put_manifest(&repo, &manifest, true, &no_guard).await {
+            Err(MetaError::References(problem)) => assert_eq!(problem.missing, vec![blobs[0].digest.clone()]),
+            other => panic!("expected a References error, got {other:?}"),
+        }
+        store.link_blob(&repo, &blobs[0].digest, blobs[0].size).await.expect("link first");
+        store.put_manifest(&repo, &manifest, true, &no_guard).await.expect("put");
+        assert_eq!(references(&store, &manifest.digest).await.len(), blobs.len());
+    }
+}

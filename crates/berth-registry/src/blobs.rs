@@ -1,0 +1,45 @@
+//! Blob reads, mounts and deletes. A blob is visible in a repository only
+//! when the metadata store links it there; bytes are shared across repositories.
+
+use berth_blob::{BlobRead, ByteRange};
+use berth_oci::{Digest, RepositoryName};
+
+use crate::{Registry, RegistryError, Result};
+
+impl Registry {
+    /// Size of a blob visible in `repo`.
+    pub async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
+        self.inner.meta.blob_size(repo, digest).await?.ok_or(RegistryError::BlobUnknown)
+    }
+
+    /// Opens a blob already known to be visible (see [`Registry::blob_size`]).
+    pub async fn open_blob(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead> {
+        Ok(self.inner.blobs.read(digest, range).await?)
+    }
+
+    /// Makes `digest` visible in `repo` without uploading it again, taking it
+    /// from `from` or, when `from` is `None`, from wherever the registry holds
+    /// it. Returns the size, or `None` if there is nothing to mount (the
+    /// caller then starts an ordinary upload).
+    pub async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: Option<&RepositoryName>,
+    ) -> Result<Option<u64>> {
+        let size = match from {
+            Some(source) => self.inner.meta.blob_size(source, digest).await?,
+            None => self.inner.meta.global_blob_size(digest).await?,
+        };
+        if let Some(size) = size {
+            self.inner.meta.link_blob(repo, digest, size).await?;
+        }
+        Ok(size)
+    }
+
+    /// Removes the blob from `repo`. Its bytes stay until garbage collection
+    /// finds no repository referencing them.
+    pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        if self.inner.meta.unlink_blob(repo, digest).await? { Ok(()) } else { Err(RegistryError::BlobUnknown) }
+    }
+}

@@ -1,0 +1,70 @@
+use berth_blob::BlobError;
+use berth_meta::{MetaError, RefProblem};
+use berth_oci::Digest;
+
+/// What can go wrong in a registry operation, in the registry's terms.
+/// The API layer maps each variant to an OCI error code and HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob unknown")]
+    BlobUnknown,
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("repository unknown")]
+    NameUnknown,
+    #[error("upload unknown")]
+    UploadUnknown,
+    #[error("digest mismatch: computed {computed}")]
+    DigestMismatch { computed: Digest },
+    #[error("unsupported digest algorithm {0:?}")]
+    DigestUnsupported(String),
+    /// A chunk does not start where the upload stands.
+    #[error("chunk out of order: upload is at offset {offset}")]
+    RangeNotSatisfiable { offset: u64 },
+    /// The body's length differs from what the request declared.
+    #[error("size invalid: {0}")]
+    SizeInvalid(String),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest of {size} bytes exceeds the limit of {limit}")]
+    ManifestTooLarge { size: u64, limit: usize },
+    #[error("manifest references unknown content")]
+    ManifestBlobUnknown(RefProblem),
+    #[error("tag {tag:?} is immutable (rule {rule:?})")]
+    ImmutableTag { tag: String, rule: String },
+    /// Reading the request body failed: client disconnect or timeout.
+    #[error("request body: {0}")]
+    Body(std::io::Error),
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<MetaError> for RegistryError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::References(p) => RegistryError::ManifestBlobUnknown(p),
+            MetaError::ImmutableTag { tag, rule } => RegistryError::ImmutableTag { tag, rule },
+            MetaError::UploadUnknown => RegistryError::UploadUnknown,
+            MetaError::Unavailable(m) => RegistryError::Unavailable(m),
+            MetaError::Backend(m) => RegistryError::Internal(m),
+        }
+    }
+}
+
+impl From<BlobError> for RegistryError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound => RegistryError::BlobUnknown,
+            BlobError::UploadLost => RegistryError::UploadUnknown,
+            // The body exceeded its declared length (see `uploads::limit_body`).
+            BlobError::Source(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                RegistryError::SizeInvalid(e.to_string())
+            }
+            BlobError::Source(e) => RegistryError::Body(e),
+            BlobError::Io(e) => RegistryError::Internal(format!("storage: {e}")),
+            BlobError::Backend(m) => RegistryError::Internal(format!("storage: {m}")),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The registry service: every rule of the distribution API that is not
+//! HTTP lives here, once, for the server and the CLI alike.
+//!
+//! - blobs: visibility per repository, mounts, deletes ([`blobs`])
+//! - upload sessions: start, append, status, finish, cancel ([`uploads`])
+//! - manifests, tags and referrers ([`manifests`])
+//! - tag immutability ([`immutability`])
+
+pub mod blobs;
+mod error;
+pub mod immutability;
+mod locks;
+pub mod manifests;
+pub mod uploads;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_blob::BlobStore;
+use berth_meta::MetaStore;
+
+pub use error::RegistryError;
+pub use immutability::ImmutableTags;
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// Registry rules that come from configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub immutable_tags: ImmutableTags,
+    /// Accept manifests whose references are not (all) present.
+    pub allow_sparse: bool,
+    pub max_manifest_size: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            immutable_tags: ImmutableTags::default(),
+            allow_sparse: false,
+            max_manifest_size: berth_oci::manifest::MAX_MANIFEST_SIZE,
+        }
+    }
+}
+
+/// The registry service. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    policy: Policy,
+    upload_locks: locks::KeyedLocks,
+}
+
+impl Registry {
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, policy: Policy) -> Self {
+        Registry { inner: Arc::new(Inner { meta, blobs, policy, upload_locks: locks::KeyedLocks::default() }) }
+    }
+
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.inner.meta
+    }
+
+    pub fn blob_store(&self) -> &Arc<dyn BlobStore> {
+        &self.inner.blobs
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Database reachable and storage writable.
+    pub async fn readiness(&self) -> Result<()> {
+        self.inner.meta.ping().await?;
+        self.inner.blobs.check_writable().await?;
+        Ok(())
+    }
+
+    /// Repository names, for the catalog.
+    pub async fn list_repositories(&self, after: Option<&str>, limit: Option<u32>) -> Result<Vec<String>> {
+        Ok(self.inner.meta.list_repositories(after, limit).await?)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests;

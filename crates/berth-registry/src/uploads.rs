@@ -1,0 +1,251 @@
+//! Upload sessions: POST starts one, PATCH appends, PUT finishes, DELETE
+//! cancels, GET reports progress. The session (offset and saved hasher
+//! state) is persisted after every append, so an upload survives restarts
+//! and may continue on another replica; the digest is computed while
+//! streaming and never by re-reading, unless the client finishes with a
+//! different algorithm than the session hashed with.
+
+use std::io;
+
+use berth_blob::{ByteStream, UploadCursor};
+use berth_meta::{UploadProgress, UploadSession};
+use berth_oci::{Algorithm, Digest, Hasher, RepositoryName};
+use futures_util::StreamExt;
+
+use crate::{Registry, RegistryError, Result, now_ms};
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: String,
+    /// Bytes received so far.
+    pub offset: u64,
+}
+
+/// What a PATCH declares about its chunk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkInfo {
+    /// `Content-Range: start-end` (inclusive), if sent.
+    pub range: Option<(u64, u64)>,
+    /// `Content-Length`, if sent.
+    pub length: Option<u64>,
+}
+
+impl ChunkInfo {
+    /// The exact number of bytes the body must carry, if declared.
+    fn expected_len(&self) -> Result<Option<u64>> {
+        let from_range = match self.range {
+            Some((start, end)) if end < start => {
+                return Err(RegistryError::SizeInvalid(format!("Content-Range {start}-{end} is inverted")));
+            }
+            Some((start, end)) => Some(end - start + 1),
+            None => None,
+        };
+        match (from_range, self.length) {
+            (Some(r), Some(l)) if r != l => {
+                Err(RegistryError::SizeInvalid(format!("Content-Range covers {r} bytes but Content-Length is {l}")))
+            }
+            (r, l) => Ok(r.or(l)),
+        }
+    }
+}
+
+fn new_upload_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn cursor_of(p: &UploadProgress) -> UploadCursor {
+    UploadCursor { offset: p.offset, state: p.backend_state.clone() }
+}
+
+impl Registry {
+    /// Opens an upload session (POST without a digest).
+    pub async fn start_upload(&self, repo: &RepositoryName, algorithm: Algorithm) -> Result<UploadStatus> {
+        let id = new_upload_id();
+        let cursor = self.inner.blobs.upload_start(&id).await?;
+        let now = now_ms();
+        let session = UploadSession {
+            id: id.clone(),
+            repository: repo.clone(),
+            algorithm,
+            progress: UploadProgress {
+                offset: cursor.offset,
+                hash_state: Hasher::new(algorithm).save(),
+                backend_state: cursor.state,
+                updated_at: now,
+            },
+            created_at: now,
+        };
+        self.inner.meta.create_upload(&session).await?;
+        Ok(UploadStatus { id, offset: 0 })
+    }
+
+    /// Uploads a whole blob in one request (POST with `?digest=`, or a PUT on a
+    /// session that received nothing yet). Nothing is persisted unless the
+    /// digest verifies.
+    pub async fn put_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        body: ByteStream,
+        length: Option<u64>,
+    ) -> Result<u64> {
+        let id = new_upload_id();
+        let store = &self.inner.blobs;
+        let start = store.upload_start(&id).await?;
+        let outcome = async {
+            let (cursor, hasher) =
+                store.upload_append(&id, &start, limit_body(body, length), Hasher::new(digest.algorithm())).await?;
+            check_length(length, cursor.offset)?;
+            verify(digest, hasher.finish())?;
+            store.upload_commit(&id, &cursor, digest).await?;
+            Ok::<_, RegistryError>(cursor.offset)
+        }
+        .await;
+        match outcome {
+            Ok(size) => {
+                self.inner.meta.link_blob(repo, digest, size).await?;
+                Ok(size)
+            }
+            Err(e) => {
+                let _ = store.upload_abort(&id, &start).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The session, if it exists and belongs to `repo`.
+    async fn session(&self, repo: &RepositoryName, id: &str) -> Result<UploadSession> {
+        match self.inner.meta.get_upload(id).await? {
+            Some(s) if &s.repository == repo => Ok(s),
+            _ => Err(RegistryError::UploadUnknown),
+        }
+    }
+
+    pub async fn upload_status(&self, repo: &RepositoryName, id: &str) -> Result<UploadStatus> {
+        let s = self.session(repo, id).await?;
+        Ok(UploadStatus { id: s.id, offset: s.progress.offset })
+    }
+
+    /// Appends a chunk (PATCH). A `Content-Range` must start at the current offset.
+    pub async fn append_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        body: ByteStream,
+        chunk: ChunkInfo,
+    ) -> Result<UploadStatus> {
+        let expected = chunk.expected_len()?;
+        let _guard = self.inner.upload_locks.lock(id).await;
+        let session = self.session(repo, id).await?;
+        check_chunk_start(&chunk, session.progress.offset)?;
+        let progress = self.append_and_save(&session, body, expected).await?;
+        Ok(UploadStatus { id: session.id, offset: progress.offset })
+    }
+
+    /// Appends `body` to the session and persists the new progress.
+    async fn append_and_save(
+        &self,
+        session: &UploadSession,
+        body: ByteStream,
+        expected: Option<u64>,
+    ) -> Result<UploadProgress> {
+        let before = &session.progress;
+        let hasher = Hasher::restore(session.algorithm, &before.hash_state).ok_or(RegistryError::UploadUnknown)?;
+        let (cursor, hasher) =
+            self.inner.blobs.upload_append(&session.id, &cursor_of(before), limit_body(body, expected), hasher).await?;
+        check_length(expected, cursor.offset - before.offset)?;
+        let progress = UploadProgress {
+            offset: cursor.offset,
+            hash_state: hasher.save(),
+            backend_state: cursor.state,
+            updated_at: now_ms(),
+        };
+        if !self.inner.meta.update_upload(&session.id, before.offset, &progress).await? {
+            // Another process moved or finished the session meanwhile.
+            return Err(RegistryError::UploadUnknown);
+        }
+        Ok(progress)
+    }
+
+    /// Finishes an upload (PUT `?digest=`), with an optional last chunk.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        digest: &Digest,
+        last_chunk: Option<(ByteStream, ChunkInfo)>,
+    ) -> Result<u64> {
+        let _guard = self.inner.upload_locks.lock(id).await;
+        let mut session = self.session(repo, id).await?;
+        if let Some((body, chunk)) = last_chunk {
+            let expected = chunk.expected_len()?;
+            check_chunk_start(&chunk, session.progress.offset)?;
+            session.progress = self.append_and_save(&session, body, expected).await?;
+        }
+        let cursor = cursor_of(&session.progress);
+        let computed = if digest.algorithm() == session.algorithm {
+            Hasher::restore(session.algorithm, &session.progress.hash_state)
+                .ok_or(RegistryError::UploadUnknown)?
+                .finish()
+        } else {
+            // The client chose another algorithm than the session hashed with.
+            let mut data = self.inner.blobs.upload_read(id, &cursor).await?;
+            let mut h = Hasher::new(digest.algorithm());
+            while let Some(chunk) = data.next().await {
+                h.update(&chunk.map_err(|e| RegistryError::Internal(format!("re-reading upload: {e}")))?);
+            }
+            h.finish()
+        };
+        verify(digest, computed)?;
+        self.inner.blobs.upload_commit(id, &cursor, digest).await?;
+        self.inner.meta.complete_upload(id, digest, cursor.offset).await?;
+        Ok(cursor.offset)
+    }
+
+    /// Cancels an upload (DELETE on its location) and discards its data.
+    pub async fn cancel_upload(&self, repo: &RepositoryName, id: &str) -> Result<()> {
+        let _guard = self.inner.upload_locks.lock(id).await;
+        let session = self.session(repo, id).await?;
+        self.inner.meta.delete_upload(id).await?;
+        self.inner.blobs.upload_abort(id, &cursor_of(&session.progress)).await?;
+        Ok(())
+    }
+}
+
+/// A chunk with a `Content-Range` must start exactly where the upload stands.
+fn check_chunk_start(chunk: &ChunkInfo, offset: u64) -> Result<()> {
+    match chunk.range {
+        Some((start, _)) if start != offset => Err(RegistryError::RangeNotSatisfiable { offset }),
+        _ => Ok(()),
+    }
+}
+
+fn verify(expected: &Digest, computed: Digest) -> Result<()> {
+    if &computed == expected { Ok(()) } else { Err(RegistryError::DigestMismatch { computed }) }
+}
+
+fn check_length(expected: Option<u64>, got: u64) -> Result<()> {
+    match expected {
+        Some(n) if n != got => Err(RegistryError::SizeInvalid(format!("declared {n} bytes, received {got}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Fails the stream as soon as it exceeds the declared length, instead of
+/// storing bytes that will be rejected anyway.
+fn limit_body(body: ByteStream, limit: Option<u64>) -> ByteStream {
+    let Some(limit) = limit else { return body };
+    let mut seen = 0u64;
+    Box::pin(body.map(move |item| {
+        let chunk = item?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("body longer than the declared {limit} bytes"),
+            ));
+        }
+        Ok(chunk)
+    }))
+}

@@ -1,0 +1,77 @@
+//! Starts the real server (the same wiring as `berth serve`) on
+//! `127.0.0.1:0` with a throwaway data directory. The bound listener is
+//! handed to the server, so the test can connect at once: no port races,
+//! no readiness polling.
+
+pub mod fixtures;
+
+use std::net::SocketAddr;
+
+use berth::App;
+use berth_config::Config;
+use berth_registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub registry: Registry,
+    pub config: Config,
+    dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A server on the embedded defaults (SQLite + filesystem), auth off.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Like [`TestServer::start`], with configuration changes applied first.
+    pub async fn start_with(customize: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vars = [("BERTH_DATA_DIR".to_owned(), dir.path().display().to_string())];
+        // Only explicit variables: the test process's own BERTH_* must not leak in.
+        let mut config = Config::load(None, vars).expect("default config loads");
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        customize(&mut config);
+        let app = App::build(config.clone()).await.expect("app builds");
+        let registry = app.registry.clone();
+        let listener = TcpListener::bind(config.listen).await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async {
+            let _ = rx.await;
+        }));
+        TestServer { addr, registry, config, dir, shutdown: Some(tx), task: Some(task) }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

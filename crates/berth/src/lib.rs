@@ -1,0 +1,9 @@
+//! Wiring: configuration in, a running registry out. Shared by the CLI and
+//! by tests that start the real server.
+
+pub mod app;
+pub mod backends;
+pub mod health;
+pub mod telemetry;
+
+pub use app::{App, run};

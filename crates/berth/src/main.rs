@@ -1,0 +1,117 @@
+//! `berth`: the registry server and its operator commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_config::Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a self-hosted OCI container registry",
+    long_about = "Berth: a self-hosted OCI container registry.\n\n\
+        Configuration comes from built-in defaults, then the TOML file given with --config, \
+        then BERTH_* environment variables (BERTH_<KEY>, BERTH_<SECTION>_<KEY>), then flags. \
+        See config.example.toml for every key."
+)]
+struct Cli {
+    /// TOML configuration file (every subcommand reads the same file and BERTH_* variables).
+    #[arg(short, long, global = true, env = "BERTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry server.
+    Serve {
+        /// Listen address (overrides `listen`).
+        #[arg(short, long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Data directory for the embedded defaults (overrides `data_dir`).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets masked) as JSON.
+    Config,
+    /// Probe a running server's /livez (for container health checks); exit 0 if alive.
+    Health {
+        /// Base URL to probe (default: http://127.0.0.1:<port of `listen`>).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    // Flags are the last layer: feed them as the variables they override.
+    if let Command::Serve { listen, data_dir } = &cli.command {
+        if let Some(l) = listen {
+            vars.push(("BERTH_LISTEN".into(), l.to_string()));
+        }
+        if let Some(d) = data_dir {
+            vars.push(("BERTH_DATA_DIR".into(), d.display().to_string()));
+        }
+    }
+    Config::load(cli.config.as_deref(), vars).map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    berth::telemetry::init(&config);
+    let result = match cli.command {
+        Command::Serve { .. } => berth::run(config, shutdown_signal()).await.map_err(|e| e.to_string()),
+        Command::Migrate => berth::backends::open_meta(&config, true).await.map(|_| ()).map_err(|e| e.to_string()),
+        Command::Health { url } => berth::health::probe(&config, url.as_deref()),
+        Command::Config => {
+            println!("{}", serde_json::to_string_pretty(&config.to_masked_json()).unwrap_or_default());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("berth: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
