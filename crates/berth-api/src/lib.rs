@@ -2,6 +2,7 @@
 //! call the registry service and set headers; [`error`] turns every failure
 //! into the OCI error JSON; [`serve`] runs the connection loop.
 
+pub mod auth;
 mod body;
 pub mod error;
 mod handlers;
@@ -13,6 +14,7 @@ pub mod serve;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_auth::AuthService;
 use berth_registry::Registry;
 
 pub use routes::router;
@@ -26,6 +28,8 @@ pub struct AppState {
 pub struct StateInner {
     pub registry: Registry,
     pub settings: ApiSettings,
+    /// `None` when authentication is disabled (`auth.enabled = false`).
+    pub auth: Option<Arc<AuthService>>,
 }
 
 /// HTTP-level settings taken from the configuration.
@@ -37,6 +41,10 @@ pub struct ApiSettings {
     pub body_idle_timeout: Duration,
     /// Deadline for requests that do not stream blob data.
     pub request_timeout: Duration,
+    /// The token flow's `service` (challenge and token audience).
+    pub auth_service: String,
+    /// Whether connections are TLS (for URLs derived from the Host header).
+    pub tls: bool,
 }
 
 impl Default for ApiSettings {
@@ -45,14 +53,20 @@ impl Default for ApiSettings {
             public_url: String::new(),
             body_idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(60),
+            auth_service: "berth".into(),
+            tls: false,
         }
     }
 }
 
 impl AppState {
-    pub fn new(registry: Registry, mut settings: ApiSettings) -> Self {
+    pub fn new(registry: Registry, mut settings: ApiSettings, auth: Option<Arc<AuthService>>) -> Self {
         settings.public_url = settings.public_url.trim_end_matches('/').to_owned();
-        AppState { inner: Arc::new(StateInner { registry, settings }) }
+        AppState { inner: Arc::new(StateInner { registry, settings, auth }) }
+    }
+
+    pub fn auth(&self) -> Option<&Arc<AuthService>> {
+        self.inner.auth.as_ref()
     }
 
     pub fn registry(&self) -> &Registry {

@@ -4,6 +4,7 @@
 //! | URL                                        | method        | handler                       |
 //! |--------------------------------------------|---------------|-------------------------------|
 //! | `/v2/`                                     | GET           | `handlers::base::version`     |
+//! | `/v2/token`                                | GET, POST     | `handlers::token::{get,post}` |
 //! | `/v2/_catalog`                             | GET           | `handlers::catalog::list`     |
 //! | `/v2/<name>/blobs/<digest>`                | GET, HEAD     | `handlers::blobs::get`        |
 //! | `/v2/<name>/blobs/<digest>`                | DELETE        | `handlers::blobs::delete`     |
@@ -18,6 +19,11 @@
 //! | `/v2/<name>/tags/list`                     | GET           | `handlers::tags::list`        |
 //! | `/v2/<name>/referrers/<digest>`            | GET           | `handlers::referrers::list`   |
 //! | `/livez`, `/readyz`                        | GET           | `handlers::health`            |
+//! | `/api/v1/packages/<owner>`                 | GET           | `handlers::gitea::list`       |
+//! | `/api/v1/packages/<owner>/container/<name>/<version>` | GET, DELETE | `handlers::gitea::{get,delete}` |
+//!
+//! Before a `/v2/<name>/...` handler runs, [`Endpoint::need`] says what the
+//! request does to which repository and `auth::require` checks it.
 
 use std::time::Duration;
 
@@ -26,6 +32,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use berth_auth::{Action, Actions, Principal};
 use berth_oci::{Digest, DigestError, Reference, ReferenceError, RepositoryName};
 use http::{HeaderValue, Method};
 use percent_encoding::percent_decode_str;
@@ -39,7 +46,8 @@ use tracing::{Level, Span};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::handlers::{base, blobs, catalog, health, manifests, referrers, tags, uploads};
+use crate::auth::{Caller, Need, require};
+use crate::handlers::{base, blobs, catalog, gitea, health, manifests, referrers, tags, token, uploads};
 use crate::headers::{API_VERSION, X_REQUEST_ID};
 
 /// A parsed `/v2/<name>/...` path.
@@ -71,6 +79,25 @@ impl Endpoint {
             | Endpoint::Tags { name }
             | Endpoint::Referrers { name, .. } => name,
         }
+    }
+
+    /// What the request does to its repository: reads pull, uploads and
+    /// manifest pushes push, deletes delete. `None` for a method the
+    /// endpoint does not serve.
+    pub fn need(&self, method: &Method) -> Option<Actions> {
+        let pull = Actions::PULL;
+        let push = Actions::of(&[Action::Pull, Action::Push]);
+        let delete = Actions::of(&[Action::Delete]);
+        let (read, write) = (method == Method::GET || method == Method::HEAD, method == Method::DELETE);
+        Some(match self {
+            Endpoint::Blob { .. } | Endpoint::Manifest { .. } if read => pull,
+            Endpoint::Blob { .. } | Endpoint::Manifest { .. } if write => delete,
+            Endpoint::Manifest { .. } if method == Method::PUT => push,
+            Endpoint::UploadStart { .. } if method == Method::POST => push,
+            Endpoint::Upload { .. } => push,
+            Endpoint::Tags { .. } | Endpoint::Referrers { .. } if method == Method::GET => pull,
+            _ => return None,
+        })
     }
 
     /// Whether the request streams blob data (and so gets no overall deadline).
@@ -137,6 +164,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", get(base::version))
         .route("/v2/", get(base::version))
         .route("/v2/_catalog", get(catalog::list))
+        .route("/v2/token", get(token::get).post(token::post))
+        .route("/api/v1/packages/{owner}", get(gitea::list))
+        .route("/api/v1/packages/{owner}/container/{*rest}", get(gitea::get).delete(gitea::delete))
         .route("/v2/{*rest}", any(dispatch))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
@@ -162,15 +192,21 @@ fn request_span(req: &http::Request<Body>) -> Span {
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
 }
 
-/// Routes a `/v2/<name>/...` request to its handler by endpoint and method.
+/// Routes a `/v2/<name>/...` request to its handler by endpoint and method,
+/// after checking that the caller may do what the request does.
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let rest = req.uri().path().strip_prefix("/v2/").unwrap_or("").to_owned();
     let endpoint = match parse_endpoint(&rest) {
         Ok(e) => e,
         Err(e) => return e.into_response(),
     };
+    let Some(actions) = endpoint.need(req.method()) else { return ApiError::method_not_allowed().into_response() };
+    let principal = match require(&state, Caller::of(&req), Need { repo: endpoint.name(), actions }).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let deadline = (!endpoint.streams_blob_data()).then_some(state.settings().request_timeout);
-    let fut = route(state, endpoint, req);
+    let fut = route(state, endpoint, principal, req);
     let result = match deadline {
         Some(d) => with_deadline(d, fut).await,
         None => fut.await,
@@ -185,23 +221,27 @@ async fn with_deadline(
     tokio::time::timeout(d, fut).await.unwrap_or_else(|_| Err(ApiError::timeout()))
 }
 
-async fn route(state: AppState, endpoint: Endpoint, req: Request<Body>) -> Result<Response, ApiError> {
+async fn route(state: AppState, endpoint: Endpoint, who: Principal, req: Request<Body>) -> Result<Response, ApiError> {
     let method = req.method().clone();
     match (endpoint, method) {
         (Endpoint::Blob { name, digest }, m) if m == Method::GET || m == Method::HEAD => {
             blobs::get(&state, &name, &digest, m == Method::HEAD, req.headers()).await
         }
-        (Endpoint::Blob { name, digest }, Method::DELETE) => blobs::delete(&state, &name, &digest).await,
-        (Endpoint::UploadStart { name }, Method::POST) => uploads::start(&state, &name, req).await,
+        (Endpoint::Blob { name, digest }, Method::DELETE) => blobs::delete(&state, &who, &name, &digest).await,
+        (Endpoint::UploadStart { name }, Method::POST) => uploads::start(&state, &who, &name, req).await,
         (Endpoint::Upload { name, id }, Method::GET) => uploads::status(&state, &name, &id).await,
         (Endpoint::Upload { name, id }, Method::PATCH) => uploads::append(&state, &name, &id, req).await,
-        (Endpoint::Upload { name, id }, Method::PUT) => uploads::finish(&state, &name, &id, req).await,
+        (Endpoint::Upload { name, id }, Method::PUT) => uploads::finish(&state, &who, &name, &id, req).await,
         (Endpoint::Upload { name, id }, Method::DELETE) => uploads::cancel(&state, &name, &id).await,
         (Endpoint::Manifest { name, reference }, m) if m == Method::GET || m == Method::HEAD => {
             manifests::get(&state, &name, reference, m == Method::HEAD, req.headers()).await
         }
-        (Endpoint::Manifest { name, reference }, Method::PUT) => manifests::put(&state, &name, reference, req).await,
-        (Endpoint::Manifest { name, reference }, Method::DELETE) => manifests::delete(&state, &name, reference).await,
+        (Endpoint::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(&state, &who, &name, reference, req).await
+        }
+        (Endpoint::Manifest { name, reference }, Method::DELETE) => {
+            manifests::delete(&state, &who, &name, reference).await
+        }
         (Endpoint::Tags { name }, Method::GET) => tags::list(&state, &name, req.uri().query()).await,
         (Endpoint::Referrers { name, digest }, Method::GET) => {
             referrers::list(&state, &name, &digest, req.uri().query()).await

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use tower_http::add_extension::AddExtension;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -108,7 +110,9 @@ fn serve_connection<IO>(io: IO, router: Router, builder: &http1::Builder, watche
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+    // Handlers see the client address (for login backoff and audit lines).
+    let service = AddExtension::new(router, ConnectInfo(peer));
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     let conn = watcher.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {

@@ -63,6 +63,9 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             self.storage.path = self.data_dir.join("blobs");
         }
+        if self.auth.jwt_key_file.is_none() {
+            self.auth.jwt_key_file = Some(self.data_dir.join("auth").join("jwt-ed25519.pem"));
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -81,6 +84,12 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be positive".into());
+        }
+        if self.auth.service.is_empty() || self.auth.issuer.is_empty() {
+            return bad("auth.service and auth.issuer must not be empty".into());
+        }
+        if self.auth.token_ttl.as_secs() < 10 {
+            return bad("auth.token_ttl must be at least 10s".into());
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());

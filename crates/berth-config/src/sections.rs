@@ -23,6 +23,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Default tracing filter; `RUST_LOG` overrides it.
     pub log_level: String,
+    /// If set and no user named `admin` exists, `berth serve` creates one
+    /// (a site admin) with this password at start-up.
+    pub admin_password: Secret,
     pub http: HttpConfig,
     pub tls: TlsConfig,
     pub database: DatabaseConfig,
@@ -41,6 +44,7 @@ impl Default for Config {
             public_url: String::new(),
             log_format: LogFormat::Pretty,
             log_level: "info".into(),
+            admin_password: Secret::default(),
             http: HttpConfig::default(),
             tls: TlsConfig::default(),
             database: DatabaseConfig::default(),
@@ -181,9 +185,46 @@ impl Default for UploadsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `false`: anyone may pull and push (local development only).
     pub enabled: bool,
+    /// The `service` of the token flow, and the `aud` of issued tokens.
+    pub service: String,
+    /// The `iss` of issued tokens.
+    pub issuer: String,
+    /// Lifetime of bearer tokens issued by `/v2/token`.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Accept a user's password wherever a personal access token is accepted.
+    pub allow_password: bool,
+    /// PEM file with the Ed25519 private key that signs bearer tokens.
+    /// Default: `<data_dir>/auth/jwt-ed25519.pem`, generated on first start.
+    /// Replicas must share one key: set this to a mounted secret.
+    pub jwt_key_file: Option<PathBuf>,
+    /// Further PEM files (Ed25519 private or public keys) whose tokens are
+    /// still accepted, for key rotation.
+    pub jwt_verify_key_files: Vec<PathBuf>,
+    /// Failed logins allowed per user and per client address before backoff.
+    pub failed_login_limit: u32,
+    /// Longest backoff after repeated failed logins.
+    #[serde(with = "humantime_serde")]
+    pub lockout_max: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            service: "berth".into(),
+            issuer: "berth".into(),
+            token_ttl: Duration::from_secs(300),
+            allow_password: true,
+            jwt_key_file: None,
+            jwt_verify_key_files: Vec::new(),
+            failed_login_limit: 5,
+            lockout_max: Duration::from_secs(300),
+        }
+    }
 }

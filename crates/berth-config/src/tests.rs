@@ -12,7 +12,8 @@ fn defaults_derive_from_data_dir() {
     assert_eq!(c.listen.to_string(), "0.0.0.0:5000");
     assert_eq!(c.database.url.expose(), "sqlite:///srv/berth/berth.db");
     assert_eq!(c.storage.path, PathBuf::from("/srv/berth/blobs"));
-    assert!(!c.auth.enabled);
+    assert!(c.auth.enabled, "auth is on by default");
+    assert_eq!(c.auth.jwt_key_file.as_deref(), Some(std::path::Path::new("/srv/berth/auth/jwt-ed25519.pem")));
     assert!(!c.manifests.allow_sparse);
 }
 

@@ -37,6 +37,20 @@ pub(crate) async fn global_size(pool: &SqlitePool, digest: &Digest) -> Result<Op
     size.map(|s| from_sql_int(s, "blob size")).transpose()
 }
 
+/// Repositories linking `digest`, by name.
+pub(crate) async fn repositories_of(pool: &SqlitePool, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+         WHERE rb.digest = ? ORDER BY r.name LIMIT ?",
+    )
+    .bind(digest.as_str())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    names.iter().map(|n| crate::error::parse_repository(n)).collect()
+}
+
 /// Records the blob and links it to `repo`, creating the repository.
 /// Idempotent; an existing blob row keeps its original size and time.
 pub(crate) async fn link(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, size: u64, now: i64) -> Result<()> {

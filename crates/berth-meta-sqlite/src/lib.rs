@@ -11,10 +11,12 @@
 //! Each aggregate has its own module of small functions taking a pool or a
 //! transaction; the trait impl at the bottom of this file only routes calls.
 
+mod auth;
 mod blobs;
 mod error;
 mod manifests;
 mod migrate;
+mod packages;
 mod repositories;
 mod tags;
 mod uploads;
@@ -25,7 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use berth_meta::{
-    ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, Referrer, Result, TagGuard, UploadProgress,
+    ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer, Result, TagGuard,
+    UploadProgress,
     UploadSession,
 };
 use berth_oci::{Digest, RepositoryName, Tag};
@@ -219,6 +222,10 @@ impl MetaStore for SqliteMetaStore {
         blobs::global_size(&self.reader, digest).await
     }
 
+    async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>> {
+        blobs::repositories_of(&self.reader, digest, limit).await
+    }
+
     async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: u64) -> Result<()> {
         let mut tx = self.begin_write().await?;
         blobs::link(&mut tx, repo, digest, size, now_ms()).await?;
@@ -294,6 +301,14 @@ impl MetaStore for SqliteMetaStore {
         limit: Option<u32>,
     ) -> Result<Option<Vec<String>>> {
         tags::list(&self.reader, repo, after, limit).await
+    }
+
+    async fn package_versions(
+        &self,
+        owner: &str,
+        repository: Option<&RepositoryName>,
+    ) -> Result<Vec<PackageVersionRecord>> {
+        packages::versions(&self.reader, owner, repository).await
     }
 
     async fn referrers(

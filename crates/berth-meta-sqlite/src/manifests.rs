@@ -111,7 +111,7 @@ pub(crate) async fn put(
         insert_references(tx, repository_id, manifest).await?;
     }
     for tag in &manifest.tags {
-        tags::set(tx, repository_id, repo, tag, &manifest.digest, manifest.created_at, guard).await?;
+        tags::set(tx, repository_id, repo, tag, manifest, guard).await?;
     }
     Ok(())
 }
@@ -183,8 +183,8 @@ async fn insert_manifest(tx: &mut Tx, repository_id: i64, manifest: &NewManifest
     let size = to_sql_int(manifest.content.len() as u64, "manifest size")?;
     let result = sqlx::query(
         "INSERT INTO manifests \
-         (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_by, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (repository_id, digest) DO NOTHING",
     )
     .bind(repository_id)
@@ -195,6 +195,7 @@ async fn insert_manifest(tx: &mut Tx, repository_id: i64, manifest: &NewManifest
     .bind(manifest.annotations.as_deref())
     .bind(size)
     .bind(&manifest.content)
+    .bind(manifest.pushed_by.as_deref())
     .bind(manifest.created_at)
     .execute(&mut **tx)
     .await
@@ -323,6 +324,7 @@ mod tests {
             blobs: vec![layer.clone(), layer.clone()],
             manifests: vec![child.clone()],
             tags: Vec::new(),
+            pushed_by: None,
             created_at: 1,
         };
         store.put_manifest(&repo, &manifest, false, &no_guard).await.expect("put");
@@ -359,6 +361,7 @@ mod tests {
             blobs: blobs.clone(),
             manifests: Vec::new(),
             tags: Vec::new(),
+            pushed_by: None,
             created_at: 1,
         };
         match store.put_manifest(&repo, &manifest, true, &no_guard).await {

@@ -1,7 +1,7 @@
 //! Tags: names pointing at manifests, some protected by immutability rules.
 
-use berth_meta::{MetaError, Result, TagGuard};
-use berth_oci::{Digest, RepositoryName, Tag};
+use berth_meta::{MetaError, NewManifest, Result, TagGuard};
+use berth_oci::{RepositoryName, Tag};
 use sqlx::SqlitePool;
 
 use crate::Tx;
@@ -16,10 +16,10 @@ pub(crate) async fn set(
     repository_id: i64,
     repo: &RepositoryName,
     tag: &Tag,
-    digest: &Digest,
-    now: i64,
+    manifest: &NewManifest,
     guard: TagGuard<'_>,
 ) -> Result<()> {
+    let digest = &manifest.digest;
     if let Some(rule) = guard(repo, tag.as_str()) {
         let current: Option<String> =
             sqlx::query_scalar("SELECT digest FROM tags WHERE repository_id = ? AND name = ?")
@@ -33,14 +33,16 @@ pub(crate) async fn set(
         }
     }
     sqlx::query(
-        "INSERT INTO tags (repository_id, name, digest, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+        "INSERT INTO tags (repository_id, name, digest, created_at, updated_at, pushed_by) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at, \
+         pushed_by = excluded.pushed_by",
     )
     .bind(repository_id)
     .bind(tag.as_str())
     .bind(digest.as_str())
-    .bind(now)
-    .bind(now)
+    .bind(manifest.created_at)
+    .bind(manifest.created_at)
+    .bind(manifest.pushed_by.as_deref())
     .execute(&mut **tx)
     .await
     .map_err(db_err)?;

@@ -8,6 +8,12 @@ pub enum MetaError {
     /// A tag protected by an immutability rule would move or disappear.
     #[error("tag {tag:?} is immutable (rule {rule:?})")]
     ImmutableTag { tag: String, rule: String },
+    /// A name is already taken (users and organizations share one namespace).
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A named user, organization or token does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
     /// The upload session does not exist (finished, cancelled or expired meanwhile).
     #[error("upload session unknown")]
     UploadUnknown,

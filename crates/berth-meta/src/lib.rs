@@ -6,6 +6,7 @@
 //!
 //! Time is stored as milliseconds since the Unix epoch.
 
+pub mod auth;
 mod error;
 mod types;
 
@@ -16,6 +17,7 @@ pub mod testsuite;
 use async_trait::async_trait;
 use berth_oci::{Digest, RepositoryName, Tag};
 
+pub use auth::AuthStore;
 pub use error::{MetaError, RefProblem};
 pub use types::*;
 
@@ -53,6 +55,10 @@ pub trait MetaStore: Send + Sync + 'static {
 
     /// Size of `digest` if any repository holds it (for anonymous mounts).
     async fn global_blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Repositories linking `digest`, in name order, at most `limit` (to find
+    /// a mount source the caller may read).
+    async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>>;
 
     /// Records that the blob store holds `digest` and links it to `repo`,
     /// creating the repository if needed. Idempotent.
@@ -123,6 +129,11 @@ pub trait MetaStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: Option<u32>,
     ) -> Result<Option<Vec<String>>>;
+
+    /// Package versions of every repository of `owner` (or only of
+    /// `repository`): each tag, plus each manifest no tag points to.
+    /// Newest first, then by repository and version.
+    async fn package_versions(&self, owner: &str, repository: Option<&RepositoryName>) -> Result<Vec<PackageVersionRecord>>;
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those
     /// with the given artifact type; ordered by digest.

@@ -89,6 +89,7 @@ macro_rules! meta_store_suite {
             concurrent_pushes_to_one_tag_end_consistent,
             concurrent_pushes_to_immutable_tag_one_wins,
             concurrent_pushes_of_one_manifest_all_succeed,
+            package_versions_are_tags_and_untagged_manifests,
         ]);
     };
     (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?]) => {
@@ -149,6 +150,7 @@ fn manifest(seed: &str) -> NewManifest {
         blobs: Vec::new(),
         manifests: Vec::new(),
         tags: Vec::new(),
+        pushed_by: None,
         created_at: T0,
     }
 }
@@ -863,6 +865,45 @@ pub async fn concurrent_pushes_of_one_manifest_all_succeed(store: Arc<dyn MetaSt
     }
     assert_eq!(digest_of_tag(&*store, "acme/app", "latest").await, Some(m.digest));
     assert_eq!(tag_list(&*store, "acme/app").await, Some(strings(&["latest"])));
+}
+
+pub async fn package_versions_are_tags_and_untagged_manifests(store: Arc<dyn MetaStore>) {
+    let (amd64, arm64) = (manifest("amd64"), manifest("arm64"));
+    put(&*store, "acme/app", &amd64).await;
+    put(&*store, "acme/app", &arm64).await;
+    let index = NewManifest {
+        media_type: OCI_INDEX.to_owned(),
+        manifests: vec![amd64.digest.clone(), arm64.digest.clone()],
+        tags: tags(&["v1", "latest"]),
+        pushed_by: Some("alice".into()),
+        created_at: T0 + 10,
+        ..manifest("index")
+    };
+    put(&*store, "acme/app", &index).await;
+    let loose = NewManifest { created_at: T0 + 5, ..manifest("untagged") };
+    put(&*store, "acme/app", &loose).await;
+    put(&*store, "acme/other/deep", &NewManifest { tags: tags(&["x"]), created_at: T0 + 1, ..manifest("deep") }).await;
+    put(&*store, "acme-not/app", &NewManifest { tags: tags(&["y"]), ..manifest("outside") }).await;
+    put(&*store, "acmex/app", &NewManifest { tags: tags(&["z"]), ..manifest("outside too") }).await;
+
+    let all = store.package_versions("acme", None).await.expect("versions");
+    let seen: Vec<(String, String)> = all.iter().map(|v| (v.repository.to_string(), v.version.clone())).collect();
+    // Newest first; the index's children are part of it, not versions of their own.
+    assert_eq!(
+        seen,
+        vec![
+            ("acme/app".to_owned(), "latest".to_owned()),
+            ("acme/app".to_owned(), "v1".to_owned()),
+            ("acme/app".to_owned(), loose.digest.to_string()),
+            ("acme/other/deep".to_owned(), "x".to_owned()),
+        ]
+    );
+    assert_eq!(all[0].digest, index.digest);
+    assert_eq!(all[0].pushed_by.as_deref(), Some("alice"));
+    assert_eq!(all[0].created_at, T0 + 10);
+    let one = store.package_versions("acme", Some(&repo("acme/other/deep"))).await.expect("versions");
+    assert_eq!(one.len(), 1);
+    assert!(store.package_versions("nobody", None).await.expect("versions").is_empty());
 }
 
 #[cfg(test)]

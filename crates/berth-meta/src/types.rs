@@ -63,7 +63,21 @@ pub struct NewManifest {
     pub manifests: Vec<Digest>,
     /// Tags to point at this manifest.
     pub tags: Vec<Tag>,
+    /// The user who pushed it, if known.
+    pub pushed_by: Option<String>,
     pub created_at: i64,
+}
+
+/// A version in the package API's sense: a tag, or the digest of an untagged manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageVersionRecord {
+    pub repository: RepositoryName,
+    /// The tag, or the digest for an untagged manifest.
+    pub version: String,
+    pub digest: Digest,
+    /// When the tag was last pointed (or the manifest pushed), ms.
+    pub created_at: i64,
+    pub pushed_by: Option<String>,
 }
 
 /// One entry of a referrers response.

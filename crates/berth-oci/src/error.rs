@@ -20,8 +20,6 @@ pub enum ErrorCode {
     Denied,
     Unsupported,
     TooManyRequests,
-    /// Not in the spec's table; Distribution uses it for range errors.
-    RangeInvalid,
     /// Server-side failure (Distribution's `UNKNOWN`).
     Unknown,
     /// A dependency (database, storage) is unavailable.
@@ -45,7 +43,6 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
-            ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::Unknown => "UNKNOWN",
             ErrorCode::Unavailable => "UNAVAILABLE",
         }
@@ -68,7 +65,6 @@ impl ErrorCode {
             ErrorCode::Denied => "requested access to the resource is denied",
             ErrorCode::Unsupported => "the operation is unsupported",
             ErrorCode::TooManyRequests => "too many requests",
-            ErrorCode::RangeInvalid => "invalid content range",
             ErrorCode::Unknown => "unknown error",
             ErrorCode::Unavailable => "service unavailable",
         }
@@ -84,7 +80,6 @@ impl ErrorCode {
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
             ErrorCode::TooManyRequests => 429,
-            ErrorCode::RangeInvalid => 416,
             ErrorCode::Unknown => 500,
             ErrorCode::Unavailable => 503,
             _ => 400,

@@ -37,6 +37,11 @@ impl Registry {
         Ok(size)
     }
 
+    /// Repositories holding `digest` (candidates for an anonymous mount).
+    pub async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>> {
+        Ok(self.inner.meta.blob_repositories(digest, limit).await?)
+    }
+
     /// Removes the blob from `repo`. Its bytes stay until garbage collection
     /// finds no repository referencing them.
     pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {

@@ -49,6 +49,7 @@ impl From<MetaError> for RegistryError {
             MetaError::UploadUnknown => RegistryError::UploadUnknown,
             MetaError::Unavailable(m) => RegistryError::Unavailable(m),
             MetaError::Backend(m) => RegistryError::Internal(m),
+            MetaError::Conflict(m) | MetaError::NotFound(m) => RegistryError::Internal(m),
         }
     }
 }

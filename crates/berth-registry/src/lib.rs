@@ -11,6 +11,7 @@ mod error;
 pub mod immutability;
 mod locks;
 pub mod manifests;
+pub mod packages;
 pub mod uploads;
 
 use std::sync::Arc;

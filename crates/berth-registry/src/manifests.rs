@@ -32,7 +32,7 @@ impl Registry {
     }
 
     /// Stores a manifest pushed to `reference`, also tagging it with `extra_tags`
-    /// (the `?tag=` parameters of a push by digest).
+    /// (the `?tag=` parameters of a push by digest). `actor` is recorded as its pusher.
     pub async fn put_manifest(
         &self,
         repo: &RepositoryName,
@@ -40,6 +40,7 @@ impl Registry {
         content: Vec<u8>,
         content_type: Option<&str>,
         extra_tags: Vec<Tag>,
+        actor: Option<&str>,
     ) -> Result<PushedManifest> {
         let policy = &self.inner.policy;
         if content.len() > policy.max_manifest_size {
@@ -77,6 +78,7 @@ impl Registry {
             blobs: parsed.blobs.into_iter().map(|d| BlobRef { digest: d.digest, size: d.size }).collect(),
             manifests: parsed.manifests.into_iter().map(|d| d.digest).collect(),
             tags: tags.clone(),
+            pushed_by: actor.map(str::to_owned),
             created_at: now_ms(),
         };
         let guard = |repo: &RepositoryName, tag: &str| policy.immutable_tags.rule_for(repo, tag);

@@ -137,19 +137,19 @@ async fn manifests_need_their_blobs_unless_sparse() {
     let r = repo("img");
     let m = manifest(b"{}", &[b"layer"]);
     let tag = Reference::Tag(Tag::parse("v1").unwrap());
-    let err = f.registry.put_manifest(&r, &tag, m.clone(), Some(OCI_MANIFEST), vec![]).await.unwrap_err();
+    let err = f.registry.put_manifest(&r, &tag, m.clone(), Some(OCI_MANIFEST), vec![], None).await.unwrap_err();
     let RegistryError::ManifestBlobUnknown(p) = err else { panic!("{err:?}") };
     assert_eq!(p.missing.len(), 2);
     for b in [&b"{}"[..], b"layer"] {
         f.registry.put_blob(&r, &Digest::sha256_of(b), body(b), None).await.unwrap();
     }
-    let pushed = f.registry.put_manifest(&r, &tag, m.clone(), Some(OCI_MANIFEST), vec![]).await.unwrap();
+    let pushed = f.registry.put_manifest(&r, &tag, m.clone(), Some(OCI_MANIFEST), vec![], None).await.unwrap();
     assert_eq!(pushed.digest, Digest::sha256_of(&m));
     let got = f.registry.get_manifest(&r, &tag, true).await.unwrap();
     assert_eq!(got.content, m);
 
     let sparse = fixture(Policy { allow_sparse: true, ..Policy::default() }).await;
-    sparse.registry.put_manifest(&r, &tag, m, None, vec![]).await.unwrap();
+    sparse.registry.put_manifest(&r, &tag, m, None, vec![], None).await.unwrap();
 }
 
 #[tokio::test]
@@ -159,18 +159,18 @@ async fn manifest_limits_and_digests() {
     let m = manifest(b"{}", &[]);
     let tag = Reference::Tag(Tag::parse("t").unwrap());
     assert!(matches!(
-        f.registry.put_manifest(&r, &tag, m.clone(), None, vec![]).await,
+        f.registry.put_manifest(&r, &tag, m.clone(), None, vec![], None).await,
         Err(RegistryError::ManifestTooLarge { limit: 100, .. })
     ));
     let f = fixture(Policy { allow_sparse: true, ..Policy::default() }).await;
     let wrong = Reference::Digest(Digest::sha256_of(b"other"));
     assert!(matches!(
-        f.registry.put_manifest(&r, &wrong, m.clone(), None, vec![]).await,
+        f.registry.put_manifest(&r, &wrong, m.clone(), None, vec![], None).await,
         Err(RegistryError::DigestMismatch { .. })
     ));
     let by512 = Reference::Digest(Digest::of(Algorithm::Sha512, &m));
     let extra = vec![Tag::parse("a").unwrap(), Tag::parse("b").unwrap()];
-    let pushed = f.registry.put_manifest(&r, &by512, m.clone(), None, extra).await.unwrap();
+    let pushed = f.registry.put_manifest(&r, &by512, m.clone(), None, extra, None).await.unwrap();
     assert_eq!(pushed.tags.len(), 2);
     let via_tag = f.registry.get_manifest(&r, &Reference::Tag(Tag::parse("a").unwrap()), false).await.unwrap();
     assert_eq!(
@@ -179,7 +179,7 @@ async fn manifest_limits_and_digests() {
         "a tag set by a sha512 push resolves to the sha512 digest"
     );
     assert!(matches!(
-        f.registry.put_manifest(&r, &tag, b"{".to_vec(), None, vec![]).await,
+        f.registry.put_manifest(&r, &tag, b"{".to_vec(), None, vec![], None).await,
         Err(RegistryError::ManifestInvalid(_))
     ));
 }
@@ -192,14 +192,14 @@ async fn immutable_tags_hold() {
     let r = repo("imm");
     let v1 = Reference::Tag(Tag::parse("v1").unwrap());
     let (m1, m2) = (manifest(b"{}", &[b"one"]), manifest(b"{}", &[b"two"]));
-    f.registry.put_manifest(&r, &v1, m1.clone(), None, vec![]).await.unwrap();
-    f.registry.put_manifest(&r, &v1, m1.clone(), None, vec![]).await.expect("same digest again is fine");
-    let err = f.registry.put_manifest(&r, &v1, m2.clone(), None, vec![]).await.unwrap_err();
+    f.registry.put_manifest(&r, &v1, m1.clone(), None, vec![], None).await.unwrap();
+    f.registry.put_manifest(&r, &v1, m1.clone(), None, vec![], None).await.expect("same digest again is fine");
+    let err = f.registry.put_manifest(&r, &v1, m2.clone(), None, vec![], None).await.unwrap_err();
     assert!(matches!(err, RegistryError::ImmutableTag { ref rule, .. } if rule == "*:v*"), "{err:?}");
     assert!(matches!(f.registry.delete_manifest(&r, &v1).await, Err(RegistryError::ImmutableTag { .. })));
     let by_digest = Reference::Digest(Digest::sha256_of(&m1));
     assert!(matches!(f.registry.delete_manifest(&r, &by_digest).await, Err(RegistryError::ImmutableTag { .. })));
     let latest = Reference::Tag(Tag::parse("latest").unwrap());
-    f.registry.put_manifest(&r, &latest, m1, None, vec![]).await.unwrap();
-    f.registry.put_manifest(&r, &latest, m2, None, vec![]).await.expect("mutable tags move");
+    f.registry.put_manifest(&r, &latest, m1, None, vec![], None).await.unwrap();
+    f.registry.put_manifest(&r, &latest, m2, None, vec![], None).await.expect("mutable tags move");
 }

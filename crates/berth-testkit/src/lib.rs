@@ -6,8 +6,10 @@
 pub mod fixtures;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use berth::App;
+use berth_auth::AuthService;
 use berth_config::Config;
 use berth_registry::Registry;
 use tokio::net::TcpListener;
@@ -17,6 +19,8 @@ use tokio::task::JoinHandle;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub registry: Registry,
+    /// The authentication service when auth is enabled (create users and tokens through its store).
+    pub auth: Option<Arc<AuthService>>,
     pub config: Config,
     dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -29,6 +33,11 @@ impl TestServer {
         TestServer::start_with(|_| {}).await
     }
 
+    /// A server with authentication on (the production default).
+    pub async fn start_with_auth() -> TestServer {
+        TestServer::start_with(|c| c.auth.enabled = true).await
+    }
+
     /// Like [`TestServer::start`], with configuration changes applied first.
     pub async fn start_with(customize: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -36,16 +45,19 @@ impl TestServer {
         // Only explicit variables: the test process's own BERTH_* must not leak in.
         let mut config = Config::load(None, vars).expect("default config loads");
         config.listen = "127.0.0.1:0".parse().expect("addr");
+        // Most tests exercise the registry itself; auth tests turn it back on.
+        config.auth.enabled = false;
         customize(&mut config);
         let app = App::build(config.clone()).await.expect("app builds");
         let registry = app.registry.clone();
+        let auth = app.auth.clone();
         let listener = TcpListener::bind(config.listen).await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(listener, async {
             let _ = rx.await;
         }));
-        TestServer { addr, registry, config, dir, shutdown: Some(tx), task: Some(task) }
+        TestServer { addr, registry, auth, config, dir, shutdown: Some(tx), task: Some(task) }
     }
 
     /// `http://127.0.0.1:PORT` + `path`.

@@ -6,15 +6,18 @@ use std::time::Instant;
 
 use berth_api::serve::{ServeOptions, load_tls, serve};
 use berth_api::{ApiSettings, AppState};
+use berth_auth::{AuthService, AuthSettings, JwtKeys, admin};
 use berth_config::Config;
 use berth_registry::{ImmutableTags, Policy, Registry};
 use tokio::net::TcpListener;
 
-use crate::backends::{self, BackendError};
+use crate::backends::{self, BackendError, Stores};
 
 /// A registry assembled from configuration, ready to serve.
 pub struct App {
     pub registry: Registry,
+    /// `None` when authentication is disabled.
+    pub auth: Option<Arc<AuthService>>,
     pub state: AppState,
     pub config: Config,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -32,8 +35,10 @@ pub enum StartError {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
-        let meta = backends::open_meta(&config, config.database.migrate_on_start).await?;
+        let stores = backends::open_meta(&config, config.database.migrate_on_start).await?;
         let blobs = backends::open_blobs(&config).await?;
+        let auth = build_auth(&config, &stores).await?;
+        let meta = stores.meta;
         let policy = Policy {
             immutable_tags: ImmutableTags::new(&config.tags.immutable).map_err(StartError::Config)?,
             allow_sparse: config.manifests.allow_sparse,
@@ -44,13 +49,15 @@ impl App {
             public_url: config.public_url.clone(),
             body_idle_timeout: config.http.body_idle_timeout,
             request_timeout: config.http.request_timeout,
+            auth_service: config.auth.service.clone(),
+            tls: config.tls.cert.is_some(),
         };
-        let state = AppState::new(registry.clone(), settings);
+        let state = AppState::new(registry.clone(), settings, auth.clone());
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key).map_err(StartError::Config)?),
             _ => None,
         };
-        Ok(App { registry, state, config, tls })
+        Ok(App { registry, auth, state, config, tls })
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -62,6 +69,35 @@ impl App {
         };
         serve(listener, berth_api::router(self.state), opts, shutdown).await;
     }
+}
+
+/// The authentication service, or `None` when `auth.enabled = false`.
+async fn build_auth(config: &Config, stores: &Stores) -> Result<Option<Arc<AuthService>>, StartError> {
+    let a = &config.auth;
+    if !a.enabled {
+        if !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                listen = %config.listen,
+                "AUTHENTICATION IS DISABLED (auth.enabled = false) and Berth listens beyond loopback: \
+                 anyone who can reach it may push, overwrite and delete images"
+            );
+        }
+        return Ok(None);
+    }
+    let key_file = a.jwt_key_file.clone().unwrap_or_else(|| config.data_dir.join("auth").join("jwt-ed25519.pem"));
+    let keys = JwtKeys::load(&key_file, &a.jwt_verify_key_files, &a.issuer, &a.service, a.token_ttl)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let settings = AuthSettings {
+        allow_password: a.allow_password,
+        failed_login_limit: a.failed_login_limit,
+        lockout_max: a.lockout_max,
+    };
+    let password = config.admin_password.expose();
+    if !password.is_empty() && admin::ensure_admin(stores.auth.as_ref(), password).await.map_err(|e| StartError::Config(e.to_string()))? {
+        tracing::info!("created the site admin \"admin\" from admin_password");
+    }
+    let service = AuthService::new(stores.auth.clone(), keys, settings).map_err(|e| StartError::Config(e.to_string()))?;
+    Ok(Some(Arc::new(service)))
 }
 
 /// Builds the app, binds `config.listen` and serves until `shutdown`.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use berth_blob::{BlobStore, FsBlobStore};
 use berth_config::{Config, StorageBackend};
-use berth_meta::MetaStore;
+use berth_meta::{AuthStore, MetaStore};
 use berth_meta_sqlite::{SqliteMetaStore, SqliteSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +15,15 @@ pub enum BackendError {
     Storage(String),
 }
 
+/// The database behind both store traits.
+#[derive(Clone)]
+pub struct Stores {
+    pub meta: Arc<dyn MetaStore>,
+    pub auth: Arc<dyn AuthStore>,
+}
+
 /// Opens the metadata store; with `migrate`, applies pending migrations first.
-pub async fn open_meta(config: &Config, migrate: bool) -> Result<Arc<dyn MetaStore>, BackendError> {
+pub async fn open_meta(config: &Config, migrate: bool) -> Result<Stores, BackendError> {
     let url = config.database.url.expose();
     if url.starts_with("sqlite:") {
         let settings = SqliteSettings {
@@ -28,7 +35,8 @@ pub async fn open_meta(config: &Config, migrate: bool) -> Result<Arc<dyn MetaSto
         if migrate {
             store.migrate().await.map_err(|e| BackendError::Database(e.to_string()))?;
         }
-        return Ok(Arc::new(store));
+        let store = Arc::new(store);
+        return Ok(Stores { meta: store.clone(), auth: store });
     }
     let scheme = url.split(':').next().unwrap_or_default();
     Err(BackendError::Database(format!("unsupported database URL scheme {scheme:?} (expected sqlite:)")))

@@ -1,6 +1,7 @@
 //! Wiring: configuration in, a running registry out. Shared by the CLI and
 //! by tests that start the real server.
 
+pub mod accounts;
 pub mod app;
 pub mod backends;
 pub mod health;

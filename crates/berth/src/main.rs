@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use berth::accounts;
 use berth_config::Config;
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,18 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets masked) as JSON.
     Config,
+    /// Manage users.
+    #[command(subcommand)]
+    User(accounts::UserCommand),
+    /// Manage organizations and their members.
+    #[command(subcommand)]
+    Org(accounts::OrgCommand),
+    /// Manage personal access tokens.
+    #[command(subcommand)]
+    Token(accounts::TokenCommand),
+    /// Manage repositories (visibility).
+    #[command(subcommand)]
+    Repo(accounts::RepoCommand),
     /// Probe a running server's /livez (for container health checks); exit 0 if alive.
     Health {
         /// Base URL to probe (default: http://127.0.0.1:<port of `listen`>).
@@ -77,6 +90,10 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { .. } => berth::run(config, shutdown_signal()).await.map_err(|e| e.to_string()),
         Command::Migrate => berth::backends::open_meta(&config, true).await.map(|_| ()).map_err(|e| e.to_string()),
+        Command::User(c) => accounts::user(&config, c).await,
+        Command::Org(c) => accounts::org(&config, c).await,
+        Command::Token(c) => accounts::token(&config, c).await,
+        Command::Repo(c) => accounts::repo(&config, c).await,
         Command::Health { url } => berth::health::probe(&config, url.as_deref()),
         Command::Config => {
             println!("{}", serde_json::to_string_pretty(&config.to_masked_json()).unwrap_or_default());

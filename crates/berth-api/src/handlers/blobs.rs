@@ -1,7 +1,8 @@
 use axum::body::Body;
 use axum::response::Response;
+use berth_auth::Principal;
 use berth_blob::BlobBody;
-use berth_oci::{Digest, ErrorCode, RepositoryName};
+use berth_oci::{Digest, RepositoryName};
 use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE,
 };
@@ -43,10 +44,10 @@ pub async fn get(
             (StatusCode::PARTIAL_CONTENT, Some(r))
         }
         RangeOutcome::Unsatisfiable => {
-            return Err(ApiError::new(ErrorCode::RangeInvalid)
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .message(format!("range not satisfiable for a blob of {size} bytes"))
-                .header(CONTENT_RANGE, &format!("bytes */{size}")));
+            // No body: the spec's error codes have none for ranges, and the
+            // length must match what is sent.
+            let hs = [(CONTENT_RANGE, format!("bytes */{size}")), (CONTENT_LENGTH, "0".to_owned())];
+            return respond(StatusCode::RANGE_NOT_SATISFIABLE, &hs, Body::empty());
         }
     };
     let len = range.map_or(size, |r| r.len());
@@ -62,7 +63,8 @@ pub async fn get(
 }
 
 /// `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from the repository.
-pub async fn delete(state: &AppState, name: &RepositoryName, digest: &Digest) -> Result<Response, ApiError> {
+pub async fn delete(state: &AppState, who: &Principal, name: &RepositoryName, digest: &Digest) -> Result<Response, ApiError> {
     state.registry().delete_blob(name, digest).await?;
+    tracing::info!(target: "audit", event = "blob_delete", user = ?who.user_name(), repository = %name, digest = %digest);
     respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
 }

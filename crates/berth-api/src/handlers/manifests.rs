@@ -1,6 +1,7 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use berth_auth::Principal;
 use berth_oci::media_type::{MANIFEST_TYPES, essence};
 use berth_oci::{ErrorCode, Reference, ReferenceError, RepositoryName, Tag};
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
@@ -66,6 +67,7 @@ fn acceptable(h: &HeaderMap, media_type: &str) -> bool {
 /// `PUT /v2/<name>/manifests/<reference>[?tag=a&tag=b]`
 pub async fn put(
     state: &AppState,
+    who: &Principal,
     name: &RepositoryName,
     reference: ManifestReference,
     req: Request,
@@ -99,7 +101,9 @@ pub async fn put(
         .await
         .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid).message(format!("reading manifest: {e}")))?
         .ok_or_else(too_large)?;
-    let pushed = state.registry().put_manifest(name, &reference, content, content_type.as_deref(), extra_tags).await?;
+    let pushed = state.registry().put_manifest(name, &reference, content, content_type.as_deref(), extra_tags, who.user_name()).await?;
+    let tags: Vec<&str> = pushed.tags.iter().map(|t| t.as_str()).collect();
+    tracing::info!(target: "audit", event = "manifest_push", user = ?who.user_name(), repository = %name, digest = %pushed.digest, tags = ?tags);
     let mut hs: Vec<(HeaderName, String)> = vec![
         (LOCATION, state.url(&format!("/v2/{name}/manifests/{}", pushed.digest))),
         (DOCKER_CONTENT_DIGEST, pushed.digest.to_string()),
@@ -115,6 +119,7 @@ pub async fn put(
 /// `DELETE /v2/<name>/manifests/<reference>`: by digest the manifest, by tag only the tag.
 pub async fn delete(
     state: &AppState,
+    who: &Principal,
     name: &RepositoryName,
     reference: ManifestReference,
 ) -> Result<Response, ApiError> {
@@ -126,5 +131,6 @@ pub async fn delete(
         ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
     };
     state.registry().delete_manifest(name, &reference).await?;
+    tracing::info!(target: "audit", event = "manifest_delete", user = ?who.user_name(), repository = %name, reference = %reference);
     respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
 }

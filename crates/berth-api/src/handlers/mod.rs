@@ -3,10 +3,12 @@
 pub mod base;
 pub mod blobs;
 pub mod catalog;
+pub mod gitea;
 pub mod health;
 pub mod manifests;
 pub mod referrers;
 pub mod tags;
+pub mod token;
 pub mod uploads;
 
 use axum::body::Body;

@@ -1,6 +1,7 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use berth_auth::{Actions, Principal};
 use berth_oci::{Algorithm, Digest, ErrorCode, RepositoryName};
 use berth_registry::uploads::{ChunkInfo, UploadStatus};
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE, TRANSFER_ENCODING};
@@ -8,6 +9,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::{query_get, query_pairs, respond};
 use crate::AppState;
+use crate::auth::auth_error;
 use crate::body::byte_stream;
 use crate::error::{ApiError, upload_range};
 use crate::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
@@ -16,20 +18,18 @@ use crate::routes::digest_error;
 
 /// `POST /v2/<name>/blobs/uploads/`: a mount (`?mount=&from=`), a whole blob
 /// in one request (`?digest=`), or a new session (`?digest-algorithm=`).
-pub async fn start(state: &AppState, name: &RepositoryName, req: Request) -> Result<Response, ApiError> {
+pub async fn start(state: &AppState, who: &Principal, name: &RepositoryName, req: Request) -> Result<Response, ApiError> {
     let pairs = query_pairs(req.uri().query())?;
     let registry = state.registry();
     if let Some(mount) = query_get(&pairs, "mount") {
         let digest = Digest::parse(mount).map_err(digest_error)?;
-        // An invalid `from` cannot hold the blob: fall back to a plain upload.
-        let from = query_get(&pairs, "from").and_then(|f| RepositoryName::parse(f).ok());
-        let from_given = query_get(&pairs, "from").is_some();
-        if from_given && from.is_none() {
-            return new_session(state, name, Algorithm::Sha256).await;
-        }
-        if registry.mount_blob(name, &digest, from.as_ref()).await?.is_some() {
+        if let Some(source) = mount_source(state, who, &digest, query_get(&pairs, "from")).await?
+            && registry.mount_blob(name, &digest, Some(&source)).await?.is_some()
+        {
+            audit_blob(who, name, &digest, "mount");
             return blob_created(state, name, &digest);
         }
+        // Nothing the caller may mount: an ordinary upload, as the spec says.
         return new_session(state, name, digest.algorithm()).await;
     }
     if let Some(d) = query_get(&pairs, "digest") {
@@ -37,6 +37,7 @@ pub async fn start(state: &AppState, name: &RepositoryName, req: Request) -> Res
         let length = content_length(req.headers())?;
         let body = byte_stream(req.into_body(), state.settings().body_idle_timeout);
         registry.put_blob(name, &digest, body, length).await?;
+        audit_blob(who, name, &digest, "upload");
         return blob_created(state, name, &digest);
     }
     let algorithm = match query_get(&pairs, "digest-algorithm") {
@@ -44,6 +45,34 @@ pub async fn start(state: &AppState, name: &RepositoryName, req: Request) -> Res
         Some(a) => Algorithm::parse(a).map_err(digest_error)?,
     };
     new_session(state, name, algorithm).await
+}
+
+/// The repository to mount `digest` from: `from` if the caller may pull it,
+/// or without `from`, any repository holding the blob that the caller may
+/// pull (so a digest alone never opens another namespace's content).
+async fn mount_source(
+    state: &AppState,
+    who: &Principal,
+    digest: &Digest,
+    from: Option<&str>,
+) -> Result<Option<RepositoryName>, ApiError> {
+    let candidates = match from {
+        // An invalid `from` cannot hold the blob.
+        Some(f) => RepositoryName::parse(f).ok().into_iter().collect(),
+        None => state.registry().blob_repositories(digest, 100).await?,
+    };
+    let Some(auth) = state.auth() else { return Ok(candidates.into_iter().next()) };
+    for repo in candidates {
+        let allowed = auth.allowed(who, &repo, Actions::PULL).await.map_err(|e| auth_error(state, &HeaderMap::new(), None, e))?;
+        if !allowed.is_empty() {
+            return Ok(Some(repo));
+        }
+    }
+    Ok(None)
+}
+
+fn audit_blob(who: &Principal, name: &RepositoryName, digest: &Digest, how: &str) {
+    tracing::info!(target: "audit", event = "blob_push", how, user = ?who.user_name(), repository = %name, digest = %digest);
 }
 
 async fn new_session(state: &AppState, name: &RepositoryName, algorithm: Algorithm) -> Result<Response, ApiError> {
@@ -67,7 +96,13 @@ pub async fn append(state: &AppState, name: &RepositoryName, id: &str, req: Requ
 }
 
 /// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: finishes an upload, with an optional last chunk.
-pub async fn finish(state: &AppState, name: &RepositoryName, id: &str, req: Request) -> Result<Response, ApiError> {
+pub async fn finish(
+    state: &AppState,
+    who: &Principal,
+    name: &RepositoryName,
+    id: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
     let id = check_id(id)?;
     let pairs = query_pairs(req.uri().query())?;
     let digest = match query_get(&pairs, "digest") {
@@ -78,6 +113,7 @@ pub async fn finish(state: &AppState, name: &RepositoryName, id: &str, req: Requ
     let has_body = chunk.length.is_some_and(|n| n > 0) || req.headers().contains_key(TRANSFER_ENCODING);
     let last = has_body.then(|| (byte_stream(req.into_body(), state.settings().body_idle_timeout), chunk));
     state.registry().finish_upload(name, id, &digest, last).await?;
+    audit_blob(who, name, &digest, "upload");
     blob_created(state, name, &digest)
 }
 

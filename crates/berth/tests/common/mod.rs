@@ -26,6 +26,8 @@ impl BerthProcess {
             .env("BERTH_LISTEN", "127.0.0.1:0")
             .env("BERTH_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            // Tests here exercise storage and the process; auth tests opt back in.
+            .env("BERTH_AUTH_ENABLED", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in extra_env {

@@ -1,0 +1,166 @@
+//! Authentication at the HTTP edge: reading credentials, challenging, and
+//! checking that the caller may do what the endpoint does. The rules
+//! themselves are in `berth-auth`.
+//!
+//! - No credentials and not allowed: 401 with a Bearer challenge naming the
+//!   scope the request needs (private and missing repositories look the same).
+//! - Credentials valid but not allowed: 403 DENIED, saying nothing more.
+//! - Invalid credentials: 401; repeated failures: 429 with Retry-After.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use berth_auth::access::scope_string;
+use berth_auth::{Actions, AuthError, Credentials, Principal};
+use berth_oci::{ErrorCode, RepositoryName};
+use http::header::{AUTHORIZATION, HOST, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, Request, StatusCode};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::headers;
+
+/// The client address, as recorded by the connection loop.
+pub fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Parses `Authorization`: `Basic`, `Bearer` or Gitea's `token`.
+pub fn credentials(h: &HeaderMap) -> Result<Credentials<'_>, ApiError> {
+    let Some(value) = headers::get(h, AUTHORIZATION) else { return Ok(Credentials::None) };
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+        return Ok(Credentials::Bearer(rest));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Ok(Credentials::Basic { user: "", secret: rest });
+    }
+    Err(ApiError::new(ErrorCode::Unauthorized).message("unsupported authorization scheme"))
+}
+
+/// Decodes Basic credentials into owned strings (the header holds base64).
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let raw = STANDARD.decode(encoded).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_owned(), secret.to_owned()))
+}
+
+/// The externally visible base URL: configured, or derived from `Host`.
+pub fn base_url(state: &AppState, h: &HeaderMap) -> String {
+    let configured = &state.settings().public_url;
+    if !configured.is_empty() {
+        return configured.clone();
+    }
+    let scheme = if state.settings().tls { "https" } else { "http" };
+    let host = headers::get(h, HOST).filter(|h| !h.is_empty() && !h.contains(['"', ' ', '/'])).unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+/// 401 with `WWW-Authenticate: Bearer realm=...,service=...[,scope=...][,error=...]`.
+pub fn challenge(state: &AppState, h: &HeaderMap, scope: Option<&str>, error: Option<&str>) -> ApiError {
+    let mut value =
+        format!("Bearer realm=\"{}/v2/token\",service=\"{}\"", base_url(state, h), state.settings().auth_service);
+    if let Some(s) = scope.filter(|s| !s.is_empty()) {
+        value.push_str(&format!(",scope=\"{s}\""));
+    }
+    if let Some(e) = error {
+        value.push_str(&format!(",error=\"{e}\""));
+    }
+    ApiError::new(ErrorCode::Unauthorized).header(WWW_AUTHENTICATE, &value)
+}
+
+/// Maps an authentication failure to its response.
+pub fn auth_error(state: &AppState, h: &HeaderMap, scope: Option<&str>, e: AuthError) -> ApiError {
+    match e {
+        AuthError::InvalidCredentials => challenge(state, h, scope, None).message("invalid username, password or token"),
+        AuthError::InvalidToken(_) => challenge(state, h, scope, Some("invalid_token")).message("invalid or expired token"),
+        AuthError::TooManyAttempts(wait) => ApiError::new(ErrorCode::TooManyRequests)
+            .message("too many failed logins; try again later")
+            .header(RETRY_AFTER, &wait.as_secs().max(1).to_string()),
+        AuthError::Store(e) => ApiError::from(berth_registry::RegistryError::from(e)),
+        AuthError::Internal(m) => ApiError::internal("authentication", m),
+    }
+}
+
+/// The parts of a request authentication looks at (borrowed across awaits,
+/// so they must be `Sync`, which a request body is not).
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub headers: &'a HeaderMap,
+    pub ip: Option<IpAddr>,
+}
+
+impl<'a> Caller<'a> {
+    pub fn of<B>(req: &'a Request<B>) -> Self {
+        Caller { headers: req.headers(), ip: client_ip(req) }
+    }
+
+    pub fn of_parts(parts: &'a http::request::Parts) -> Self {
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Caller { headers: &parts.headers, ip }
+    }
+}
+
+/// Authenticates the request's credentials (anonymous without any).
+pub async fn principal(state: &AppState, caller: Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
+    let Some(auth) = state.auth() else { return Ok(Principal::Anonymous) };
+    let (h, ip) = (caller.headers, caller.ip);
+    let creds = credentials(h)?;
+    let result = match creds {
+        Credentials::Basic { secret: encoded, .. } => {
+            let (user, secret) = decode_basic(encoded)
+                .ok_or_else(|| challenge(state, h, scope, None).message("malformed Basic credentials"))?;
+            auth.authenticate(Credentials::Basic { user: &user, secret: &secret }, ip).await
+        }
+        other => auth.authenticate(other, ip).await,
+    };
+    result.map_err(|e| auth_error(state, h, scope, e))
+}
+
+/// What one request needs: `actions` on `repo`.
+pub struct Need<'a> {
+    pub repo: &'a RepositoryName,
+    pub actions: Actions,
+}
+
+/// Authenticates and checks `need`; returns the principal for handlers that
+/// need it (mount sources, audit lines). With auth disabled everything passes.
+pub async fn require(state: &AppState, caller: Caller<'_>, need: Need<'_>) -> Result<Principal, ApiError> {
+    let Some(auth) = state.auth() else { return Ok(Principal::Anonymous) };
+    let scope = scope_string(need.repo, need.actions);
+    let principal = principal(state, caller, Some(&scope)).await?;
+    let allowed = auth
+        .allowed(&principal, need.repo, need.actions)
+        .await
+        .map_err(|e| auth_error(state, caller.headers, Some(&scope), e))?;
+    if allowed.covers(need.actions) {
+        return Ok(principal);
+    }
+    if principal.is_authenticated() {
+        Err(ApiError::new(ErrorCode::Denied).with_status(StatusCode::FORBIDDEN))
+    } else {
+        // Anonymous (or an anonymous bearer token): log in and try again.
+        Err(challenge(state, caller.headers, Some(&scope), anonymous_error(&principal)))
+    }
+}
+
+fn anonymous_error(p: &Principal) -> Option<&'static str> {
+    matches!(p, Principal::Bearer(_)).then_some("insufficient_scope")
+}
+
+/// `/v2/` and the catalog: any valid credentials (an anonymous bearer token
+/// counts), but a request without any is challenged so `docker login` can
+/// check a password.
+pub async fn require_any(state: &AppState, caller: Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
+    if state.auth().is_none() {
+        return Ok(Principal::Anonymous);
+    }
+    if !caller.headers.contains_key(AUTHORIZATION) {
+        return Err(challenge(state, caller.headers, scope, None));
+    }
+    principal(state, caller, scope).await
+}

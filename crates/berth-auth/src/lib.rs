@@ -1,0 +1,341 @@
+//! Authentication and authorization.
+//!
+//! - [`AuthService::authenticate`] turns request credentials (Basic with a
+//!   password or personal access token, Bearer with a JWT or a token) into a
+//!   [`Principal`].
+//! - [`AuthService::authorize`] decides whether a principal may act on a
+//!   repository ([`policy`] holds the rules).
+//! - [`AuthService::issue_token`] implements the token endpoint's grant:
+//!   the intersection of what was asked, the token's scopes and repository
+//!   patterns, and the user's rights.
+//! - [`admin`] manages users, organizations, tokens and visibility (CLI).
+//!
+//! Audit events are logged with tracing target `audit`; secrets never are.
+
+pub mod access;
+pub mod admin;
+pub mod jwt;
+pub mod limiter;
+pub mod policy;
+pub mod secrets;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_meta::auth::{TokenRecord, UserRecord};
+use berth_meta::{AuthStore, MetaError};
+use berth_oci::RepositoryName;
+
+pub use access::{Action, Actions, Scope};
+pub use jwt::{AccessEntry, Claims, IssuedToken, JwtKeys};
+
+use crate::limiter::FailureLimiter;
+use crate::secrets::VerifiedCache;
+
+/// Settings taken from `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub allow_password: bool,
+    pub failed_login_limit: u32,
+    pub lockout_max: Duration,
+}
+
+/// Who is making a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    Anonymous,
+    /// Authenticated for this request by a password or personal access token.
+    User { user: Box<UserRecord>, token: Option<Box<TokenRecord>> },
+    /// Holds a bearer token from `/v2/token` (possibly an anonymous one).
+    Bearer(Box<Claims>),
+}
+
+impl Principal {
+    /// The user name, if any (for audit lines and `creator` fields).
+    pub fn user_name(&self) -> Option<&str> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::User { user, .. } => Some(&user.name),
+            Principal::Bearer(c) if c.sub.is_empty() => None,
+            Principal::Bearer(c) => Some(&c.sub),
+        }
+    }
+
+    /// Whether the caller proved an identity (an anonymous bearer token did not).
+    pub fn is_authenticated(&self) -> bool {
+        self.user_name().is_some()
+    }
+}
+
+/// Credentials as presented.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    None,
+    Basic { user: &'a str, secret: &'a str },
+    /// `Authorization: Bearer <jwt or token>` or `token <token>`.
+    Bearer(&'a str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(String),
+    #[error("too many failed logins; retry after {0:?}")]
+    TooManyAttempts(Duration),
+    #[error(transparent)]
+    Store(#[from] MetaError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = AuthError> = std::result::Result<T, E>;
+
+pub struct AuthService {
+    store: Arc<dyn AuthStore>,
+    keys: JwtKeys,
+    settings: AuthSettings,
+    limiter: FailureLimiter,
+    passwords: Arc<VerifiedCache>,
+    /// A valid argon2 hash to verify against when the user does not exist,
+    /// so unknown and known user names take the same time.
+    decoy_hash: String,
+}
+
+/// How often a token's `last_used_at` is written at most.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+fn now_ms() -> i64 {
+    (jwt::now_secs() as i64) * 1000
+}
+
+impl AuthService {
+    pub fn new(store: Arc<dyn AuthStore>, keys: JwtKeys, settings: AuthSettings) -> Result<Self> {
+        Ok(AuthService {
+            store,
+            keys,
+            limiter: FailureLimiter::new(settings.failed_login_limit, settings.lockout_max),
+            passwords: Arc::new(VerifiedCache::new(Duration::from_secs(60))),
+            decoy_hash: secrets::hash_password("berth decoy password").map_err(AuthError::Internal)?,
+            settings,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn AuthStore> {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &JwtKeys {
+        &self.keys
+    }
+
+    /// Turns credentials into a principal. Failed logins are rate limited
+    /// per user and per client address.
+    pub async fn authenticate(&self, creds: Credentials<'_>, ip: Option<IpAddr>) -> Result<Principal> {
+        match creds {
+            Credentials::None => Ok(Principal::Anonymous),
+            Credentials::Bearer(t) if t.matches('.').count() == 2 => {
+                self.keys.verify(t).map(|c| Principal::Bearer(Box::new(c))).map_err(|e| {
+                    tracing::info!(target: "audit", event = "auth_failure", kind = "bearer", ip = ?ip, reason = %e);
+                    AuthError::InvalidToken(e)
+                })
+            }
+            Credentials::Bearer(t) => self.login(None, t, ip).await,
+            // Gitea also accepts the token as the user name.
+            Credentials::Basic { user, secret } if secrets::looks_like_token(user) && !secrets::looks_like_token(secret) => {
+                self.login(None, user, ip).await
+            }
+            Credentials::Basic { user, secret } => self.login(Some(user), secret, ip).await,
+        }
+    }
+
+    async fn login(&self, user: Option<&str>, secret: &str, ip: Option<IpAddr>) -> Result<Principal> {
+        if let Some(wait) = self.limiter.check(user, ip) {
+            tracing::info!(target: "audit", event = "auth_throttled", user = ?user, ip = ?ip);
+            return Err(AuthError::TooManyAttempts(wait));
+        }
+        let outcome = if secrets::looks_like_token(secret) {
+            self.login_token(secret).await?
+        } else if let Some(name) = user.filter(|_| self.settings.allow_password) {
+            self.login_password(name, secret).await?
+        } else {
+            None
+        };
+        match outcome {
+            Some(p) => {
+                if let Some(u) = p.user_name() {
+                    self.limiter.record_success(u);
+                }
+                Ok(p)
+            }
+            None => {
+                self.limiter.record_failure(user, ip);
+                tracing::info!(target: "audit", event = "auth_failure", kind = "basic", user = ?user, ip = ?ip);
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    async fn login_token(&self, secret: &str) -> Result<Option<Principal>> {
+        let hash = secrets::token_hash(secret);
+        let Some((token, user)) = self.store.token_by_secret_hash(&hash).await? else { return Ok(None) };
+        let now = now_ms();
+        if !token_usable(&token, now) || user.disabled {
+            return Ok(None);
+        }
+        if token.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MS) {
+            // Best effort: failing to record use must not fail the request.
+            if let Err(e) = self.store.touch_token(token.id, now).await {
+                tracing::warn!(error = %e, "could not record token use");
+            }
+        }
+        Ok(Some(Principal::User { user: Box::new(user), token: Some(Box::new(token)) }))
+    }
+
+    async fn login_password(&self, name: &str, password: &str) -> Result<Option<Principal>> {
+        let user = self.store.get_user(name).await?;
+        let ok = match &user {
+            Some(u) if !u.disabled => match &u.password_hash {
+                Some(h) => self.verify_blocking(u.id, h.clone(), password).await?,
+                None => false,
+            },
+            _ => {
+                // Same work as a real check, so timing does not reveal which names exist.
+                self.verify_blocking(-1, self.decoy_hash.clone(), password).await?;
+                false
+            }
+        };
+        Ok(if ok { user.map(|user| Principal::User { user: Box::new(user), token: None }) } else { None })
+    }
+
+    /// argon2 takes tens of milliseconds: keep it off the async workers.
+    async fn verify_blocking(&self, user_id: i64, hash: String, password: &str) -> Result<bool> {
+        let (cache, password) = (self.passwords.clone(), password.to_owned());
+        tokio::task::spawn_blocking(move || cache.verify(user_id, &hash, &password))
+            .await
+            .map_err(|e| AuthError::Internal(format!("password check failed: {e}")))
+    }
+
+    /// What `principal` may do to `repo`, at most `wanted` (checked without
+    /// the database when a bearer token already grants it).
+    pub async fn allowed(&self, principal: &Principal, repo: &RepositoryName, wanted: Actions) -> Result<Actions> {
+        if let Principal::Bearer(claims) = principal {
+            let granted = granted_by_claims(claims, repo);
+            if granted.covers(wanted) {
+                return Ok(wanted);
+            }
+        }
+        Ok(self.rights(principal, repo).await?.and(wanted))
+    }
+
+    /// Everything `principal` may do to `repo`, from the accounts' current state.
+    pub async fn rights(&self, principal: &Principal, repo: &RepositoryName) -> Result<Actions> {
+        let (user, token) = match principal {
+            Principal::Anonymous => (None, None),
+            Principal::User { user, token } => (Some((**user).clone()), token.as_deref().cloned()),
+            Principal::Bearer(claims) => self.bearer_identity(claims).await?,
+        };
+        let facts = self.store.access_facts(repo, user.as_ref().map(|u| u.id)).await?;
+        let mut rights = policy::user_rights(user.as_ref(), &facts);
+        if let Some(t) = &token {
+            rights = rights.and(policy::token_limit(t, repo));
+        }
+        Ok(rights)
+    }
+
+    /// The user and token behind a bearer token, reloaded so that a revoked
+    /// token or disabled user loses the rights not already in the JWT.
+    async fn bearer_identity(&self, claims: &Claims) -> Result<(Option<UserRecord>, Option<TokenRecord>)> {
+        if claims.sub.is_empty() {
+            return Ok((None, None));
+        }
+        let Some(user) = self.store.get_user(&claims.sub).await?.filter(|u| !u.disabled) else {
+            return Ok((None, None));
+        };
+        let token = match claims.pat {
+            None => None,
+            Some(id) => match self.store.get_token(id).await? {
+                Some(t) if t.user_id == user.id && token_usable(&t, now_ms()) => Some(t),
+                // The token is gone: nothing beyond anonymous rights.
+                _ => return Ok((None, None)),
+            },
+        };
+        Ok((Some(user), token))
+    }
+
+    /// The token endpoint's grant for `scopes`.
+    pub async fn issue_token(&self, principal: &Principal, scopes: &[Scope]) -> Result<IssuedToken> {
+        let mut access = Vec::new();
+        for scope in scopes {
+            match scope {
+                Scope::Repository { name, actions } => {
+                    let granted = self.rights(principal, name).await?.and(*actions);
+                    if !granted.is_empty() {
+                        access.push(AccessEntry { kind: "repository".into(), name: name.to_string(), actions: granted.names() });
+                    }
+                }
+                Scope::Catalog if principal.is_authenticated() => {
+                    access.push(AccessEntry { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] });
+                }
+                Scope::Catalog => {}
+            }
+        }
+        let (sub, pat) = match principal {
+            Principal::Anonymous => (String::new(), None),
+            Principal::User { user, token } => (user.name.clone(), token.as_ref().map(|t| t.id)),
+            Principal::Bearer(c) => (c.sub.clone(), c.pat),
+        };
+        let issued = self.keys.issue(&sub, access.clone(), pat).map_err(AuthError::Internal)?;
+        let granted: Vec<String> = access.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect();
+        tracing::info!(target: "audit", event = "token_issued", user = %sub, token_id = ?pat, granted = ?granted);
+        Ok(issued)
+    }
+
+    /// Repositories the principal may list, in order after `after`.
+    pub async fn readable_repositories(&self, principal: &Principal, after: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        let (user, token) = match principal {
+            Principal::Anonymous => (None, None),
+            Principal::User { user, token } => (Some((**user).clone()), token.as_deref().cloned()),
+            Principal::Bearer(c) => self.bearer_identity(c).await?,
+        };
+        let mut out = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        // Token patterns are applied here, so pages may need refilling.
+        loop {
+            let page = self.store.readable_repositories(user.as_ref(), cursor.as_deref(), limit).await?;
+            let exhausted = (page.len() as u32) < limit;
+            cursor = page.last().cloned();
+            for name in page {
+                let keep = match (&token, RepositoryName::parse(&name)) {
+                    (Some(t), Ok(repo)) => !policy::token_limit(t, &repo).is_empty(),
+                    (None, Ok(_)) => true,
+                    (_, Err(_)) => false,
+                };
+                if keep && (out.len() as u32) < limit {
+                    out.push(name);
+                }
+            }
+            if exhausted || out.len() as u32 >= limit {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn token_usable(t: &TokenRecord, now: i64) -> bool {
+    t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now)
+}
+
+/// The actions a bearer token's `access` claim grants on `repo`.
+pub fn granted_by_claims(claims: &Claims, repo: &RepositoryName) -> Actions {
+    claims
+        .access
+        .iter()
+        .filter(|a| a.kind == "repository" && a.name == repo.as_str())
+        .fold(Actions::NONE, |acc, a| acc.or(Actions::parse_list(&a.actions.join(","))))
+}
+
+#[cfg(test)]
+mod tests;
