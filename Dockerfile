@@ -8,10 +8,13 @@ COPY crates crates
 COPY conformance conformance
 COPY migrations migrations
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p berth \
- && cp target/x86_64-unknown-linux-musl/release/berth /berth
+ && cp target/x86_64-unknown-linux-musl/release/berth /berth \
+ && mkdir -p /out/var/lib/berth /out/var/lib/berth-keys
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /berth /usr/local/bin/berth
+# Data and key directories owned by the non-root user (volumes inherit this).
+COPY --from=build --chown=65532:65532 /out/var/lib /var/lib
 ENV BERTH_DATA_DIR=/var/lib/berth BERTH_LISTEN=0.0.0.0:5000
 VOLUME ["/var/lib/berth"]
 EXPOSE 5000

@@ -81,6 +81,7 @@ impl Target {
 
     fn build(test: String, base: &str, server: Option<TestServer>) -> Target {
         let base = Url::parse(&format!("{base}/")).unwrap_or_else(|e| panic!("{URL_ENV}: invalid URL {base:?}: {e}"));
+        berth_testkit::install_crypto_provider();
         let client = Client::builder()
             // What the server sends must be seen as sent: no decompression
             // (and so no Accept-Encoding), no redirects, no proxy.

@@ -76,11 +76,16 @@ pub fn challenge(state: &AppState, h: &HeaderMap, scope: Option<&str>, error: Op
 /// Maps an authentication failure to its response.
 pub fn auth_error(state: &AppState, h: &HeaderMap, scope: Option<&str>, e: AuthError) -> ApiError {
     match e {
-        AuthError::InvalidCredentials => challenge(state, h, scope, None).message("invalid username, password or token"),
-        AuthError::InvalidToken(_) => challenge(state, h, scope, Some("invalid_token")).message("invalid or expired token"),
+        AuthError::InvalidCredentials => {
+            challenge(state, h, scope, None).message("invalid username, password or token")
+        }
+        AuthError::InvalidToken(_) => {
+            challenge(state, h, scope, Some("invalid_token")).message("invalid or expired token")
+        }
         AuthError::TooManyAttempts(wait) => ApiError::new(ErrorCode::TooManyRequests)
             .message("too many failed logins; try again later")
-            .header(RETRY_AFTER, &wait.as_secs().max(1).to_string()),
+            // Rounded up: a client that waits exactly this long must not be refused again.
+            .header(RETRY_AFTER, &(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1).to_string()),
         AuthError::Store(e) => ApiError::from(berth_registry::RegistryError::from(e)),
         AuthError::Internal(m) => ApiError::internal("authentication", m),
     }
@@ -109,7 +114,8 @@ impl<'a> Caller<'a> {
 pub async fn principal(state: &AppState, caller: Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
     let Some(auth) = state.auth() else { return Ok(Principal::Anonymous) };
     let (h, ip) = (caller.headers, caller.ip);
-    let creds = credentials(h)?;
+    let creds =
+        credentials(h).map_err(|_| challenge(state, h, scope, None).message("unsupported authorization scheme"))?;
     let result = match creds {
         Credentials::Basic { secret: encoded, .. } => {
             let (user, secret) = decode_basic(encoded)

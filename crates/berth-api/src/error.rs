@@ -72,7 +72,9 @@ impl ApiError {
     }
 
     pub fn unsupported(reason: impl Into<String>) -> Self {
-        ApiError::new(ErrorCode::Unsupported).with_status(StatusCode::BAD_REQUEST).detail(json!({ "reason": reason.into() }))
+        ApiError::new(ErrorCode::Unsupported)
+            .with_status(StatusCode::BAD_REQUEST)
+            .detail(json!({ "reason": reason.into() }))
     }
 
     pub fn not_found_route() -> Self {

@@ -7,6 +7,7 @@ mod body;
 pub mod error;
 mod handlers;
 mod headers;
+pub mod metrics;
 mod range;
 pub mod routes;
 pub mod serve;
@@ -45,6 +46,8 @@ pub struct ApiSettings {
     pub auth_service: String,
     /// Whether connections are TLS (for URLs derived from the Host header).
     pub tls: bool,
+    /// Serve `GET /metrics` on the main listener.
+    pub metrics_on_main: bool,
 }
 
 impl Default for ApiSettings {
@@ -55,6 +58,7 @@ impl Default for ApiSettings {
             request_timeout: Duration::from_secs(60),
             auth_service: "berth".into(),
             tls: false,
+            metrics_on_main: true,
         }
     }
 }

@@ -19,6 +19,7 @@
 //! | `/v2/<name>/tags/list`                     | GET           | `handlers::tags::list`        |
 //! | `/v2/<name>/referrers/<digest>`            | GET           | `handlers::referrers::list`   |
 //! | `/livez`, `/readyz`                        | GET           | `handlers::health`            |
+//! | `/metrics`                                 | GET           | `metrics::serve`              |
 //! | `/api/v1/packages/<owner>`                 | GET           | `handlers::gitea::list`       |
 //! | `/api/v1/packages/<owner>/container/<name>/<version>` | GET, DELETE | `handlers::gitea::{get,delete}` |
 //!
@@ -45,8 +46,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
 use crate::AppState;
-use crate::error::ApiError;
 use crate::auth::{Caller, Need, require};
+use crate::error::ApiError;
 use crate::handlers::{base, blobs, catalog, gitea, health, manifests, referrers, tags, token, uploads};
 use crate::headers::{API_VERSION, X_REQUEST_ID};
 
@@ -160,7 +161,8 @@ pub fn digest_error(e: DigestError) -> ApiError {
 
 /// The complete router with its middleware.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let metrics_on_main = state.settings().metrics_on_main;
+    let mut router = Router::new()
         .route("/v2", get(base::version))
         .route("/v2/", get(base::version))
         .route("/v2/_catalog", get(catalog::list))
@@ -170,8 +172,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
-        .fallback(|| async { ApiError::not_found_route() })
+        .fallback(|| async { ApiError::not_found_route() });
+    if metrics_on_main {
+        router = router.route("/metrics", get(crate::metrics::serve));
+    }
+    router
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(SetResponseHeaderLayer::overriding(API_VERSION, HeaderValue::from_static("registry/2.0")))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked", "panic").into_response()))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
@@ -190,6 +197,15 @@ pub fn router(state: AppState) -> Router {
 fn request_span(req: &http::Request<Body>) -> Span {
     let id = req.headers().get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id = %id)
+}
+
+/// The separate metrics listener: `/metrics` and the probes, nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(crate::metrics::serve))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
 }
 
 /// Routes a `/v2/<name>/...` request to its handler by endpoint and method,

@@ -97,7 +97,10 @@ impl fmt::Debug for Actions {
 /// One `scope` of a token request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    Repository { name: RepositoryName, actions: Actions },
+    Repository {
+        name: RepositoryName,
+        actions: Actions,
+    },
     /// `registry:catalog:*`
     Catalog,
 }
@@ -141,7 +144,10 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(
             s[0],
-            Scope::Repository { name: RepositoryName::parse("acme/app").unwrap(), actions: Actions::of(&[Action::Pull, Action::Push]) }
+            Scope::Repository {
+                name: RepositoryName::parse("acme/app").unwrap(),
+                actions: Actions::of(&[Action::Pull, Action::Push])
+            }
         );
         assert_eq!(s[1], Scope::Repository { name: RepositoryName::parse("x").unwrap(), actions: Actions::ALL });
         assert_eq!(s[2], Scope::Catalog);

@@ -75,11 +75,19 @@ pub async fn set_password(store: &dyn AuthStore, name: &str, password: &str) -> 
         return Err(AdminError::Invalid("empty password".into()));
     }
     let hash = secrets::hash_password(password).map_err(AdminError::Invalid)?;
-    if store.set_user_password(name, Some(&hash)).await? { Ok(()) } else { Err(AdminError::NotFound(format!("user {name:?}"))) }
+    if store.set_user_password(name, Some(&hash)).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("user {name:?}")))
+    }
 }
 
 pub async fn set_disabled(store: &dyn AuthStore, name: &str, disabled: bool) -> Result<()> {
-    if store.set_user_disabled(name, disabled).await? { Ok(()) } else { Err(AdminError::NotFound(format!("user {name:?}"))) }
+    if store.set_user_disabled(name, disabled).await? {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("user {name:?}")))
+    }
 }
 
 pub async fn list_users(store: &dyn AuthStore) -> Result<Vec<UserRecord>> {
@@ -92,7 +100,8 @@ pub async fn create_org(store: &dyn AuthStore, name: &str) -> Result<i64> {
 }
 
 pub async fn set_member(store: &dyn AuthStore, org: &str, user: &str, role: &str) -> Result<()> {
-    let role = OrgRole::parse(role).ok_or_else(|| AdminError::Invalid(format!("role {role:?}: use read, write or admin")))?;
+    let role =
+        OrgRole::parse(role).ok_or_else(|| AdminError::Invalid(format!("role {role:?}: use read, write or admin")))?;
     Ok(store.set_org_member(org, user, role).await?)
 }
 
@@ -146,7 +155,7 @@ pub async fn create_token(store: &dyn AuthStore, user: &str, req: &TokenRequest)
         created_at: now,
     };
     let id = store.create_token(&token).await?;
-    tracing::info!(target: "audit", event = "token_created", user, token_id = id, scopes = ?req.scopes, repositories = ?req.repositories);
+    tracing::info!(target: "audit", event = "token_created", user, token_id = id, scopes = %req.scopes.join(","), repositories = %req.repositories.join(" "));
     Ok((id, secret))
 }
 

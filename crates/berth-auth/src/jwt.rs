@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410); the 32-byte seed follows.
-const PKCS8_ED25519_PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+const PKCS8_ED25519_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 /// SubjectPublicKeyInfo prefix of an Ed25519 public key; the 32-byte key follows.
 const SPKI_ED25519_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
@@ -176,7 +177,19 @@ impl JwtKeys {
         if !key_file.exists() {
             generate(key_file)?;
         }
-        let pair = read_private(key_file)?;
+        // Replicas starting together on a shared volume: one generates the
+        // key, the others may look while it is still being written.
+        let mut attempts = 0;
+        let pair = loop {
+            match read_private(key_file) {
+                Ok(p) => break p,
+                Err(_) if attempts < 20 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut der = PKCS8_ED25519_PREFIX.to_vec();
         der.extend_from_slice(&pair.seed);
         let kid = kid_of(&pair.public);
@@ -280,7 +293,14 @@ mod tests {
         let foreign = other.issue("alice", entry(), None).unwrap().token;
         assert!(k.verify(&foreign).is_err(), "signed by another key");
         // Rotation: the old key is accepted once listed.
-        let rotated = JwtKeys::load(&dir.path().join("k.pem"), &[dir.path().join("other.pem")], "berth", "svc", Duration::from_secs(60)).unwrap();
+        let rotated = JwtKeys::load(
+            &dir.path().join("k.pem"),
+            &[dir.path().join("other.pem")],
+            "berth",
+            "svc",
+            Duration::from_secs(60),
+        )
+        .unwrap();
         assert!(rotated.verify(&foreign).is_ok());
 
         let good = k.issue("alice", entry(), None).unwrap().token;
@@ -297,7 +317,8 @@ mod tests {
         let hs = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#, k.kid()));
         assert!(k.verify(&format!("{hs}.{}.{}", parts[1], parts[2])).is_err());
         // Wrong audience / expired.
-        let other_aud = JwtKeys::load(&dir.path().join("k.pem"), &[], "berth", "elsewhere", Duration::from_secs(60)).unwrap();
+        let other_aud =
+            JwtKeys::load(&dir.path().join("k.pem"), &[], "berth", "elsewhere", Duration::from_secs(60)).unwrap();
         assert!(other_aud.verify(&good).is_err());
     }
 
@@ -318,7 +339,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = keys(dir.path(), "k.pem");
         std::fs::write(dir.path().join("k.pub"), public_key_pem(&dir.path().join("k.pem")).unwrap()).unwrap();
-        let v = JwtKeys::load(&dir.path().join("new.pem"), &[dir.path().join("k.pub")], "berth", "svc", Duration::from_secs(60)).unwrap();
+        let v = JwtKeys::load(
+            &dir.path().join("new.pem"),
+            &[dir.path().join("k.pub")],
+            "berth",
+            "svc",
+            Duration::from_secs(60),
+        )
+        .unwrap();
         assert!(v.verify(&k.issue("x", vec![], None).unwrap().token).is_ok());
     }
 }

@@ -46,7 +46,10 @@ pub struct AuthSettings {
 pub enum Principal {
     Anonymous,
     /// Authenticated for this request by a password or personal access token.
-    User { user: Box<UserRecord>, token: Option<Box<TokenRecord>> },
+    User {
+        user: Box<UserRecord>,
+        token: Option<Box<TokenRecord>>,
+    },
     /// Holds a bearer token from `/v2/token` (possibly an anonymous one).
     Bearer(Box<Claims>),
 }
@@ -72,7 +75,10 @@ impl Principal {
 #[derive(Debug, Clone, Copy)]
 pub enum Credentials<'a> {
     None,
-    Basic { user: &'a str, secret: &'a str },
+    Basic {
+        user: &'a str,
+        secret: &'a str,
+    },
     /// `Authorization: Bearer <jwt or token>` or `token <token>`.
     Bearer(&'a str),
 }
@@ -138,7 +144,8 @@ impl AuthService {
             Credentials::None => Ok(Principal::Anonymous),
             Credentials::Bearer(t) if t.matches('.').count() == 2 => {
                 self.keys.verify(t).map(|c| Principal::Bearer(Box::new(c))).map_err(|e| {
-                    tracing::info!(target: "audit", event = "auth_failure", kind = "bearer", ip = ?ip, reason = %e);
+                    berth_metrics::metrics().auth_failure("bearer");
+                    tracing::info!(target: "audit", event = "auth_failure", kind = "bearer", ip = %ip_text(ip), reason = %e);
                     AuthError::InvalidToken(e)
                 })
             }
@@ -152,11 +159,17 @@ impl AuthService {
     }
 
     async fn login(&self, user: Option<&str>, secret: &str, ip: Option<IpAddr>) -> Result<Principal> {
-        if let Some(wait) = self.limiter.check(user, ip) {
-            tracing::info!(target: "audit", event = "auth_throttled", user = ?user, ip = ?ip);
+        let is_token = secrets::looks_like_token(secret);
+        // Tokens carry 256 random bits: guessing one is hopeless, so a
+        // failed token login only counts against the address, and a user's
+        // mistyped password never locks out their CI tokens.
+        let limited_user = if is_token { None } else { user };
+        if let Some(wait) = self.limiter.check(limited_user, ip) {
+            berth_metrics::metrics().auth_failure("throttled");
+            tracing::info!(target: "audit", event = "auth_throttled", user = user.unwrap_or("-"), ip = %ip_text(ip));
             return Err(AuthError::TooManyAttempts(wait));
         }
-        let outcome = if secrets::looks_like_token(secret) {
+        let outcome = if is_token {
             self.login_token(secret).await?
         } else if let Some(name) = user.filter(|_| self.settings.allow_password) {
             self.login_password(name, secret).await?
@@ -165,14 +178,15 @@ impl AuthService {
         };
         match outcome {
             Some(p) => {
-                if let Some(u) = p.user_name() {
+                if let Some(u) = p.user_name().filter(|_| !is_token) {
                     self.limiter.record_success(u);
                 }
                 Ok(p)
             }
             None => {
-                self.limiter.record_failure(user, ip);
-                tracing::info!(target: "audit", event = "auth_failure", kind = "basic", user = ?user, ip = ?ip);
+                berth_metrics::metrics().auth_failure(if is_token { "token" } else { "password" });
+                self.limiter.record_failure(limited_user, ip);
+                tracing::info!(target: "audit", event = "auth_failure", kind = if is_token { "token" } else { "password" }, user = user.unwrap_or("-"), ip = %ip_text(ip));
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -273,11 +287,19 @@ impl AuthService {
                 Scope::Repository { name, actions } => {
                     let granted = self.rights(principal, name).await?.and(*actions);
                     if !granted.is_empty() {
-                        access.push(AccessEntry { kind: "repository".into(), name: name.to_string(), actions: granted.names() });
+                        access.push(AccessEntry {
+                            kind: "repository".into(),
+                            name: name.to_string(),
+                            actions: granted.names(),
+                        });
                     }
                 }
                 Scope::Catalog if principal.is_authenticated() => {
-                    access.push(AccessEntry { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] });
+                    access.push(AccessEntry {
+                        kind: "registry".into(),
+                        name: "catalog".into(),
+                        actions: vec!["*".into()],
+                    });
                 }
                 Scope::Catalog => {}
             }
@@ -288,13 +310,19 @@ impl AuthService {
             Principal::Bearer(c) => (c.sub.clone(), c.pat),
         };
         let issued = self.keys.issue(&sub, access.clone(), pat).map_err(AuthError::Internal)?;
-        let granted: Vec<String> = access.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect();
-        tracing::info!(target: "audit", event = "token_issued", user = %sub, token_id = ?pat, granted = ?granted);
+        let granted: Vec<String> =
+            access.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect();
+        tracing::info!(target: "audit", event = "token_issued", user = %sub, token_id = pat.unwrap_or(0), granted = %granted.join(" "));
         Ok(issued)
     }
 
     /// Repositories the principal may list, in order after `after`.
-    pub async fn readable_repositories(&self, principal: &Principal, after: Option<&str>, limit: u32) -> Result<Vec<String>> {
+    pub async fn readable_repositories(
+        &self,
+        principal: &Principal,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
         let (user, token) = match principal {
             Principal::Anonymous => (None, None),
             Principal::User { user, token } => (Some((**user).clone()), token.as_deref().cloned()),
@@ -322,6 +350,11 @@ impl AuthService {
             }
         }
     }
+}
+
+/// A client address for audit lines.
+fn ip_text(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "-".to_owned(), |i| i.to_string())
 }
 
 fn token_usable(t: &TokenRecord, now: i64) -> bool {

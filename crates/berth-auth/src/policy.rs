@@ -30,7 +30,9 @@ pub fn user_rights(user: Option<&UserRecord>, facts: &AccessFacts) -> Actions {
         }
     }
     let Some(owner) = &facts.owner else { return Actions::NONE };
-    let public = facts.repository_public.unwrap_or(owner.is_public);
+    // Visibility applies to existing repositories: a missing one looks
+    // private (so its absence is not revealed), even in a public namespace.
+    let public = facts.repository_exists && facts.repository_public.unwrap_or(owner.is_public);
     let base = if public { Actions::PULL } else { Actions::NONE };
     let Some(u) = user else { return base };
     let own = match owner.kind {
@@ -60,7 +62,11 @@ pub fn repository_allowed(patterns: &[String], repo: &RepositoryName) -> bool {
     if patterns.is_empty() {
         return true;
     }
-    let opts = glob::MatchOptions { case_sensitive: true, require_literal_separator: false, require_literal_leading_dot: false };
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: false,
+        require_literal_leading_dot: false,
+    };
     patterns.iter().any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches_with(repo.as_str(), opts)))
 }
 
@@ -84,6 +90,7 @@ mod tests {
         AccessFacts {
             owner: Some(OwnerRecord { id, name: "o".into(), kind, is_public: public, created_at: 0 }),
             role,
+            repository_exists: true,
             repository_public: repo_public,
         }
     }
@@ -102,6 +109,8 @@ mod tests {
         assert_eq!(user_rights(Some(&alice), &org(None)), Actions::NONE);
         assert_eq!(user_rights(Some(&user(5, true)), &AccessFacts::default()), Actions::ALL);
         assert_eq!(user_rights(Some(&alice), &AccessFacts::default()), Actions::NONE, "owner must exist");
+        let missing = AccessFacts { repository_exists: false, ..facts(OwnerKind::User, 2, true, None, None) };
+        assert_eq!(user_rights(None, &missing), Actions::NONE, "a missing repository is not public");
         let mut off = alice.clone();
         off.disabled = true;
         assert_eq!(user_rights(Some(&off), &facts(OwnerKind::User, 1, true, None, None)), Actions::NONE);

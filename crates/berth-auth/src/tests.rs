@@ -51,7 +51,11 @@ async fn passwords_tokens_and_rights() {
     assert_eq!(f.auth.rights(&alice, &repo("ghost/app")).await.unwrap(), Actions::NONE);
 
     // A read token restricted to one pattern.
-    let req = TokenRequest { scopes: vec!["read:package".into()], repositories: vec!["alice/ci-*".into()], ..Default::default() };
+    let req = TokenRequest {
+        scopes: vec!["read:package".into()],
+        repositories: vec!["alice/ci-*".into()],
+        ..Default::default()
+    };
     let (id, secret) = admin::create_token(s, "alice", &req).await.unwrap();
     let via_token = f.auth.authenticate(basic("whatever", &secret), None).await.unwrap();
     assert_eq!(f.auth.rights(&via_token, &repo("alice/ci-web")).await.unwrap(), Actions::PULL);
@@ -62,7 +66,8 @@ async fn passwords_tokens_and_rights() {
     assert!(f.auth.authenticate(basic("alice", &secret), None).await.is_err(), "revoked");
 
     // Expired token.
-    let short = TokenRequest { scopes: vec!["write:package".into()], expires_in: Some(Duration::ZERO), ..Default::default() };
+    let short =
+        TokenRequest { scopes: vec!["write:package".into()], expires_in: Some(Duration::ZERO), ..Default::default() };
     let (_, expired) = admin::create_token(s, "alice", &short).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(f.auth.authenticate(basic("alice", &expired), None).await.is_err(), "expired");
@@ -96,11 +101,16 @@ async fn orgs_admins_and_visibility() {
     assert_eq!(f.auth.rights(&Principal::Anonymous, &app).await.unwrap(), Actions::PULL);
     assert_eq!(f.auth.rights(&Principal::Anonymous, &repo("acme/other")).await.unwrap(), Actions::NONE);
     admin::set_visibility(s, "acme", true).await.unwrap();
+    assert_eq!(
+        f.auth.rights(&Principal::Anonymous, &repo("acme/other")).await.unwrap(),
+        Actions::NONE,
+        "a missing repository looks private, even in a public namespace"
+    );
+    s.set_repository_public(&repo("acme/other"), None, 0).await.unwrap();
     assert_eq!(f.auth.rights(&Principal::Anonymous, &repo("acme/other")).await.unwrap(), Actions::PULL);
     admin::set_visibility(s, "acme/app", false).await.unwrap();
     assert_eq!(f.auth.rights(&Principal::Anonymous, &app).await.unwrap(), Actions::NONE, "repository overrides owner");
 
-    s.set_repository_public(&repo("acme/other"), None, 0).await.unwrap();
     let outsider = login("outsider").await.unwrap();
     assert_eq!(f.auth.readable_repositories(&outsider, None, 10).await.unwrap(), vec!["acme/other".to_owned()]);
     let root = login("root").await.unwrap();
@@ -139,5 +149,8 @@ async fn failed_logins_back_off() {
         let _ = f.auth.authenticate(basic("eve", "wrong"), ip).await;
     }
     assert!(matches!(f.auth.authenticate(basic("eve", "right"), ip).await, Err(AuthError::TooManyAttempts(_))));
-    assert!(matches!(f.auth.authenticate(basic("eve", "right"), None).await, Err(AuthError::TooManyAttempts(_))), "per user too");
+    assert!(
+        matches!(f.auth.authenticate(basic("eve", "right"), None).await, Err(AuthError::TooManyAttempts(_))),
+        "per user too"
+    );
 }

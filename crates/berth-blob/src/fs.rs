@@ -310,6 +310,3 @@ fn open_for_append(path: &Path, offset: u64) -> Result<File> {
     file.seek(SeekFrom::Start(offset))?;
     Ok(file)
 }
-
-#[cfg(test)]
-mod tests;

@@ -10,6 +10,7 @@
 //! persists it in the metadata store; the blob store keeps no session table.
 
 pub mod fs;
+pub mod s3;
 mod stream;
 
 use std::io;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsBlobStore;
+pub use s3::{S3BlobStore, S3Settings};
 pub use stream::ByteRange;
 
 /// A stream of body bytes, from a client or from storage.
@@ -63,6 +65,8 @@ pub struct BlobRead {
 
 pub enum BlobBody {
     Stream(ByteStream),
+    /// Fetch the blob from this (presigned) URL instead.
+    Redirect(String),
 }
 
 impl std::fmt::Debug for BlobRead {

@@ -31,6 +31,12 @@ impl From<figment::Error> for ConfigError {
     }
 }
 
+/// Whether `name` is a `BERTH_*` variable that sets a configuration key
+/// (for checking deployment files).
+pub fn is_config_var(name: &str) -> bool {
+    env::known_keys().keys().any(|k| env::var_name(k) == name)
+}
+
 impl Config {
     /// Loads defaults, then `file` (if any), then `BERTH_*` variables from `vars`.
     pub fn load(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
@@ -90,6 +96,14 @@ impl Config {
         }
         if self.auth.token_ttl.as_secs() < 10 {
             return bad("auth.token_ttl must be at least 10s".into());
+        }
+        if self.storage.backend == StorageBackend::S3 {
+            if self.storage.s3.bucket.is_empty() {
+                return bad("storage.s3.bucket is required when storage.backend = \"s3\"".into());
+            }
+            if self.storage.s3.part_size < 5 * 1024 * 1024 {
+                return bad("storage.s3.part_size must be at least 5 MiB (5242880)".into());
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());

@@ -34,6 +34,7 @@ pub struct Config {
     pub manifests: ManifestsConfig,
     pub uploads: UploadsConfig,
     pub auth: AuthConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             manifests: ManifestsConfig::default(),
             uploads: UploadsConfig::default(),
             auth: AuthConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -131,19 +133,64 @@ impl Default for DatabaseConfig {
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
     Filesystem,
+    S3,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// `filesystem` or `s3`.
     pub backend: StorageBackend,
     /// Filesystem backend root (default `<data_dir>/blobs`).
     pub path: PathBuf,
+    pub s3: S3Config,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { backend: StorageBackend::Filesystem, path: PathBuf::new() }
+        StorageConfig { backend: StorageBackend::Filesystem, path: PathBuf::new(), s3: S3Config::default() }
+    }
+}
+
+/// `[storage.s3]`: any S3-compatible store (AWS, MinIO, Ceph RGW, R2, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket.
+    pub prefix: String,
+    pub region: String,
+    /// Endpoint URL for non-AWS stores, e.g. `http://minio:9000`; empty for AWS.
+    pub endpoint: String,
+    /// Empty: taken from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    /// Path-style requests (`endpoint/bucket/key`), which most self-hosted stores need.
+    pub path_style: bool,
+    /// Allow plain-HTTP endpoints.
+    pub allow_http: bool,
+    /// Size of the parts uploads are cut into (at least 5 MiB). Memory per
+    /// upload in flight is about twice this.
+    pub part_size: usize,
+    /// Answer blob downloads with a redirect to a presigned URL valid this long; `0s` streams through Berth.
+    #[serde(with = "humantime_serde")]
+    pub redirect_ttl: Duration,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            endpoint: String::new(),
+            access_key_id: Secret::default(),
+            secret_access_key: Secret::default(),
+            path_style: false,
+            allow_http: false,
+            part_size: 16 * 1024 * 1024,
+            redirect_ttl: Duration::ZERO,
+        }
     }
 }
 
@@ -226,5 +273,22 @@ impl Default for AuthConfig {
             failed_login_limit: 5,
             lockout_max: Duration::from_secs(300),
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics at `GET /metrics`.
+    pub enabled: bool,
+    /// A separate plain-HTTP address for `/metrics` (and the probes), e.g.
+    /// `127.0.0.1:9090`, so metrics need not be exposed with the registry.
+    /// Unset: served on the main listener.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: None }
     }
 }

@@ -1,13 +1,11 @@
 //! Accounts, tokens and visibility (`berth_meta::AuthStore`).
 
-use berth_meta::auth::{
-    AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenRecord, UserRecord,
-};
 use async_trait::async_trait;
+use berth_meta::auth::{AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenRecord, UserRecord};
 use berth_meta::{AuthStore, MetaError, Result};
 use berth_oci::RepositoryName;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
 use crate::error::db_err;
 use crate::{SqliteMetaStore, repositories};
@@ -73,14 +71,15 @@ impl SqliteMetaStore {
         now: i64,
     ) -> Result<i64> {
         let mut tx = self.begin_write().await?;
-        let id: i64 =
-            sqlx::query_scalar("INSERT INTO owners (name, kind, is_public, created_at) VALUES (?, ?, 0, ?) RETURNING id")
-                .bind(name)
-                .bind(kind.as_str())
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(conflict(name))?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO owners (name, kind, is_public, created_at) VALUES (?, ?, 0, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(kind.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict(name))?;
         if let Some((password_hash, is_admin)) = user {
             sqlx::query("INSERT INTO users (owner_id, password_hash, is_admin, disabled) VALUES (?, ?, ?, 0)")
                 .bind(id)
@@ -144,20 +143,24 @@ impl SqliteMetaStore {
             return Err(MetaError::NotFound(missing));
         };
         let changed = match role {
-            Some(role) => sqlx::query(
-                "INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, ?) \
+            Some(role) => {
+                sqlx::query(
+                    "INSERT INTO org_members (org_id, user_id, role) VALUES (?, ?, ?) \
                  ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
-            )
-            .bind(org_id)
-            .bind(user_id)
-            .bind(role.as_str())
-            .execute(&mut *tx)
-            .await,
-            None => sqlx::query("DELETE FROM org_members WHERE org_id = ? AND user_id = ?")
+                )
                 .bind(org_id)
                 .bind(user_id)
+                .bind(role.as_str())
                 .execute(&mut *tx)
-                .await,
+                .await
+            }
+            None => {
+                sqlx::query("DELETE FROM org_members WHERE org_id = ? AND user_id = ?")
+                    .bind(org_id)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await
+            }
         }
         .map_err(db_err)?
         .rows_affected();
@@ -228,9 +231,10 @@ impl SqliteMetaStore {
     pub(crate) async fn auth_access_facts(&self, repo: &RepositoryName, user: Option<i64>) -> Result<AccessFacts> {
         let row = sqlx::query(
             "SELECT o.id, o.name, o.kind, o.is_public, o.created_at, \
-               (SELECT m.role FROM org_members m WHERE m.org_id = o.id AND m.user_id = ?), \
-               (SELECT r.is_public FROM repositories r WHERE r.name = ?) \
-             FROM owners o WHERE o.name = ?",
+               (SELECT m.role FROM org_members m WHERE m.org_id = o.id AND m.user_id = ?1), \
+               (SELECT r.is_public FROM repositories r WHERE r.name = ?2), \
+               EXISTS (SELECT 1 FROM repositories r WHERE r.name = ?2) \
+             FROM owners o WHERE o.name = ?3",
         )
         .bind(user.unwrap_or(-1))
         .bind(repo.as_str())
@@ -246,6 +250,7 @@ impl SqliteMetaStore {
             owner: Some(owner_from(&row)?),
             role: role.as_deref().and_then(OrgRole::parse),
             repository_public: row.try_get(6).map_err(db_err)?,
+            repository_exists: row.try_get(7).map_err(db_err)?,
         })
     }
 
@@ -299,7 +304,8 @@ impl SqliteMetaStore {
             "SELECT {TOKEN_COLUMNS}, {USER_COLUMNS} FROM access_tokens t \
              JOIN owners o ON o.id = t.user_id JOIN users u ON u.owner_id = o.id WHERE t.secret_hash = ?"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.reader).await.map_err(db_err)?;
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.reader).await.map_err(db_err)?;
         row.map(|r| Ok((token_from(&r)?, user_from(&r, 9)?))).transpose()
     }
 

@@ -28,8 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use berth_meta::{
     ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer, Result, TagGuard,
-    UploadProgress,
-    UploadSession,
+    UploadProgress, UploadSession,
 };
 use berth_oci::{Digest, RepositoryName, Tag};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};

@@ -79,6 +79,10 @@ pub struct AccessFacts {
     pub owner: Option<OwnerRecord>,
     /// The user's role if the owner is an organization they belong to.
     pub role: Option<OrgRole>,
+    /// Whether the repository exists. Visibility applies to existing
+    /// repositories only, so a missing repository looks exactly like a
+    /// private one, even in a public namespace.
+    pub repository_exists: bool,
     /// The repository's own visibility, if set (overrides the owner's).
     pub repository_public: Option<bool>,
 }

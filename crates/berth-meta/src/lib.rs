@@ -133,7 +133,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Package versions of every repository of `owner` (or only of
     /// `repository`): each tag, plus each manifest no tag points to.
     /// Newest first, then by repository and version.
-    async fn package_versions(&self, owner: &str, repository: Option<&RepositoryName>) -> Result<Vec<PackageVersionRecord>>;
+    async fn package_versions(
+        &self,
+        owner: &str,
+        repository: Option<&RepositoryName>,
+    ) -> Result<Vec<PackageVersionRecord>>;
 
     /// Manifests in `repo` whose subject is `subject`, optionally only those
     /// with the given artifact type; ordered by digest.

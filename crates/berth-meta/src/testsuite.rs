@@ -12,6 +12,11 @@
 //! which generates one `#[tokio::test]` per case, named `sqlite::<case>`, so
 //! a failure names its backend. The calling crate needs `tokio` (features
 //! `macros`, `rt-multi-thread`) among its dev-dependencies.
+//!
+//! The cases of this file take the [`MetaStore`]; those of [`auth`] take the
+//! same store as an [`AuthStore`]. Every backend implements both.
+
+pub mod auth;
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -21,7 +26,7 @@ use std::sync::Arc;
 use berth_oci::{Algorithm, Digest, RepositoryName, Tag};
 
 use crate::{
-    BlobRef, ManifestRef, MetaError, MetaStore, NewManifest, RefProblem, Referrer, Result, UploadProgress,
+    AuthStore, BlobRef, ManifestRef, MetaError, MetaStore, NewManifest, RefProblem, Referrer, Result, UploadProgress,
     UploadSession, no_guard,
 };
 
@@ -30,27 +35,35 @@ use crate::{
 pub struct Fixture {
     // Declared first so the store is dropped before what it depends on.
     store: Arc<dyn MetaStore>,
+    /// The same store, as its other trait.
+    auth: Arc<dyn AuthStore>,
     _keep_alive: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl Fixture {
-    pub fn new(store: impl MetaStore) -> Self {
-        Fixture { store: Arc::new(store), _keep_alive: None }
+    pub fn new<S: MetaStore + AuthStore>(store: S) -> Self {
+        let store = Arc::new(store);
+        Fixture { store: store.clone(), auth: store, _keep_alive: None }
     }
 
     /// `keep_alive` is dropped after the store, at the end of the case.
-    pub fn with_keep_alive(store: impl MetaStore, keep_alive: impl Any + Send + Sync) -> Self {
-        Fixture { store: Arc::new(store), _keep_alive: Some(Box::new(keep_alive)) }
+    pub fn with_keep_alive<S: MetaStore + AuthStore>(store: S, keep_alive: impl Any + Send + Sync) -> Self {
+        Fixture { _keep_alive: Some(Box::new(keep_alive)), ..Fixture::new(store) }
     }
 
     pub fn store(&self) -> Arc<dyn MetaStore> {
         Arc::clone(&self.store)
     }
+
+    pub fn auth(&self) -> Arc<dyn AuthStore> {
+        Arc::clone(&self.auth)
+    }
 }
 
-/// Generates one `#[tokio::test]` per suite case inside `mod $prefix`;
-/// `$constructor` is evaluated afresh for each case and must be a future
-/// yielding a [`Fixture`](crate::testsuite::Fixture) over an empty store.
+/// Generates one `#[tokio::test]` per suite case (those of this module and
+/// of [`auth`](crate::testsuite::auth)) inside `mod $prefix`; `$constructor`
+/// is evaluated afresh for each case and must be a future yielding a
+/// [`Fixture`](crate::testsuite::Fixture) over an empty store.
 #[macro_export]
 macro_rules! meta_store_suite {
     ($prefix:ident, $constructor:expr $(,)?) => {
@@ -90,9 +103,26 @@ macro_rules! meta_store_suite {
             concurrent_pushes_to_immutable_tag_one_wins,
             concurrent_pushes_of_one_manifest_all_succeed,
             package_versions_are_tags_and_untagged_manifests,
+        ], auth [
+            users_and_orgs_share_one_namespace,
+            concurrent_creates_of_one_name_one_wins,
+            get_user_by_name_and_id,
+            list_users_in_byte_order,
+            disable_and_password_changes,
+            org_membership_add_change_remove_list,
+            org_membership_requires_org_and_user,
+            owners_and_public_flags,
+            set_repository_public_creates_and_inherits,
+            access_facts_for_members_outsiders_and_anonymous,
+            readable_repositories_by_caller,
+            readable_repositories_pagination,
+            tokens_create_lookup_and_list,
+            revoke_token_only_once,
+            touch_token_records_last_use,
+            token_secret_hash_is_unique,
         ]);
     };
-    (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?]) => {
+    (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?]) => {
         mod $prefix {
             #[allow(unused_imports)]
             use super::*;
@@ -102,6 +132,14 @@ macro_rules! meta_store_suite {
                 async fn $case() {
                     let fixture: $crate::testsuite::Fixture = $constructor.await;
                     $crate::testsuite::$case(fixture.store()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $auth_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::auth::$auth_case(fixture.auth()).await;
                 }
             )*
         }
@@ -785,6 +823,8 @@ pub async fn same_digest_in_two_repositories_is_independent(store: Arc<dyn MetaS
 // --- concurrency ---------------------------------------------------------------
 
 const CONCURRENT_PUSHES: usize = 16;
+/// Rounds of the immutable-tag race.
+const RACE_ROUNDS: usize = 5;
 
 /// Pushes `make(i)` for every `i` at once; returns each push's result.
 async fn push_concurrently(
@@ -834,20 +874,29 @@ pub async fn concurrent_pushes_to_one_tag_end_consistent(store: Arc<dyn MetaStor
 }
 
 pub async fn concurrent_pushes_to_immutable_tag_one_wins(store: Arc<dyn MetaStore>) {
-    let results = push_concurrently(&store, "acme/app", true, |i| NewManifest {
-        tags: tags(&["v1"]),
-        ..manifest(&format!("release candidate {i}"))
-    })
-    .await;
-    let winners: Vec<&NewManifest> = results.iter().filter(|(_, r)| r.is_ok()).map(|(m, _)| m).collect();
-    assert_eq!(winners.len(), 1, "exactly one push may create the immutable tag");
-    for (m, result) in &results {
-        if let Err(err) = result {
-            assert!(matches!(err, MetaError::ImmutableTag { .. }), "unexpected error: {err:?}");
-            assert!(!has_manifest(&*store, "acme/app", &m.digest).await, "a refused push stores nothing");
+    // The repository exists beforehand: were the first push to create it,
+    // the others could queue behind that insert and never really race for
+    // the tag.
+    link(&*store, "acme/app", &blob("layer")).await;
+    // A racy check-then-write loses only some races, so race several times,
+    // each round for a tag of its own.
+    for round in 0..RACE_ROUNDS {
+        let name = format!("v{round}");
+        let results = push_concurrently(&store, "acme/app", true, |i| NewManifest {
+            tags: tags(&[&name]),
+            ..manifest(&format!("release candidate {round}.{i}"))
+        })
+        .await;
+        let winners: Vec<&NewManifest> = results.iter().filter(|(_, r)| r.is_ok()).map(|(m, _)| m).collect();
+        assert_eq!(winners.len(), 1, "exactly one push may create the immutable tag {name}");
+        for (m, result) in &results {
+            if let Err(err) = result {
+                assert!(matches!(err, MetaError::ImmutableTag { .. }), "unexpected error: {err:?}");
+                assert!(!has_manifest(&*store, "acme/app", &m.digest).await, "a refused push stores nothing");
+            }
         }
+        assert_eq!(digest_of_tag(&*store, "acme/app", &name).await, Some(winners[0].digest.clone()));
     }
-    assert_eq!(digest_of_tag(&*store, "acme/app", "v1").await, Some(winners[0].digest.clone()));
 }
 
 pub async fn concurrent_pushes_of_one_manifest_all_succeed(store: Arc<dyn MetaStore>) {
@@ -911,21 +960,28 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// Every `pub async fn` case must be listed in `meta_store_suite!`, or
-    /// no backend would ever run it.
+    /// no backend would ever run it: those of this file in the first list,
+    /// those of `testsuite/auth.rs` in the `auth` list.
     #[test]
     fn macro_lists_every_case() {
         let source = include_str!("testsuite.rs");
-        let defined: BTreeSet<&str> = source
-            .lines()
-            .filter_map(|l| l.strip_prefix("pub async fn "))
-            .filter_map(|l| l.split('(').next())
-            .collect();
-        let needle = "@cases $prefix, $constructor, [";
-        let list_start = source.find(needle).expect("case list") + needle.len();
-        let list_end = list_start + source[list_start..].find(']').expect("end of case list");
-        let listed: BTreeSet<&str> =
-            source[list_start..list_end].split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-        assert!(defined.len() > 30, "found {} cases", defined.len());
-        assert_eq!(defined, listed);
+        let defined = |source: &'static str| -> BTreeSet<&'static str> {
+            source.lines().filter_map(|l| l.strip_prefix("pub async fn ")).filter_map(|l| l.split('(').next()).collect()
+        };
+        // The list following the first `needle` at or after `from`, and where it ends.
+        let listed = |needle: &str, from: usize| -> (BTreeSet<&'static str>, usize) {
+            let start = from + source[from..].find(needle).expect("case list") + needle.len();
+            let end = start + source[start..].find(']').expect("end of case list");
+            (source[start..end].split(',').map(str::trim).filter(|s| !s.is_empty()).collect(), end)
+        };
+        let (meta_listed, meta_end) = listed("@cases $prefix, $constructor, [", 0);
+        let (auth_listed, _) = listed("auth [", meta_end);
+
+        let meta_defined = defined(source);
+        assert!(meta_defined.len() > 30, "found {} cases", meta_defined.len());
+        assert_eq!(meta_defined, meta_listed);
+        let auth_defined = defined(include_str!("testsuite/auth.rs"));
+        assert!(auth_defined.len() > 10, "found {} auth cases", auth_defined.len());
+        assert_eq!(auth_defined, auth_listed);
     }
 }

@@ -104,6 +104,7 @@ impl Registry {
         .await;
         match outcome {
             Ok(size) => {
+                berth_metrics::metrics().bytes_pushed.inc_by(size);
                 self.inner.meta.link_blob(repo, digest, size).await?;
                 Ok(size)
             }
@@ -155,6 +156,7 @@ impl Registry {
         let (cursor, hasher) =
             self.inner.blobs.upload_append(&session.id, &cursor_of(before), limit_body(body, expected), hasher).await?;
         check_length(expected, cursor.offset - before.offset)?;
+        berth_metrics::metrics().bytes_pushed.inc_by(cursor.offset - before.offset);
         let progress = UploadProgress {
             offset: cursor.offset,
             hash_state: hasher.save(),

@@ -3,6 +3,7 @@
 //! handed to the server, so the test can connect at once: no port races,
 //! no readiness polling.
 
+pub mod backends;
 pub mod fixtures;
 
 use std::net::SocketAddr;
@@ -16,6 +17,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Installs the TLS crypto provider HTTP clients need (Berth builds rustls
+/// with ring and no default provider); call before building a client.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub registry: Registry,
@@ -23,6 +30,8 @@ pub struct TestServer {
     pub auth: Option<Arc<AuthService>>,
     pub config: Config,
     dir: tempfile::TempDir,
+    /// A per-server Postgres database, dropped with the server.
+    _database: Option<backends::TempDatabase>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -47,6 +56,7 @@ impl TestServer {
         config.listen = "127.0.0.1:0".parse().expect("addr");
         // Most tests exercise the registry itself; auth tests turn it back on.
         config.auth.enabled = false;
+        let database = backends::apply(&mut config).await;
         customize(&mut config);
         let app = App::build(config.clone()).await.expect("app builds");
         let registry = app.registry.clone();
@@ -57,7 +67,7 @@ impl TestServer {
         let task = tokio::spawn(app.serve(listener, async {
             let _ = rx.await;
         }));
-        TestServer { addr, registry, auth, config, dir, shutdown: Some(tx), task: Some(task) }
+        TestServer { addr, registry, auth, config, dir, _database: database, shutdown: Some(tx), task: Some(task) }
     }
 
     /// `http://127.0.0.1:PORT` + `path`.

@@ -186,12 +186,20 @@ pub async fn token(config: &Config, cmd: TokenCommand) -> Result<(), String> {
             let req = TokenRequest { scopes: c.scopes, repositories: c.repos, expires_in: c.expires, name: c.name };
             let (id, secret) = admin::create_token(s, &c.user, &req).await.map_err(|e| e.to_string())?;
             let expires = req.expires_in.map_or("never".to_owned(), |d| humantime::format_duration(d).to_string());
-            println!("token {id} for {} (scopes {}; repositories {}; expires {expires})", c.user, req.scopes.join(","), if req.repositories.is_empty() { "all".to_owned() } else { req.repositories.join(" ") });
+            println!(
+                "token {id} for {} (scopes {}; repositories {}; expires {expires})",
+                c.user,
+                req.scopes.join(","),
+                if req.repositories.is_empty() { "all".to_owned() } else { req.repositories.join(" ") }
+            );
             println!("store the secret now: it is not shown again");
             println!("{secret}");
         }
         TokenCommand::List { user } => {
-            println!("{:<6} {:<20} {:<28} {:<24} {:<21} {:<21} STATUS", "ID", "NAME", "SCOPES", "REPOSITORIES", "EXPIRES", "LAST USED");
+            println!(
+                "{:<6} {:<20} {:<28} {:<24} {:<21} {:<21} STATUS",
+                "ID", "NAME", "SCOPES", "REPOSITORIES", "EXPIRES", "LAST USED"
+            );
             let now = UNIX_EPOCH.elapsed().map_or(0, |d| d.as_millis() as i64);
             for t in admin::list_tokens(s, &user).await.map_err(|e| e.to_string())? {
                 let status = if t.revoked_at.is_some() {

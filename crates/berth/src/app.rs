@@ -51,6 +51,7 @@ impl App {
             request_timeout: config.http.request_timeout,
             auth_service: config.auth.service.clone(),
             tls: config.tls.cert.is_some(),
+            metrics_on_main: config.metrics.enabled && config.metrics.listen.is_none(),
         };
         let state = AppState::new(registry.clone(), settings, auth.clone());
         let tls = match (&config.tls.cert, &config.tls.key) {
@@ -60,14 +61,33 @@ impl App {
         Ok(App { registry, auth, state, config, tls })
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// Serves on `listener` until `shutdown` resolves (and metrics on their
+    /// own listener, if configured).
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let opts = ServeOptions {
             header_read_timeout: self.config.http.header_read_timeout,
             shutdown_timeout: self.config.http.shutdown_timeout,
             tls: self.tls.clone(),
         };
+        let metrics = match (self.config.metrics.enabled, self.config.metrics.listen) {
+            (true, Some(addr)) => match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(listen = %addr, "metrics listener");
+                    let router = berth_api::routes::metrics_router(self.state.clone());
+                    let plain = ServeOptions { tls: None, ..opts.clone() };
+                    Some(tokio::spawn(serve(l, router, plain, std::future::pending())))
+                }
+                Err(e) => {
+                    tracing::error!(listen = %addr, error = %e, "cannot listen for metrics");
+                    None
+                }
+            },
+            _ => None,
+        };
         serve(listener, berth_api::router(self.state), opts, shutdown).await;
+        if let Some(task) = metrics {
+            task.abort();
+        }
     }
 }
 
@@ -93,10 +113,13 @@ async fn build_auth(config: &Config, stores: &Stores) -> Result<Option<Arc<AuthS
         lockout_max: a.lockout_max,
     };
     let password = config.admin_password.expose();
-    if !password.is_empty() && admin::ensure_admin(stores.auth.as_ref(), password).await.map_err(|e| StartError::Config(e.to_string()))? {
+    if !password.is_empty()
+        && admin::ensure_admin(stores.auth.as_ref(), password).await.map_err(|e| StartError::Config(e.to_string()))?
+    {
         tracing::info!("created the site admin \"admin\" from admin_password");
     }
-    let service = AuthService::new(stores.auth.clone(), keys, settings).map_err(|e| StartError::Config(e.to_string()))?;
+    let service =
+        AuthService::new(stores.auth.clone(), keys, settings).map_err(|e| StartError::Config(e.to_string()))?;
     Ok(Some(Arc::new(service)))
 }
 

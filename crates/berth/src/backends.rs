@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use berth_blob::{BlobStore, FsBlobStore};
+use berth_blob::{BlobStore, FsBlobStore, S3BlobStore, S3Settings};
 use berth_config::{Config, StorageBackend};
 use berth_meta::{AuthStore, MetaStore};
+use berth_meta_postgres::{PostgresMetaStore, PostgresSettings};
 use berth_meta_sqlite::{SqliteMetaStore, SqliteSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +39,44 @@ pub async fn open_meta(config: &Config, migrate: bool) -> Result<Stores, Backend
         let store = Arc::new(store);
         return Ok(Stores { meta: store.clone(), auth: store });
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let settings = PostgresSettings {
+            max_connections: config.database.max_connections,
+            acquire_timeout: config.database.acquire_timeout,
+            ..PostgresSettings::new(url)
+        };
+        let store = PostgresMetaStore::connect(&settings).await.map_err(|e| BackendError::Database(e.to_string()))?;
+        if migrate {
+            store.migrate().await.map_err(|e| BackendError::Database(e.to_string()))?;
+        }
+        let store = Arc::new(store);
+        return Ok(Stores { meta: store.clone(), auth: store });
+    }
     let scheme = url.split(':').next().unwrap_or_default();
-    Err(BackendError::Database(format!("unsupported database URL scheme {scheme:?} (expected sqlite:)")))
+    Err(BackendError::Database(format!(
+        "unsupported database URL scheme {scheme:?} (expected sqlite:, postgres: or postgresql:)"
+    )))
 }
 
 pub async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {
     match config.storage.backend {
+        StorageBackend::S3 => {
+            let c = &config.storage.s3;
+            let settings = S3Settings {
+                bucket: c.bucket.clone(),
+                prefix: c.prefix.clone(),
+                region: c.region.clone(),
+                endpoint: c.endpoint.clone(),
+                access_key_id: c.access_key_id.expose().to_owned(),
+                secret_access_key: c.secret_access_key.expose().to_owned(),
+                path_style: c.path_style,
+                allow_http: c.allow_http,
+                part_size: c.part_size,
+                redirect: (!c.redirect_ttl.is_zero()).then_some(c.redirect_ttl),
+            };
+            let store = S3BlobStore::open(&settings).map_err(|e| BackendError::Storage(e.to_string()))?;
+            Ok(Arc::new(store))
+        }
         StorageBackend::Filesystem => {
             let path = config.storage.path.clone();
             let store = tokio::task::spawn_blocking(move || FsBlobStore::open(path))

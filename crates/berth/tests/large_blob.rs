@@ -31,10 +31,36 @@ fn watch_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_gib_blob_round_trip_with_flat_memory() {
+    round_trip(&[]).await;
+}
+
+/// The same through S3 (multipart upload, server-side copy, ranged reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_gib_blob_round_trip_on_s3_with_flat_memory() {
+    let Ok(endpoint) = std::env::var("BERTH_TEST_S3_ENDPOINT") else {
+        eprintln!("NOT RUN: BERTH_TEST_S3_ENDPOINT is not set; large blob on S3 skipped");
+        return;
+    };
+    let bucket = std::env::var("BERTH_TEST_S3_BUCKET").unwrap_or_else(|_| "berth-test".into());
+    let prefix = format!("large-blob/{}", std::process::id());
+    round_trip(&[
+        ("BERTH_STORAGE_BACKEND", "s3"),
+        ("BERTH_STORAGE_S3_ENDPOINT", &endpoint),
+        ("BERTH_STORAGE_S3_BUCKET", &bucket),
+        ("BERTH_STORAGE_S3_PREFIX", &prefix),
+        ("BERTH_STORAGE_S3_ACCESS_KEY_ID", "test"),
+        ("BERTH_STORAGE_S3_SECRET_ACCESS_KEY", "test"),
+        ("BERTH_STORAGE_S3_PATH_STYLE", "true"),
+        ("BERTH_STORAGE_S3_ALLOW_HTTP", "true"),
+    ])
+    .await;
+}
+
+async fn round_trip(env: &[(&str, &str)]) {
     let total_mib: u64 = std::env::var("BERTH_TEST_LARGE_BLOB_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(4096);
     let total = total_mib * MIB;
     let dir = tempfile::tempdir().unwrap();
-    let p = BerthProcess::start(dir.path(), &[]);
+    let p = BerthProcess::start(dir.path(), env);
     let idle_kib = p.rss_kib();
     let c = client();
     let repo = "big/blob";

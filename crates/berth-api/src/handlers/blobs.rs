@@ -4,7 +4,7 @@ use berth_auth::Principal;
 use berth_blob::BlobBody;
 use berth_oci::{Digest, RepositoryName};
 use http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, RANGE,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, RANGE,
 };
 use http::{HeaderMap, HeaderName, StatusCode};
 
@@ -56,15 +56,26 @@ pub async fn get(
         return respond(status, &hs, Body::empty());
     }
     let read = state.registry().open_blob(digest, range).await?;
-    let body = match read.body {
-        BlobBody::Stream(s) => Body::from_stream(s),
-    };
-    respond(status, &hs, body)
+    match read.body {
+        BlobBody::Stream(s) => {
+            berth_metrics::metrics().bytes_pulled.inc_by(len);
+            respond(status, &hs, Body::from_stream(s))
+        }
+        BlobBody::Redirect(url) => {
+            let hs = [(LOCATION, url), (DOCKER_CONTENT_DIGEST, digest.to_string()), (CONTENT_LENGTH, "0".into())];
+            respond(StatusCode::TEMPORARY_REDIRECT, &hs, Body::empty())
+        }
+    }
 }
 
 /// `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from the repository.
-pub async fn delete(state: &AppState, who: &Principal, name: &RepositoryName, digest: &Digest) -> Result<Response, ApiError> {
+pub async fn delete(
+    state: &AppState,
+    who: &Principal,
+    name: &RepositoryName,
+    digest: &Digest,
+) -> Result<Response, ApiError> {
     state.registry().delete_blob(name, digest).await?;
-    tracing::info!(target: "audit", event = "blob_delete", user = ?who.user_name(), repository = %name, digest = %digest);
+    tracing::info!(target: "audit", event = "blob_delete", user = who.user_name().unwrap_or("-"), repository = %name, digest = %digest);
     respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
 }

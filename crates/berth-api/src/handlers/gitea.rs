@@ -206,7 +206,8 @@ async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, GiteaErro
     let pairs = query_pairs(req.uri.query()).map_err(|_| GiteaError(StatusCode::BAD_REQUEST, "bad query".into()))?;
     let kind = query_get(&pairs, "type").unwrap_or("container");
     let q = query_get(&pairs, "q").unwrap_or("").to_lowercase();
-    let number = |k: &str, d: usize| query_get(&pairs, k).and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0).unwrap_or(d);
+    let number =
+        |k: &str, d: usize| query_get(&pairs, k).and_then(|v| v.parse::<usize>().ok()).filter(|n| *n > 0).unwrap_or(d);
     let (page, limit) = (number("page", 1), number("limit", DEFAULT_LIMIT).min(MAX_LIMIT));
 
     let mut visible = Vec::new();
@@ -245,13 +246,20 @@ async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, GiteaErro
     if let Some(link) = link_header(&base, &owner, kind, &q, page, limit, total) {
         headers.push((LINK, link));
     }
-    respond(StatusCode::OK, &headers, Body::from(Value::Array(body).to_string())).map_err(|_| {
-        GiteaError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-    })
+    respond(StatusCode::OK, &headers, Body::from(Value::Array(body).to_string()))
+        .map_err(|_| GiteaError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))
 }
 
 /// Gitea's pagination links: next/last, and first/prev after page 1.
-fn link_header(base: &str, owner: &str, kind: &str, q: &str, page: usize, limit: usize, total: usize) -> Option<String> {
+fn link_header(
+    base: &str,
+    owner: &str,
+    kind: &str,
+    q: &str,
+    page: usize,
+    limit: usize,
+    total: usize,
+) -> Option<String> {
     let last = total.div_ceil(limit).max(1);
     let url = |p: usize| {
         let mut query = vec![("limit", limit.to_string()), ("page", p.to_string()), ("type", kind.to_owned())];
@@ -321,7 +329,7 @@ pub async fn delete(State(state): State<AppState>, req: Request) -> Response {
             return Err(forbidden());
         }
         state.registry().delete_package_version(&repo, &version).await?;
-        tracing::info!(target: "audit", event = "package_version_delete", user = ?who.user_name(), repository = %repo, version = %version);
+        tracing::info!(target: "audit", event = "package_version_delete", user = who.user_name().unwrap_or("-"), repository = %repo, version = %version);
         Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await
@@ -347,7 +355,10 @@ mod tests {
     #[test]
     fn links() {
         let l = link_header("http://h", "o", "container", "", 1, 30, 61).unwrap();
-        assert!(l.contains("page=2") && l.contains("rel=\"next\"") && l.contains("page=3&type=container>; rel=\"last\""), "{l}");
+        assert!(
+            l.contains("page=2") && l.contains("rel=\"next\"") && l.contains("page=3&type=container>; rel=\"last\""),
+            "{l}"
+        );
         assert!(link_header("http://h", "o", "container", "", 1, 30, 10).is_none());
         let l = link_header("http://h", "o", "container", "", 3, 30, 61).unwrap();
         assert!(l.contains("rel=\"prev\"") && !l.contains("rel=\"next\""));

@@ -101,9 +101,12 @@ pub async fn put(
         .await
         .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid).message(format!("reading manifest: {e}")))?
         .ok_or_else(too_large)?;
-    let pushed = state.registry().put_manifest(name, &reference, content, content_type.as_deref(), extra_tags, who.user_name()).await?;
+    let pushed = state
+        .registry()
+        .put_manifest(name, &reference, content, content_type.as_deref(), extra_tags, who.user_name())
+        .await?;
     let tags: Vec<&str> = pushed.tags.iter().map(|t| t.as_str()).collect();
-    tracing::info!(target: "audit", event = "manifest_push", user = ?who.user_name(), repository = %name, digest = %pushed.digest, tags = ?tags);
+    tracing::info!(target: "audit", event = "manifest_push", user = who.user_name().unwrap_or("-"), repository = %name, digest = %pushed.digest, tags = %tags.join(","));
     let mut hs: Vec<(HeaderName, String)> = vec![
         (LOCATION, state.url(&format!("/v2/{name}/manifests/{}", pushed.digest))),
         (DOCKER_CONTENT_DIGEST, pushed.digest.to_string()),
@@ -131,6 +134,6 @@ pub async fn delete(
         ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
     };
     state.registry().delete_manifest(name, &reference).await?;
-    tracing::info!(target: "audit", event = "manifest_delete", user = ?who.user_name(), repository = %name, reference = %reference);
+    tracing::info!(target: "audit", event = "manifest_delete", user = who.user_name().unwrap_or("-"), repository = %name, reference = %reference);
     respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
 }

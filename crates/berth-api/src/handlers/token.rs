@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::{query_pairs, respond};
 use crate::AppState;
-use crate::auth::{Caller, auth_error, client_ip, principal};
+use crate::auth::{Caller, auth_error, challenge, client_ip, principal};
 use crate::body::read_limited;
 use crate::error::ApiError;
 
@@ -34,6 +34,12 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
     let result = async {
         let pairs = query_pairs(parts.uri.query())?;
         let principal = principal(&state, caller, None).await?;
+        // A bearer token cannot buy a fresh one: that would let a leaked
+        // short-lived token renew itself for ever.
+        if matches!(principal, Principal::Bearer(_)) {
+            return Err(challenge(&state, caller.headers, None, Some("invalid_request"))
+                .message("log in with a password or personal access token"));
+        }
         issue(&state, &auth, &principal, &scopes(&pairs)).await
     }
     .await;

@@ -18,7 +18,12 @@ use crate::routes::digest_error;
 
 /// `POST /v2/<name>/blobs/uploads/`: a mount (`?mount=&from=`), a whole blob
 /// in one request (`?digest=`), or a new session (`?digest-algorithm=`).
-pub async fn start(state: &AppState, who: &Principal, name: &RepositoryName, req: Request) -> Result<Response, ApiError> {
+pub async fn start(
+    state: &AppState,
+    who: &Principal,
+    name: &RepositoryName,
+    req: Request,
+) -> Result<Response, ApiError> {
     let pairs = query_pairs(req.uri().query())?;
     let registry = state.registry();
     if let Some(mount) = query_get(&pairs, "mount") {
@@ -63,7 +68,8 @@ async fn mount_source(
     };
     let Some(auth) = state.auth() else { return Ok(candidates.into_iter().next()) };
     for repo in candidates {
-        let allowed = auth.allowed(who, &repo, Actions::PULL).await.map_err(|e| auth_error(state, &HeaderMap::new(), None, e))?;
+        let allowed =
+            auth.allowed(who, &repo, Actions::PULL).await.map_err(|e| auth_error(state, &HeaderMap::new(), None, e))?;
         if !allowed.is_empty() {
             return Ok(Some(repo));
         }
@@ -72,7 +78,7 @@ async fn mount_source(
 }
 
 fn audit_blob(who: &Principal, name: &RepositoryName, digest: &Digest, how: &str) {
-    tracing::info!(target: "audit", event = "blob_push", how, user = ?who.user_name(), repository = %name, digest = %digest);
+    tracing::info!(target: "audit", event = "blob_push", how, user = who.user_name().unwrap_or("-"), repository = %name, digest = %digest);
 }
 
 async fn new_session(state: &AppState, name: &RepositoryName, algorithm: Algorithm) -> Result<Response, ApiError> {

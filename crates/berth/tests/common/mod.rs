@@ -106,6 +106,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 pub fn client() -> reqwest::Client {
+    berth_testkit::install_crypto_provider();
     reqwest::Client::builder().no_proxy().build().expect("client")
 }
 

@@ -1,0 +1,330 @@
+//! The machine description and the Markdown and JSON reports.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::stats::median;
+use crate::{MIB, Params, Recorder};
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub date: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub kernel: String,
+    pub memory_gib: f64,
+    pub load_start: String,
+    pub load_end: String,
+    pub berth: String,
+    pub distribution: String,
+    pub wall: Duration,
+}
+
+fn first_line(out: Option<std::process::Output>) -> Option<String> {
+    let out = out?;
+    let s = String::from_utf8_lossy(&out.stdout).lines().next()?.trim().to_owned();
+    (!s.is_empty() && out.status.success()).then_some(s)
+}
+
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+impl Machine {
+    pub fn probe(berth: &Path, distribution: &Path) -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
+        let sha_ni = cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "sha_ni"));
+        let memory_gib = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+        let run = |cmd: &str, args: &[&str]| first_line(Command::new(cmd).args(args).output().ok());
+        let berth_version = run(&berth.to_string_lossy(), &["--version"]).unwrap_or_else(|| "unknown version".into());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let git = run("git", &["-C", &root, "rev-parse", "--short", "HEAD"]);
+        let dirty = run("git", &["-C", &root, "status", "--porcelain", "--untracked-files=no"]).is_some();
+        Machine {
+            date: run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_default(),
+            cpu: if sha_ni { format!("{cpu} (SHA-NI)") } else { cpu },
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default(),
+            memory_gib,
+            load_start: loadavg(),
+            load_end: String::new(),
+            berth: format!(
+                "{} ({berth_version}{})",
+                berth.display(),
+                git.map(|g| format!(", git {g}{}", if dirty { " + local changes" } else { "" })).unwrap_or_default()
+            ),
+            distribution: format!(
+                "{} ({})",
+                distribution.display(),
+                run(&distribution.to_string_lossy(), &["--version"]).unwrap_or_else(|| "unknown version".into())
+            ),
+            wall: Duration::ZERO,
+        }
+    }
+
+    pub fn finish(mut self, wall: Duration) -> Machine {
+        self.load_end = loadavg();
+        self.wall = wall;
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    None,
+    /// Berth / Distribution at least this.
+    RatioAtLeast(f64),
+    /// Berth / Distribution at most this.
+    RatioAtMost(f64),
+    /// Berth's value below this many milliseconds.
+    BelowMs(f64),
+}
+
+impl Goal {
+    fn text(self) -> String {
+        match self {
+            Goal::None => String::new(),
+            Goal::RatioAtLeast(g) => format!("≥ {g}×"),
+            Goal::RatioAtMost(g) => {
+                format!("≤ {}", if (g - 1.0 / 3.0).abs() < 1e-9 { "1/3".to_owned() } else { format!("{g}×") })
+            }
+            Goal::BelowMs(ms) => format!("< {ms} ms"),
+        }
+    }
+
+    fn met(self, berth: f64, ratio: f64) -> Option<bool> {
+        match self {
+            Goal::None => None,
+            Goal::RatioAtLeast(g) => Some(ratio >= g),
+            Goal::RatioAtMost(g) => Some(ratio <= g),
+            Goal::BelowMs(ms) => Some(berth < ms),
+        }
+    }
+}
+
+struct Row {
+    key: &'static str,
+    label: String,
+    unit: &'static str,
+    higher_is_better: bool,
+    goal: Goal,
+}
+
+fn rows(p: &Params) -> Vec<Row> {
+    let blob = p.blob / MIB;
+    let chunk = p.chunk / MIB;
+    let c = p.concurrency;
+    let row = |key, label: String, unit, higher_is_better, goal| Row { key, label, unit, higher_is_better, goal };
+    vec![
+        row(
+            "push_mono_mbps",
+            format!("Monolithic push, {blob} MiB (POST + PUT with body)"),
+            "MB/s",
+            true,
+            Goal::RatioAtLeast(1.5),
+        ),
+        row(
+            "push_chunked_mbps",
+            format!("Chunked push, {blob} MiB in {chunk} MiB PATCHes"),
+            "MB/s",
+            true,
+            Goal::RatioAtLeast(1.5),
+        ),
+        row("pull_mbps", format!("Blob pull, {blob} MiB (GET, streamed)"), "MB/s", true, Goal::RatioAtLeast(1.5)),
+        row("manifest_rps", format!("Manifest GET by tag, {c} connections"), "req/s", true, Goal::RatioAtLeast(10.0)),
+        row("manifest_p50_ms", "  manifest GET p50 latency".into(), "ms", false, Goal::None),
+        row("manifest_p99_ms", "  manifest GET p99 latency".into(), "ms", false, Goal::BelowMs(10.0)),
+        row("head_rps", format!("Blob HEAD, {c} connections"), "req/s", true, Goal::RatioAtLeast(10.0)),
+        row("head_p50_ms", "  blob HEAD p50 latency".into(), "ms", false, Goal::None),
+        row("head_p99_ms", "  blob HEAD p99 latency".into(), "ms", false, Goal::BelowMs(10.0)),
+        row(
+            "small_blobs_per_s",
+            format!(
+                "{} small blobs ({}–{} KiB) one after another (POST + PUT)",
+                p.small,
+                p.small_min / 1024,
+                p.small_max / 1024
+            ),
+            "blobs/s",
+            true,
+            Goal::RatioAtLeast(4.0),
+        ),
+        row("tags_list_ms", format!("Tag list of {} tags, median latency", p.tags), "ms", false, Goal::None),
+        row("tags_list_rps", "  tag list, sequential req/s".into(), "req/s", true, Goal::None),
+        row("rss_idle_mib", "RSS idle (after start-up)".into(), "MiB", false, Goal::RatioAtMost(1.0 / 3.0)),
+        row("rss_peak_mib", "RSS peak (VmHWM over the suite)".into(), "MiB", false, Goal::RatioAtMost(1.0 / 3.0)),
+        row("rss_after_mib", "RSS idle after the load".into(), "MiB", false, Goal::None),
+    ]
+}
+
+fn fmt_value(v: f64, unit: &str) -> String {
+    if v.is_nan() {
+        return "–".into();
+    }
+    let digits = match unit {
+        "ms" if v < 10.0 => 2,
+        "ms" => 1,
+        "MiB" => 1,
+        _ if v >= 100.0 => 0,
+        _ => 1,
+    };
+    format!("{v:.digits$} {unit}")
+}
+
+const DISTRIBUTION: &str = "Distribution";
+
+fn suite_title(s: &str) -> &'static str {
+    match s {
+        "noauth" => "No auth",
+        "auth" => "With auth (Basic credentials on every request)",
+        _ => "Suite",
+    }
+}
+
+pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
+    let mut md = String::new();
+    let push = |md: &mut String, s: &str| {
+        md.push_str(s);
+        md.push('\n');
+    };
+    push(&mut md, "# Berth vs CNCF Distribution\n");
+    push(&mut md, &format!("- date: {}; wall time {:.0} s", m.date, m.wall.as_secs_f64()));
+    push(&mut md, &format!("- machine: {}, {} cores, {:.1} GiB RAM, Linux {}", m.cpu, m.cores, m.memory_gib, m.kernel));
+    push(
+        &mut md,
+        &format!(
+            "- load average at start: {}; at end: {} (a busy machine makes every number noisy)",
+            m.load_start, m.load_end
+        ),
+    );
+    push(&mut md, &format!("- Berth: {}", m.berth));
+    push(&mut md, &format!("- Distribution: {}", m.distribution));
+    push(
+        &mut md,
+        &format!(
+            "- {} interleaved round(s){}; each value is the median over rounds; ratio = Berth / Distribution \
+             (above 1 is better for rates, below 1 for latency and memory); MB = 10^6 bytes, MiB = 2^20 bytes",
+            p.rounds,
+            if p.quick { ", QUICK mode (tiny sizes: proves the tool works, the numbers mean little)" } else { "" }
+        ),
+    );
+    let mut suites_json = serde_json::Map::new();
+    for (suite, clients) in &rec.clients {
+        let berths: Vec<&String> = clients.iter().filter(|c| c.as_str() != DISTRIBUTION).collect();
+        push(&mut md, &format!("\n## {}\n", suite_title(suite)));
+        let mut header = String::from("| metric |");
+        let mut sep = String::from("|---|");
+        for (i, b) in berths.iter().enumerate() {
+            if i == 0 {
+                header.push_str(&format!(" {b} | {DISTRIBUTION} | ratio |"));
+                sep.push_str("---:|---:|---:|");
+            } else {
+                header.push_str(&format!(" {b} | ratio |"));
+                sep.push_str("---:|---:|");
+            }
+        }
+        header.push_str(" goal |");
+        sep.push_str("---|");
+        push(&mut md, &header);
+        push(&mut md, &sep);
+        let mut metrics_json = serde_json::Map::new();
+        for row in rows(p) {
+            let values = |client: &str| rec.values.get(&(suite.clone(), row.key.to_owned(), client.to_owned()));
+            if clients.iter().all(|c| values(c).is_none()) {
+                continue;
+            }
+            let med = |client: &str| values(client).and_then(|v| median(v)).unwrap_or(f64::NAN);
+            let dist = med(DISTRIBUTION);
+            let mut line = format!("| {} |", row.label);
+            let mut verdicts = Vec::new();
+            let mut ratios = serde_json::Map::new();
+            for (i, b) in berths.iter().enumerate() {
+                let v = med(b);
+                let ratio = v / dist;
+                if i == 0 {
+                    line.push_str(&format!(" {} | {} |", fmt_value(v, row.unit), fmt_value(dist, row.unit)));
+                } else {
+                    line.push_str(&format!(" {} |", fmt_value(v, row.unit)));
+                }
+                line.push_str(&format!(" {} |", if ratio.is_finite() { format!("{ratio:.2}×") } else { "–".into() }));
+                if let Some(ok) = row.goal.met(v, ratio).filter(|_| !v.is_nan()) {
+                    let who = if berths.len() > 1 { format!("{}: ", short(b)) } else { String::new() };
+                    verdicts.push(format!("{who}{}", if ok { "met" } else { "**missed**" }));
+                }
+                ratios.insert((*b).clone(), json!(if ratio.is_finite() { Some(ratio) } else { None }));
+            }
+            let goal = row.goal.text();
+            line.push_str(&format!(
+                " {} |",
+                if goal.is_empty() { String::new() } else { format!("{goal} — {}", verdicts.join(", ")) }
+            ));
+            push(&mut md, &line);
+            let mut per_client = serde_json::Map::new();
+            for c in clients {
+                if let Some(v) = values(c) {
+                    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+                    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    per_client.insert(c.clone(), json!({ "rounds": v, "median": median(v), "min": min, "max": max }));
+                }
+            }
+            metrics_json.insert(
+                row.key.to_owned(),
+                json!({
+                    "label": row.label.trim(),
+                    "unit": row.unit,
+                    "higher_is_better": row.higher_is_better,
+                    "goal": row.goal.text(),
+                    "clients": per_client,
+                    "ratio_to_distribution": ratios,
+                }),
+            );
+        }
+        suites_json.insert(suite.clone(), json!({ "clients": clients, "metrics": metrics_json }));
+    }
+    if !rec.errors.is_empty() {
+        push(&mut md, "\n## Errors\n");
+        for e in &rec.errors {
+            push(&mut md, &format!("- {}", e.replace('\n', " ")));
+        }
+    }
+    let json = json!({
+        "machine": {
+            "date": m.date, "cpu": m.cpu, "cores": m.cores, "kernel": m.kernel, "memory_gib": m.memory_gib,
+            "load_start": m.load_start, "load_end": m.load_end, "berth": m.berth, "distribution": m.distribution,
+            "wall_seconds": m.wall.as_secs_f64(),
+        },
+        "parameters": {
+            "quick": p.quick, "rounds": p.rounds, "blob_bytes": p.blob, "chunk_bytes": p.chunk,
+            "small_blobs": p.small, "small_min_bytes": p.small_min, "small_max_bytes": p.small_max,
+            "tags": p.tags, "tag_requests": p.tag_requests, "load_seconds": p.duration.as_secs_f64(),
+            "concurrency": p.concurrency, "metrics": p.metrics,
+        },
+        "suites": suites_json,
+        "errors": rec.errors,
+    });
+    (md, json)
+}
+
+/// "Berth (PAT)" -> "PAT", for verdicts in a row with several Berth columns.
+fn short(label: &str) -> &str {
+    label.split_once('(').map_or(label, |(_, r)| r.trim_end_matches(')'))
+}

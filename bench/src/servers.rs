@@ -1,0 +1,217 @@
+//! Starting, configuring and stopping the two registries, and reading their
+//! memory use from `/proc`.
+
+use std::fs;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::client::{Endpoint, Result, wait_ready};
+
+pub const USER: &str = "bench";
+pub const PASSWORD: &str = "bench-password-0123";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Berth,
+    Distribution,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Berth => "Berth",
+            Kind::Distribution => "Distribution",
+        }
+    }
+}
+
+/// A running registry process (killed on drop).
+pub struct Server {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    child: Child,
+    /// Credentials a client may use: (label, endpoint). Without auth, one anonymous entry.
+    pub clients: Vec<(String, Endpoint)>,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// (VmRSS, VmHWM) in bytes.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// Stops the process and waits for it.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound and released; the tiny race is acceptable here).
+fn free_addr() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+fn log_files(dir: &Path) -> Result<(Stdio, Stdio)> {
+    let out = fs::File::create(dir.join("server.log"))?;
+    let err = out.try_clone()?;
+    Ok((Stdio::from(out), Stdio::from(err)))
+}
+
+/// Removes inherited configuration variables so only what we set applies.
+fn clean_env(cmd: &mut Command, prefix: &str) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with(prefix) {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
+fn berth_command(bin: &Path, dir: &Path, addr: SocketAddr, auth: bool) -> Command {
+    let mut cmd = Command::new(bin);
+    clean_env(&mut cmd, "BERTH_");
+    cmd.env("BERTH_LISTEN", addr.to_string())
+        .env("BERTH_DATA_DIR", dir.join("data"))
+        .env("BERTH_AUTH_ENABLED", if auth { "true" } else { "false" })
+        .env("BERTH_LOG_LEVEL", "warn")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs a Berth CLI command to completion and returns its standard output.
+fn berth_cli(bin: &Path, dir: &Path, addr: SocketAddr, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut cmd = berth_command(bin, dir, addr, true);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("running {}: {e}", bin.display()))?;
+    if let Some(input) = stdin {
+        child.stdin.take().expect("piped").write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "berth {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts Berth on SQLite + filesystem under `dir`. With `auth`, creates the
+/// user and a personal access token first and offers both as clients.
+pub async fn start_berth(bin: &Path, dir: &Path, auth: bool) -> Result<Server> {
+    fs::create_dir_all(dir)?;
+    let addr = free_addr()?;
+    let mut clients = Vec::new();
+    if auth {
+        berth_cli(bin, dir, addr, &["migrate"], None)?;
+        berth_cli(bin, dir, addr, &["user", "add", USER, "--password-stdin"], Some(&format!("{PASSWORD}\n")))?;
+        let out = berth_cli(bin, dir, addr, &["token", "create", USER, "--scopes", "write:package"], None)?;
+        let token = out.lines().map(str::trim).rfind(|l| !l.is_empty()).ok_or("berth token create printed nothing")?;
+        clients.push(("Berth (PAT)".to_owned(), Endpoint::basic(addr, USER, token)));
+        clients.push(("Berth (password)".to_owned(), Endpoint::basic(addr, USER, PASSWORD)));
+    } else {
+        clients.push(("Berth".to_owned(), Endpoint { addr, authorization: None }));
+    }
+    let (out, err) = log_files(dir)?;
+    let mut cmd = berth_command(bin, dir, addr, auth);
+    cmd.arg("serve").stdout(out).stderr(err);
+    let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    let server = Server { kind: Kind::Berth, addr, dir: dir.to_owned(), child, clients };
+    wait_ready(addr, Duration::from_secs(60)).await.map_err(|e| with_log(e, dir))?;
+    Ok(server)
+}
+
+/// Starts Distribution with the filesystem driver under `dir`, deletes
+/// enabled, the in-memory blob descriptor cache of its stock configuration,
+/// warn-level logs and no access log. With `auth`, htpasswd (bcrypt, made
+/// with `htpasswd -B` at its default cost) and Basic auth on every request.
+pub async fn start_distribution(bin: &Path, htpasswd: &Path, dir: &Path, auth: bool) -> Result<Server> {
+    fs::create_dir_all(dir.join("data"))?;
+    let addr = free_addr()?;
+    let mut auth_section = String::new();
+    let mut clients = Vec::new();
+    if auth {
+        let out = Command::new(htpasswd)
+            .args(["-Bbn", USER, PASSWORD])
+            .output()
+            .map_err(|e| format!("running {} (apt-get install apache2-utils): {e}", htpasswd.display()))?;
+        if !out.status.success() {
+            return Err(format!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let file = dir.join("htpasswd");
+        fs::write(&file, &out.stdout)?;
+        auth_section = format!("auth:\n  htpasswd:\n    realm: bench\n    path: {}\n", file.display());
+        clients.push(("Distribution".to_owned(), Endpoint::basic(addr, USER, PASSWORD)));
+    } else {
+        clients.push(("Distribution".to_owned(), Endpoint { addr, authorization: None }));
+    }
+    let config = format!(
+        "version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {data}
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: {addr}
+  secret: berth-bench-secret
+{auth_section}",
+        data = dir.join("data").display()
+    );
+    let config_path = dir.join("config.yml");
+    fs::write(&config_path, config)?;
+    let (out, err) = log_files(dir)?;
+    let mut cmd = Command::new(bin);
+    clean_env(&mut cmd, "REGISTRY_");
+    cmd.arg("serve").arg(&config_path).stdin(Stdio::null()).stdout(out).stderr(err);
+    let child =
+        cmd.spawn().map_err(|e| format!("starting {} (apt-get install docker-registry): {e}", bin.display()))?;
+    let server = Server { kind: Kind::Distribution, addr, dir: dir.to_owned(), child, clients };
+    wait_ready(addr, Duration::from_secs(60)).await.map_err(|e| with_log(e, dir))?;
+    Ok(server)
+}
+
+fn with_log(e: crate::client::Error, dir: &Path) -> crate::client::Error {
+    let log = fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    format!("{e}\nserver log ({}):\n{}", dir.join("server.log").display(), tail.join("\n")).into()
+}

@@ -1,0 +1,319 @@
+//! Manifests, their references, and the referrers index.
+
+use std::collections::{HashMap, HashSet};
+
+use berth_meta::{ManifestRecord, ManifestRef, MetaError, NewManifest, RefProblem, Referrer, Result, TagGuard};
+use berth_oci::{Digest, RepositoryName};
+use sqlx::PgPool;
+
+use crate::error::{StoreResult, db_err, from_sql_int, parse_digest, to_sql_int};
+use crate::{Tx, repositories, tags};
+
+/// How often [`delete`] re-reads the tags if new ones appeared while it
+/// waited for the manifest's row lock. Once it holds the lock no tag can be
+/// added, so the second pass always settles it.
+const DELETE_PASSES: usize = 2;
+
+#[derive(sqlx::FromRow)]
+struct ManifestRow {
+    digest: String,
+    media_type: String,
+    size: i64,
+    /// NULL unless the caller asked for the bytes.
+    content: Option<Vec<u8>>,
+    created_at: i64,
+}
+
+impl ManifestRow {
+    fn into_record(self) -> Result<ManifestRecord> {
+        Ok(ManifestRecord {
+            digest: parse_digest(&self.digest)?,
+            media_type: self.media_type,
+            size: from_sql_int(self.size, "manifest size")?,
+            content: self.content.unwrap_or_default(),
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ReferrerRow {
+    digest: String,
+    media_type: String,
+    size: i64,
+    artifact_type: Option<String>,
+    annotations: Option<String>,
+}
+
+impl ReferrerRow {
+    fn into_referrer(self) -> Result<Referrer> {
+        Ok(Referrer {
+            digest: parse_digest(&self.digest)?,
+            media_type: self.media_type,
+            size: from_sql_int(self.size, "manifest size")?,
+            artifact_type: self.artifact_type,
+            annotations: self.annotations,
+        })
+    }
+}
+
+/// One query either way: a tag is resolved in the same join that loads the manifest.
+pub(crate) async fn get(
+    pool: &PgPool,
+    repo: &RepositoryName,
+    reference: &ManifestRef<'_>,
+    with_content: bool,
+) -> Result<Option<ManifestRecord>> {
+    let row: Option<ManifestRow> = match reference {
+        ManifestRef::Tag(tag) => sqlx::query_as(
+            "SELECT m.digest, m.media_type, m.size, CASE WHEN $1 THEN m.content END AS content, m.created_at \
+             FROM repositories r \
+             JOIN tags t ON t.repository_id = r.id \
+             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest \
+             WHERE r.name = $2 AND t.name = $3",
+        )
+        .bind(with_content)
+        .bind(repo.as_str())
+        .bind(tag.as_str()),
+        ManifestRef::Digest(digest) => sqlx::query_as(
+            "SELECT m.digest, m.media_type, m.size, CASE WHEN $1 THEN m.content END AS content, m.created_at \
+             FROM repositories r \
+             JOIN manifests m ON m.repository_id = r.id \
+             WHERE r.name = $2 AND m.digest = $3",
+        )
+        .bind(with_content)
+        .bind(repo.as_str())
+        .bind(digest.as_str()),
+    }
+    .fetch_optional(pool)
+    .await
+    .map_err(db_err)?;
+    row.map(ManifestRow::into_record).transpose()
+}
+
+/// Stores the manifest, its references and its tags (see the trait docs).
+pub(crate) async fn put(
+    tx: &mut Tx,
+    repo: &RepositoryName,
+    manifest: &NewManifest,
+    check_references: bool,
+    guard: TagGuard<'_>,
+) -> StoreResult<()> {
+    let repository_id = repositories::upsert(tx, repo, manifest.created_at).await?;
+    if check_references {
+        let problem = reference_problems(tx, repository_id, manifest).await?;
+        if !problem.missing.is_empty() || !problem.wrong_size.is_empty() {
+            return Err(MetaError::References(problem).into());
+        }
+    }
+    // Same digest, same bytes: a repeated push changes nothing about the
+    // manifest row, and its references are already recorded.
+    if insert_manifest(tx, repository_id, manifest).await? {
+        insert_references(tx, repository_id, manifest).await?;
+    }
+    tags::set(tx, repository_id, repo, manifest, guard).await
+}
+
+/// What the manifest references that the repository lacks: one query for
+/// the blobs and one for the child manifests, each skipped when empty.
+///
+/// The rows found are locked `FOR KEY SHARE` until the push commits, so a
+/// concurrent unlink or manifest delete on another replica waits for it
+/// rather than removing what the check just approved.
+async fn reference_problems(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> StoreResult<RefProblem> {
+    let blob_digests = unique(manifest.blobs.iter().map(|b| &b.digest));
+    let mut linked: HashMap<String, i64> = HashMap::new();
+    if !blob_digests.is_empty() {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT rb.digest, b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repository_id = $1 AND rb.digest = ANY ($2::text[]) \
+             FOR KEY SHARE OF rb",
+        )
+        .bind(repository_id)
+        .bind(as_strs(&blob_digests))
+        .fetch_all(&mut **tx)
+        .await?;
+        linked.extend(rows);
+    }
+
+    let child_digests = unique(manifest.manifests.iter());
+    let mut present: HashSet<String> = HashSet::new();
+    if !child_digests.is_empty() {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM manifests WHERE repository_id = $1 AND digest = ANY ($2::text[]) FOR KEY SHARE",
+        )
+        .bind(repository_id)
+        .bind(as_strs(&child_digests))
+        .fetch_all(&mut **tx)
+        .await?;
+        present.extend(rows);
+    }
+
+    let mut problem = RefProblem::default();
+    for blob in &manifest.blobs {
+        let list = match linked.get(blob.digest.as_str()) {
+            None => &mut problem.missing,
+            Some(&size) if u64::try_from(size).ok() != Some(blob.size) => &mut problem.wrong_size,
+            Some(_) => continue,
+        };
+        if !list.contains(&blob.digest) {
+            list.push(blob.digest.clone());
+        }
+    }
+    for child in &child_digests {
+        if !present.contains(child.as_str()) {
+            problem.missing.push((*child).clone());
+        }
+    }
+    Ok(problem)
+}
+
+/// Digests in first-seen order, without repeats (a layer may be listed twice).
+fn unique<'a>(digests: impl Iterator<Item = &'a Digest>) -> Vec<&'a Digest> {
+    let mut seen = HashSet::new();
+    digests.filter(|d| seen.insert(d.as_str())).collect()
+}
+
+/// Digests as a text array parameter.
+fn as_strs<'a>(digests: &[&'a Digest]) -> Vec<&'a str> {
+    digests.iter().map(|d| d.as_str()).collect()
+}
+
+/// Inserts the manifest row; `false` if this repository already had it.
+///
+/// An existing row is not changed (`WHERE false`), but `DO UPDATE` locks it
+/// (FOR NO KEY UPDATE) until the push commits, which `DO NOTHING` would not:
+/// a concurrent [`delete`] of this digest then waits for the push and sees
+/// its tags, instead of deleting the manifest under it. If the row is
+/// deleted while this insert waits, Postgres retries the insert.
+async fn insert_manifest(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> StoreResult<bool> {
+    let size = to_sql_int(manifest.content.len() as u64, "manifest size")?;
+    let inserted: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO manifests \
+         (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_by, \
+          created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (repository_id, digest) DO UPDATE SET media_type = manifests.media_type WHERE false \
+         RETURNING 1",
+    )
+    .bind(repository_id)
+    .bind(manifest.digest.as_str())
+    .bind(&manifest.media_type)
+    .bind(manifest.artifact_type.as_deref())
+    .bind(manifest.subject.as_ref().map(Digest::as_str))
+    .bind(manifest.annotations.as_deref())
+    .bind(size)
+    .bind(&manifest.content)
+    .bind(manifest.pushed_by.as_deref())
+    .bind(manifest.created_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(inserted.is_some())
+}
+
+/// Records what the manifest points at, in one multi-row insert. Repeats
+/// (the same layer twice) collapse on the primary key; the first kind wins.
+async fn insert_references(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> StoreResult<()> {
+    let (targets, kinds): (Vec<&str>, Vec<&str>) = manifest
+        .blobs
+        .iter()
+        .map(|b| (b.digest.as_str(), "blob"))
+        .chain(manifest.manifests.iter().map(|d| (d.as_str(), "manifest")))
+        .unzip();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, kind) \
+         SELECT $1, $2, target, kind FROM UNNEST($3::text[], $4::text[]) WITH ORDINALITY AS r (target, kind, n) \
+         ORDER BY n \
+         ON CONFLICT (repository_id, manifest_digest, target_digest) DO NOTHING",
+    )
+    .bind(repository_id)
+    .bind(manifest.digest.as_str())
+    .bind(&targets)
+    .bind(&kinds)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the manifest and, by cascade, its tags and references. Refused
+/// if `guard` protects one of the tags.
+///
+/// The first query locks the manifest row FOR UPDATE, which conflicts with
+/// the KEY SHARE lock that adding or moving a tag to it takes (the foreign
+/// key check): from then on no tag can join the manifest until this
+/// transaction ends. Tags committed while the query waited for that lock are
+/// not in its snapshot, so the delete re-checks that no tag outside the
+/// approved list points at the manifest; if one does, the tags are read
+/// again, now under the lock.
+pub(crate) async fn delete(
+    tx: &mut Tx,
+    repo: &RepositoryName,
+    digest: &Digest,
+    guard: TagGuard<'_>,
+) -> StoreResult<bool> {
+    for _ in 0..DELETE_PASSES {
+        // One row per tag (or one row with a NULL tag): the manifest's
+        // existence and its tags in a single query.
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT m.repository_id, t.name FROM repositories r \
+             JOIN manifests m ON m.repository_id = r.id \
+             LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.digest = m.digest \
+             WHERE r.name = $1 AND m.digest = $2 \
+             FOR UPDATE OF m",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+        let Some(&(repository_id, _)) = rows.first() else {
+            return Ok(false);
+        };
+        // Sorted here rather than in SQL, as in SQLite: the order makes the
+        // reported tag deterministic.
+        let mut tag_names: Vec<&str> = rows.iter().filter_map(|(_, tag)| tag.as_deref()).collect();
+        tag_names.sort_unstable();
+        for tag in &tag_names {
+            if let Some(rule) = guard(repo, tag) {
+                return Err(MetaError::ImmutableTag { tag: (*tag).to_owned(), rule }.into());
+            }
+        }
+        let deleted = sqlx::query(
+            "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2 \
+             AND NOT EXISTS (SELECT 1 FROM tags \
+                 WHERE repository_id = $1 AND digest = $2 AND name <> ALL ($3::text[]))",
+        )
+        .bind(repository_id)
+        .bind(digest.as_str())
+        .bind(&tag_names)
+        .execute(&mut **tx)
+        .await?;
+        if deleted.rows_affected() > 0 {
+            return Ok(true);
+        }
+    }
+    Err(MetaError::Backend(format!("manifest {digest} kept gaining tags while being deleted")).into())
+}
+
+pub(crate) async fn referrers(
+    pool: &PgPool,
+    repo: &RepositoryName,
+    subject: &Digest,
+    artifact_type: Option<&str>,
+) -> Result<Vec<Referrer>> {
+    let rows: Vec<ReferrerRow> = sqlx::query_as(
+        "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
+         FROM repositories r JOIN manifests m ON m.repository_id = r.id \
+         WHERE r.name = $1 AND m.subject = $2 AND ($3::text IS NULL OR m.artifact_type = $3) \
+         ORDER BY m.digest",
+    )
+    .bind(repo.as_str())
+    .bind(subject.as_str())
+    .bind(artifact_type)
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.into_iter().map(ReferrerRow::into_referrer).collect()
+}

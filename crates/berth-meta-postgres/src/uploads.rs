@@ -1,0 +1,130 @@
+//! Upload sessions.
+//!
+//! Single-statement writes run in autocommit mode: each statement is atomic
+//! on its own, and under READ COMMITTED an UPDATE or DELETE that waited for
+//! another transaction's row lock re-checks its WHERE clause against the
+//! row as that transaction left it.
+
+use berth_meta::{MetaError, Result, UploadProgress, UploadSession};
+use berth_oci::{Algorithm, Digest};
+use sqlx::PgPool;
+
+use crate::error::{StoreResult, db_err, from_sql_int, parse_repository, to_sql_int};
+use crate::{Tx, blobs};
+
+/// The columns of [`UploadRow`], as a literal so queries stay `&'static str`.
+macro_rules! upload_columns {
+    () => {
+        "id, repository, algorithm, committed_size, hash_state, backend_state, created_at, updated_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct UploadRow {
+    id: String,
+    repository: String,
+    algorithm: String,
+    committed_size: i64,
+    hash_state: Vec<u8>,
+    backend_state: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl UploadRow {
+    fn into_session(self) -> Result<UploadSession> {
+        let algorithm = Algorithm::parse(&self.algorithm)
+            .map_err(|e| MetaError::Backend(format!("upload {} has an invalid algorithm: {e}", self.id)))?;
+        Ok(UploadSession {
+            repository: parse_repository(&self.repository)?,
+            algorithm,
+            progress: UploadProgress {
+                offset: from_sql_int(self.committed_size, "upload offset")?,
+                hash_state: self.hash_state,
+                backend_state: self.backend_state,
+                updated_at: self.updated_at,
+            },
+            created_at: self.created_at,
+            id: self.id,
+        })
+    }
+}
+
+pub(crate) async fn create(pool: &PgPool, upload: &UploadSession) -> StoreResult<()> {
+    sqlx::query(concat!("INSERT INTO uploads (", upload_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+        .bind(&upload.id)
+        .bind(upload.repository.as_str())
+        .bind(upload.algorithm.as_str())
+        .bind(to_sql_int(upload.progress.offset, "upload offset")?)
+        .bind(&upload.progress.hash_state)
+        .bind(&upload.progress.backend_state)
+        .bind(upload.created_at)
+        .bind(upload.progress.updated_at)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn get(pool: &PgPool, id: &str) -> Result<Option<UploadSession>> {
+    let row: Option<UploadRow> = sqlx::query_as(concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+    row.map(UploadRow::into_session).transpose()
+}
+
+/// Compare-and-set on the offset: two appends racing on one session cannot
+/// both win, even from different replicas. The loser waits for the
+/// winner's row lock, re-evaluates `committed_size = $6` against the
+/// winner's row, matches nothing, and sees `false`.
+pub(crate) async fn update(
+    pool: &PgPool,
+    id: &str,
+    expected_offset: u64,
+    progress: &UploadProgress,
+) -> StoreResult<bool> {
+    let result = sqlx::query(
+        "UPDATE uploads SET committed_size = $1, hash_state = $2, backend_state = $3, updated_at = $4 \
+         WHERE id = $5 AND committed_size = $6",
+    )
+    .bind(to_sql_int(progress.offset, "upload offset")?)
+    .bind(&progress.hash_state)
+    .bind(&progress.backend_state)
+    .bind(progress.updated_at)
+    .bind(id)
+    .bind(to_sql_int(expected_offset, "upload offset")?)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub(crate) async fn delete(pool: &PgPool, id: &str) -> StoreResult<bool> {
+    let result = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(pool).await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Removes the session and links the finished blob to its repository. If the
+/// session is already gone (completed or cancelled concurrently) nothing is
+/// written: the caller's transaction is dropped, which rolls it back.
+pub(crate) async fn complete(tx: &mut Tx, id: &str, digest: &Digest, size: u64, now: i64) -> StoreResult<()> {
+    // Deleting first both claims the session and tells us its repository; a
+    // concurrent completion waits on the row lock, then finds no row.
+    let repository: Option<String> = sqlx::query_scalar("DELETE FROM uploads WHERE id = $1 RETURNING repository")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(repository) = repository else {
+        return Err(MetaError::UploadUnknown.into());
+    };
+    blobs::link(tx, &parse_repository(&repository)?, digest, size, now).await
+}
+
+/// Sessions last updated strictly before `before`, oldest first.
+pub(crate) async fn stale(pool: &PgPool, before: i64, limit: u32) -> Result<Vec<UploadSession>> {
+    let sql =
+        concat!("SELECT ", upload_columns!(), " FROM uploads WHERE updated_at < $1 ORDER BY updated_at, id LIMIT $2");
+    let rows: Vec<UploadRow> =
+        sqlx::query_as(sql).bind(before).bind(i64::from(limit)).fetch_all(pool).await.map_err(db_err)?;
+    rows.into_iter().map(UploadRow::into_session).collect()
+}
