@@ -188,6 +188,38 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 
+/// Samples the servers' RssAnon in the background and keeps the maximum.
+struct AnonSampler {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl AnonSampler {
+    fn start(pids: Vec<u32>) -> Self {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut peaks = vec![0u64; pids.len()];
+            loop {
+                for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                    if let Some(m) = servers::memory_of(*pid) {
+                        *peak = (*peak).max(m.anon);
+                    }
+                }
+                tokio::select! {
+                    _ = stopped.changed() => return peaks,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
+        AnonSampler { stop, task }
+    }
+
+    async fn stop(self) -> Vec<u64> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
+}
+
 /// Runs one suite (both servers, every client, every round).
 async fn run_suite(
     suite: &str,
@@ -228,12 +260,15 @@ async fn run_suite(
     // Idle memory: after start-up, before any request but the readiness probe.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (i, s) in servers.iter().enumerate() {
-        if let Some((rss, _)) = s.memory() {
+        if let Some(m) = s.memory() {
             for l in labels_of(i) {
-                rec.add(suite, "rss_idle_mib", &l, mib(rss));
+                rec.add(suite, "rss_idle_mib", &l, mib(m.rss));
+                rec.add(suite, "anon_idle_mib", &l, mib(m.anon));
             }
         }
     }
+    // Peak private memory has no /proc counter: sample it every 50 ms.
+    let sampler = AnonSampler::start(servers.iter().map(Server::pid).collect());
 
     // Fixtures: an image (config + 3 layers) tagged `latest` in bench/app,
     // and the same manifest under `tags` tags in bench/tags.
@@ -259,10 +294,16 @@ async fn run_suite(
     for c in &clients {
         let d = Duration::from_millis(300);
         let conc = p.concurrency.min(8);
-        workloads::load(&c.ep, Method::GET, &manifest_path, Some(MANIFEST_ACCEPT), StatusCode::OK, conc, d).await?;
-        workloads::load(&c.ep, Method::HEAD, &head_path, None, StatusCode::OK, conc, d).await?;
-        let warm = workloads::small_blobs(&format!("{suite}/warm/{}", c.label), 5, 4096, 4096, 3);
-        workloads::push_many(&c.ep, "bench/small", &warm).await?;
+        if p.on("manifest") {
+            workloads::load(&c.ep, Method::GET, &manifest_path, Some(MANIFEST_ACCEPT), StatusCode::OK, conc, d).await?;
+        }
+        if p.on("head") {
+            workloads::load(&c.ep, Method::HEAD, &head_path, None, StatusCode::OK, conc, d).await?;
+        }
+        if p.on("small") || p.on("push_mono") || p.on("push_chunked") {
+            let warm = workloads::small_blobs(&format!("{suite}/warm/{}", c.label), 5, 4096, 4096, 3);
+            workloads::push_many(&c.ep, "bench/small", &warm).await?;
+        }
     }
 
     for round in 0..p.rounds {
@@ -403,13 +444,16 @@ async fn run_suite(
     }
 
     // Memory after the load, once the servers had a moment to go idle, and the peak.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(if p.quick { 1 } else { 3 })).await;
+    let anon_peaks = sampler.stop().await;
     for (i, s) in servers.iter().enumerate() {
         match s.memory() {
-            Some((rss, hwm)) => {
+            Some(m) => {
                 for l in labels_of(i) {
-                    rec.add(suite, "rss_after_mib", &l, mib(rss));
-                    rec.add(suite, "rss_peak_mib", &l, mib(hwm));
+                    rec.add(suite, "rss_peak_mib", &l, mib(m.hwm));
+                    rec.add(suite, "anon_peak_mib", &l, mib(anon_peaks[i].max(m.anon)));
+                    rec.add(suite, "rss_after_mib", &l, mib(m.rss));
+                    rec.add(suite, "anon_after_mib", &l, mib(m.anon));
                 }
             }
             None => rec.error(format!("{suite}: {} exited during the run (see {})", s.kind.name(), s.dir.display())),

@@ -43,15 +43,9 @@ impl Server {
         self.child.id()
     }
 
-    /// (VmRSS, VmHWM) in bytes.
-    pub fn memory(&self) -> Option<(u64, u64)> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let field = |name: &str| -> Option<u64> {
-            let line = status.lines().find(|l| l.starts_with(name))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb * 1024)
-        };
-        Some((field("VmRSS:")?, field("VmHWM:")?))
+    /// Memory use from `/proc/<pid>/status`.
+    pub fn memory(&self) -> Option<Memory> {
+        memory_of(self.pid())
     }
 
     /// Stops the process and waits for it.
@@ -66,6 +60,27 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Resident memory of a process, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// VmRSS: everything resident, including the mapped executable.
+    pub rss: u64,
+    /// VmHWM: the peak of VmRSS since the process started.
+    pub hwm: u64,
+    /// RssAnon: private memory (heap, stacks), without file-backed pages.
+    pub anon: u64,
+}
+
+pub fn memory_of(pid: u32) -> Option<Memory> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some(Memory { rss: field("VmRSS:")?, hwm: field("VmHWM:")?, anon: field("RssAnon:")? })
 }
 
 /// A free loopback port (bound and released; the tiny race is acceptable here).

@@ -105,10 +105,14 @@ pub struct AuthService {
     settings: AuthSettings,
     limiter: FailureLimiter,
     passwords: Arc<VerifiedCache>,
-    /// A valid argon2 hash to verify against when the user does not exist,
-    /// so unknown and known user names take the same time.
-    decoy_hash: String,
+    /// Bounds concurrent argon2 checks (each takes ~19 MiB and a core).
+    argon2_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// A valid argon2id hash (default cost) of a password nobody has, verified
+/// when the user does not exist so unknown and known names take equal time.
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$30XBP3ya3tldfhUXfBwKDw$WUXdxewXtt1osJ+vneIH+2G3EpLSb8mRYs6v04lSylM";
 
 /// How often a token's `last_used_at` is written at most.
 const TOUCH_INTERVAL_MS: i64 = 60_000;
@@ -119,12 +123,15 @@ fn now_ms() -> i64 {
 
 impl AuthService {
     pub fn new(store: Arc<dyn AuthStore>, keys: JwtKeys, settings: AuthSettings) -> Result<Self> {
+        debug_assert!(DECOY_HASH.starts_with("$argon2id$"));
         Ok(AuthService {
             store,
             keys,
             limiter: FailureLimiter::new(settings.failed_login_limit, settings.lockout_max),
             passwords: Arc::new(VerifiedCache::new(Duration::from_secs(60))),
-            decoy_hash: secrets::hash_password("berth decoy password").map_err(AuthError::Internal)?,
+            argon2_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4),
+            )),
             settings,
         })
     }
@@ -217,15 +224,22 @@ impl AuthService {
             },
             _ => {
                 // Same work as a real check, so timing does not reveal which names exist.
-                self.verify_blocking(-1, self.decoy_hash.clone(), password).await?;
+                self.verify_blocking(-1, DECOY_HASH.to_owned(), password).await?;
                 false
             }
         };
         Ok(if ok { user.map(|user| Principal::User { user: Box::new(user), token: None }) } else { None })
     }
 
-    /// argon2 takes tens of milliseconds: keep it off the async workers.
+    /// argon2 takes tens of milliseconds and ~19 MiB: recent successes are
+    /// answered from the cache inline; otherwise at most a few checks run at
+    /// once (per core), off the async workers. A caller that waited for a
+    /// slot re-checks the cache, so a burst of identical logins costs one check.
     async fn verify_blocking(&self, user_id: i64, hash: String, password: &str) -> Result<bool> {
+        if self.passwords.recently_verified(user_id, &hash, password) {
+            return Ok(true);
+        }
+        let _slot = self.argon2_slots.acquire().await.map_err(|e| AuthError::Internal(e.to_string()))?;
         let (cache, password) = (self.passwords.clone(), password.to_owned());
         tokio::task::spawn_blocking(move || cache.verify(user_id, &hash, &password))
             .await

@@ -82,19 +82,22 @@ impl VerifiedCache {
         h.finalize().into()
     }
 
+    /// Whether this password was verified for this hash recently (no argon2).
+    pub fn recently_verified(&self, user_id: i64, stored_hash: &str, password: &str) -> bool {
+        let key = Self::key(user_id, stored_hash, password);
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(&key).is_some_and(|t| t.elapsed() < self.ttl)
+    }
+
     /// Verifies `password`, consulting and filling the cache.
     pub fn verify(&self, user_id: i64, stored_hash: &str, password: &str) -> bool {
-        let key = Self::key(user_id, stored_hash, password);
-        let now = Instant::now();
-        {
-            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if entries.get(&key).is_some_and(|t| now.duration_since(*t) < self.ttl) {
-                return true;
-            }
+        if self.recently_verified(user_id, stored_hash, password) {
+            return true;
         }
         if !verify_password(password, stored_hash) {
             return false;
         }
+        let (key, now) = (Self::key(user_id, stored_hash, password), Instant::now());
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= CACHE_LIMIT {
             let ttl = self.ttl;

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::ByteStream;
@@ -43,9 +43,10 @@ pub(crate) fn file_stream(mut file: File, start: u64, len: u64) -> ByteStream {
         }
         let mut remaining = len;
         while remaining > 0 {
-            let want = remaining.min(READ_CHUNK as u64) as usize;
-            let mut buf = BytesMut::zeroed(want);
-            let result = read_full(&mut file, &mut buf).and_then(|n| {
+            let want = remaining.min(READ_CHUNK as u64);
+            // `take` + `read_to_end` fills spare capacity directly: no zeroing first.
+            let mut buf = Vec::with_capacity(want as usize);
+            let result = (&mut file).take(want).read_to_end(&mut buf).and_then(|n| {
                 if n == 0 {
                     Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shorter than recorded"))
                 } else {
@@ -54,9 +55,8 @@ pub(crate) fn file_stream(mut file: File, start: u64, len: u64) -> ByteStream {
             });
             match result {
                 Ok(n) => {
-                    buf.truncate(n);
                     remaining -= n as u64;
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return; // client went away
                     }
                 }
@@ -68,18 +68,4 @@ pub(crate) fn file_stream(mut file: File, start: u64, len: u64) -> ByteStream {
         }
     });
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
-}
-
-/// Reads until `buf` is full or EOF.
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }

@@ -105,6 +105,23 @@ impl Config {
                 return bad("storage.s3.part_size must be at least 5 MiB (5242880)".into());
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for hook in &self.webhooks {
+            if hook.name.is_empty() || !names.insert(hook.name.as_str()) {
+                return bad(format!("webhooks: every hook needs a unique name ({:?})", hook.name));
+            }
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return bad(format!("webhooks {:?}: url must be http:// or https://", hook.name));
+            }
+            if let Some(e) = hook.events.iter().find(|e| !matches!(e.as_str(), "push" | "delete" | "tag")) {
+                return bad(format!("webhooks {:?}: unknown event {e:?} (push, delete, tag)", hook.name));
+            }
+        }
+        for (i, rule) in self.retention.rules.iter().enumerate() {
+            if rule.repositories.is_empty() {
+                return bad(format!("retention.rules[{i}]: repositories must not be empty (use \"*\" for all)"));
+            }
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());
         }

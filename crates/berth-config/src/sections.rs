@@ -33,8 +33,12 @@ pub struct Config {
     pub tags: TagsConfig,
     pub manifests: ManifestsConfig,
     pub uploads: UploadsConfig,
+    pub gc: GcConfig,
+    pub retention: RetentionConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    /// `[[webhooks]]`: receivers of push, delete and tag events.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Default for Config {
@@ -53,8 +57,11 @@ impl Default for Config {
             tags: TagsConfig::default(),
             manifests: ManifestsConfig::default(),
             uploads: UploadsConfig::default(),
+            gc: GcConfig::default(),
+            retention: RetentionConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -224,12 +231,70 @@ pub struct UploadsConfig {
     /// Upload sessions idle for longer than this are purged.
     #[serde(with = "humantime_serde")]
     pub expire_after: Duration,
+    /// How often the server purges them; `0s` disables it.
+    #[serde(with = "humantime_serde")]
+    pub expiry_interval: Duration,
 }
 
 impl Default for UploadsConfig {
     fn default() -> Self {
-        UploadsConfig { expire_after: Duration::from_secs(24 * 3600) }
+        UploadsConfig { expire_after: Duration::from_secs(24 * 3600), expiry_interval: Duration::from_secs(600) }
     }
+}
+
+/// `[gc]`: online garbage collection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// How often the server collects garbage (once per cluster); `0s` disables it.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Grace period: nothing pushed, linked or uploaded more recently is collected.
+    #[serde(with = "humantime_serde")]
+    pub min_age: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { interval: Duration::from_secs(24 * 3600), min_age: Duration::from_secs(3600) }
+    }
+}
+
+/// `[retention]`: rules that remove old tags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the server applies the rules (once per cluster); `0s` disables it.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// `[[retention.rules]]`; the first whose `repositories` matches governs a repository.
+    pub rules: Vec<RetentionRuleConfig>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { interval: Duration::from_secs(24 * 3600), rules: Vec::new() }
+    }
+}
+
+/// One `[[retention.rules]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRuleConfig {
+    /// Glob over repository names (`*` crosses `/`).
+    pub repositories: String,
+    /// Keep the N most recently pushed tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// Globs of tags that are always kept.
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Only tags older than this may be removed.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub remove_older_than: Option<Duration>,
+    /// Only tags matching one of these globs may be removed (empty: any).
+    #[serde(default)]
+    pub remove_tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,4 +356,23 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig { enabled: true, listen: None }
     }
+}
+
+/// One `[[webhooks]]` receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// A unique name (deliveries in the queue refer to it).
+    pub name: String,
+    /// Where events are POSTed as JSON.
+    pub url: String,
+    /// Key of the `X-Berth-Signature-256` HMAC-SHA256 signature.
+    #[serde(default)]
+    pub secret: Secret,
+    /// Only events in these owners' namespaces; empty: every namespace.
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// Only these events (`push`, `delete`, `tag`); empty: all.
+    #[serde(default)]
+    pub events: Vec<String>,
 }

@@ -98,3 +98,37 @@ fn example_documents_every_key() {
         assert!(documented.contains(key), "config.example.toml does not document {key}");
     }
 }
+
+#[test]
+fn maintenance_sections_from_file_and_env() {
+    let c = Config::load(None, Vec::new()).unwrap();
+    assert_eq!(c.gc.interval, std::time::Duration::from_secs(24 * 3600));
+    assert_eq!(c.gc.min_age, std::time::Duration::from_secs(3600));
+    assert_eq!(c.uploads.expiry_interval, std::time::Duration::from_secs(600));
+    assert!(c.retention.rules.is_empty());
+
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        f,
+        "[gc]\ninterval = \"0s\"\n[retention]\ninterval = \"1h\"\n\
+         [[retention.rules]]\nrepositories = \"acme/*\"\nkeep_last = 30\nkeep_tags = [\"v*\"]\n\
+         [[retention.rules]]\nrepositories = \"*\"\nremove_older_than = \"30d\"\nremove_tags = [\"pr-*\"]"
+    )
+    .unwrap();
+    let c = Config::load(Some(f.path()), vars(&[("BERTH_GC_MIN_AGE", "5m")])).unwrap();
+    assert!(c.gc.interval.is_zero());
+    assert_eq!(c.gc.min_age, std::time::Duration::from_secs(300));
+    assert_eq!(c.retention.rules.len(), 2);
+    assert_eq!(c.retention.rules[0].keep_last, Some(30));
+    assert_eq!(c.retention.rules[1].remove_older_than, Some(std::time::Duration::from_secs(30 * 86400)));
+
+    let c = Config::load(
+        None,
+        vars(&[("BERTH_RETENTION_RULES", r#"[{"repositories":"x/*","keep_last":3,"remove_older_than":"2d"}]"#)]),
+    )
+    .unwrap();
+    assert_eq!(c.retention.rules[0].repositories, "x/*");
+    assert_eq!(c.retention.rules[0].remove_older_than, Some(std::time::Duration::from_secs(2 * 86400)));
+    let e = Config::load(None, vars(&[("BERTH_RETENTION_RULES", r#"[{"repositories":""}]"#)])).unwrap_err();
+    assert!(e.to_string().contains("retention.rules"), "{e}");
+}

@@ -51,29 +51,91 @@ pub(crate) async fn repositories_of(pool: &PgPool, digest: &Digest, limit: u32) 
     names.iter().map(|n| parse_repository(n)).collect()
 }
 
-/// Records the blob and links it to `repo`, creating the repository.
-/// Idempotent; an existing blob row keeps its original size and time.
+/// What a link requires of the blob.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LinkCondition<'a> {
+    /// The caller reserved this incarnation of the row (its token) and
+    /// committed the bytes since.
+    Reserved(&'a str),
+    /// Some repository links it already (a mount).
+    Linked,
+}
+
+/// Creates the blob row (with a random token) or refreshes its
+/// `last_linked` time; returns the row's token, or `None` if garbage
+/// collection is deleting the blob.
 ///
-/// Concurrent links of one digest are safe: an insert that meets another
-/// transaction's uncommitted row waits for it, then does nothing.
-pub(crate) async fn link(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, size: u64, now: i64) -> StoreResult<()> {
-    let repository_id = repositories::upsert(tx, repo, now).await?;
-    // One round trip for both rows. The foreign key from the link to the
-    // blob is checked at the end of the statement, after the CTE's insert.
-    sqlx::query(
-        "WITH blob AS ( \
-             INSERT INTO blobs (digest, size, created_at) VALUES ($2, $3, $4) \
-             ON CONFLICT (digest) DO NOTHING) \
-         INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $4) \
-         ON CONFLICT (repository_id, digest) DO NOTHING",
+/// The upsert locks an existing row and evaluates its `WHERE` against the
+/// latest committed version, so it waits for a collector transaction that
+/// holds the row and then sees its verdict: a row it marked `deleting` is
+/// refused, a row it deleted is inserted afresh (with a new token).
+pub(crate) async fn reserve(pool: &PgPool, digest: &Digest, size: u64, now: i64) -> StoreResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO blobs (digest, size, created_at, last_linked, state, token) \
+         VALUES ($1, $2, $3, $3, 'live', md5(random()::text || clock_timestamp()::text)) \
+         ON CONFLICT (digest) DO UPDATE SET last_linked = GREATEST(blobs.last_linked, excluded.last_linked) \
+         WHERE blobs.state = 'live' \
+         RETURNING token",
     )
-    .bind(repository_id)
     .bind(digest.as_str())
     .bind(to_sql_int(size, "blob size")?)
     .bind(now)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Links a live blob to `repo` if `condition` holds, creating the
+/// repository, and refreshes the blob's `last_linked` and the link's
+/// `linked_at`. `false` otherwise (the caller's transaction then writes
+/// nothing).
+///
+/// The first statement updates the blob row, which row-locks it until the
+/// caller commits. The collector's mark takes `FOR UPDATE` on the same row
+/// before it re-checks for links in a new statement, so either this link
+/// commits first and the re-check sees it, or the mark commits first and
+/// this update (re-evaluating `state = 'live'` on the marked row) matches
+/// nothing. A mount's "some repository links it" is read in the same
+/// statement: a link that existed then proves the bytes were present and
+/// the row unmarked, and no mark can pass the lock this update holds.
+pub(crate) async fn link(
+    tx: &mut Tx,
+    repo: &RepositoryName,
+    digest: &Digest,
+    now: i64,
+    condition: LinkCondition<'_>,
+) -> StoreResult<bool> {
+    let touched = match condition {
+        LinkCondition::Reserved(token) => sqlx::query(
+            "UPDATE blobs SET last_linked = GREATEST(last_linked, $2) \
+             WHERE digest = $1 AND state = 'live' AND token = $3",
+        )
+        .bind(digest.as_str())
+        .bind(now)
+        .bind(token),
+        LinkCondition::Linked => sqlx::query(
+            "UPDATE blobs SET last_linked = GREATEST(last_linked, $2) WHERE digest = $1 AND state = 'live' \
+             AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)",
+        )
+        .bind(digest.as_str())
+        .bind(now),
+    }
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    if touched.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let repository_id = repositories::upsert(tx, repo, now).await?;
+    sqlx::query(
+        "INSERT INTO repository_blobs (repository_id, digest, created_at, linked_at) VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (repository_id, digest) DO UPDATE \
+         SET linked_at = GREATEST(repository_blobs.linked_at, excluded.linked_at)",
+    )
+    .bind(repository_id)
+    .bind(digest.as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(true)
 }
 
 /// Removes the link only; the blob row stays for garbage collection.

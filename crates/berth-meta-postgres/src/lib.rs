@@ -22,6 +22,8 @@
 mod auth;
 mod blobs;
 mod error;
+mod events;
+mod maintenance;
 mod manifests;
 mod packages;
 mod repositories;
@@ -35,9 +37,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use berth_meta::auth::{AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenRecord, UserRecord};
+use berth_meta::maintenance::{BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord};
 use berth_meta::{
-    AuthStore, ManifestRecord, ManifestRef, MetaStore, NewManifest, PackageVersionRecord, Referrer, Result, TagGuard,
-    UploadProgress, UploadSession,
+    AuthStore, MaintenanceStore, ManifestRecord, ManifestRef, MetaStore, NewManifest, PackageVersionRecord, Referrer,
+    Result, TagGuard, UploadProgress, UploadSession,
 };
 use berth_oci::{Digest, RepositoryName, Tag};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -114,6 +117,19 @@ impl PostgresMetaStore {
         self.pool.close().await;
     }
 
+    /// Links `digest` into `repo` if `condition` holds.
+    async fn link(&self, repo: &RepositoryName, digest: &Digest, condition: blobs::LinkCondition<'_>) -> Result<bool> {
+        retrying("link_blob", move || async move {
+            let mut tx = self.begin().await?;
+            if !blobs::link(&mut tx, repo, digest, now_ms(), condition).await? {
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Starts a write transaction. READ COMMITTED is the server default,
     /// but the locking above relies on its per-statement snapshots, so it is
     /// stated rather than left to `default_transaction_isolation`.
@@ -158,13 +174,16 @@ impl MetaStore for PostgresMetaStore {
         blobs::repositories_of(&self.pool, digest, limit).await
     }
 
-    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: u64) -> Result<()> {
-        retrying("link_blob", move || async move {
-            let mut tx = self.begin().await?;
-            blobs::link(&mut tx, repo, digest, size, now_ms()).await?;
-            Ok(tx.commit().await?)
-        })
-        .await
+    async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<Option<String>> {
+        retrying("reserve_blob", move || blobs::reserve(&self.pool, digest, size, now_ms())).await
+    }
+
+    async fn link_reserved_blob(&self, repo: &RepositoryName, digest: &Digest, reservation: &str) -> Result<bool> {
+        self.link(repo, digest, blobs::LinkCondition::Reserved(reservation)).await
+    }
+
+    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
+        self.link(repo, digest, blobs::LinkCondition::Linked).await
     }
 
     async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
@@ -187,10 +206,10 @@ impl MetaStore for PostgresMetaStore {
         retrying("delete_upload", move || uploads::delete(&self.pool, id)).await
     }
 
-    async fn complete_upload(&self, id: &str, digest: &Digest, size: u64) -> Result<()> {
+    async fn complete_upload(&self, id: &str, digest: &Digest, reservation: &str) -> Result<()> {
         retrying("complete_upload", move || async move {
             let mut tx = self.begin().await?;
-            uploads::complete(&mut tx, id, digest, size, now_ms()).await?;
+            uploads::complete(&mut tx, id, digest, reservation, now_ms()).await?;
             Ok(tx.commit().await?)
         })
         .await
@@ -262,6 +281,104 @@ impl MetaStore for PostgresMetaStore {
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
         manifests::referrers(&self.pool, repo, subject, artifact_type).await
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for PostgresMetaStore {
+    async fn acquire_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<LeaseOutcome> {
+        retrying("acquire_lease", move || maintenance::acquire_lease(&self.pool, name, holder, now, ttl_ms)).await
+    }
+
+    async fn renew_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool> {
+        retrying("renew_lease", move || maintenance::renew_lease(&self.pool, name, holder, now, ttl_ms)).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str, finished_at: Option<i64>) -> Result<bool> {
+        retrying("release_lease", move || maintenance::release_lease(&self.pool, name, holder, finished_at)).await
+    }
+
+    async fn get_lease(&self, name: &str) -> Result<Option<LeaseRecord>> {
+        maintenance::get_lease(&self.pool, name).await
+    }
+
+    async fn repository_graph(&self, repo: &RepositoryName) -> Result<RepositoryGraph> {
+        maintenance::repository_graph(&self.pool, repo).await
+    }
+
+    async fn unlinked_blobs(&self, cutoff: i64, after: Option<&Digest>, limit: u32) -> Result<Vec<GcBlob>> {
+        maintenance::unlinked_blobs(&self.pool, cutoff, after, limit).await
+    }
+
+    async fn deleting_blobs(&self, marked_before: i64, limit: u32) -> Result<Vec<GcBlob>> {
+        maintenance::deleting_blobs(&self.pool, marked_before, limit).await
+    }
+
+    async fn blob_usage(&self, digests: &[Digest]) -> Result<Vec<BlobUsage>> {
+        maintenance::blob_usage(&self.pool, digests).await
+    }
+
+    async fn known_blobs(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        maintenance::known_blobs(&self.pool, digests).await
+    }
+
+    async fn gc_delete_manifest(&self, repo: &RepositoryName, digest: &Digest, cutoff: i64) -> Result<Option<u64>> {
+        retrying("gc_delete_manifest", move || async move {
+            let mut tx = self.begin().await?;
+            let deleted = maintenance::delete_manifest(&mut tx, repo, digest, cutoff).await?;
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn gc_unlink_blob(&self, repo: &RepositoryName, digest: &Digest, cutoff: i64) -> Result<bool> {
+        retrying("gc_unlink_blob", move || async move {
+            let mut tx = self.begin().await?;
+            let unlinked = maintenance::unlink_blob(&mut tx, repo, digest, cutoff).await?;
+            tx.commit().await?;
+            Ok(unlinked)
+        })
+        .await
+    }
+
+    async fn gc_mark_blob(&self, digest: &Digest, cutoff: i64) -> Result<Option<u64>> {
+        retrying("gc_mark_blob", move || async move {
+            let mut tx = self.begin().await?;
+            let marked = maintenance::mark_blob(&mut tx, digest, cutoff).await?;
+            tx.commit().await?;
+            Ok(marked)
+        })
+        .await
+    }
+
+    async fn gc_mark_orphan(&self, digest: &Digest, size: u64, now: i64) -> Result<bool> {
+        retrying("gc_mark_orphan", move || maintenance::mark_orphan(&self.pool, digest, size, now)).await
+    }
+
+    async fn gc_forget_blob(&self, digest: &Digest) -> Result<bool> {
+        retrying("gc_forget_blob", move || maintenance::forget_blob(&self.pool, digest)).await
+    }
+
+    async fn repository_tags(&self, repo: &RepositoryName) -> Result<Vec<TagRecord>> {
+        maintenance::repository_tags(&self.pool, repo).await
+    }
+
+    async fn delete_tag_if_unchanged(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        updated_at: i64,
+    ) -> Result<bool> {
+        retrying("delete_tag_if_unchanged", move || {
+            maintenance::delete_tag_if_unchanged(&self.pool, repo, tag, digest, updated_at)
+        })
+        .await
+    }
+
+    async fn expire_upload(&self, id: &str, before: i64) -> Result<bool> {
+        retrying("expire_upload", move || maintenance::expire_upload(&self.pool, id, before)).await
     }
 }
 

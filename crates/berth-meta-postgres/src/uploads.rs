@@ -105,9 +105,10 @@ pub(crate) async fn delete(pool: &PgPool, id: &str) -> StoreResult<bool> {
 }
 
 /// Removes the session and links the finished blob to its repository. If the
-/// session is already gone (completed or cancelled concurrently) nothing is
-/// written: the caller's transaction is dropped, which rolls it back.
-pub(crate) async fn complete(tx: &mut Tx, id: &str, digest: &Digest, size: u64, now: i64) -> StoreResult<()> {
+/// session is already gone (completed or cancelled concurrently), or the
+/// blob's reservation is gone or being deleted, nothing is written: the
+/// caller's transaction is dropped, which rolls it back.
+pub(crate) async fn complete(tx: &mut Tx, id: &str, digest: &Digest, reservation: &str, now: i64) -> StoreResult<()> {
     // Deleting first both claims the session and tells us its repository; a
     // concurrent completion waits on the row lock, then finds no row.
     let repository: Option<String> = sqlx::query_scalar("DELETE FROM uploads WHERE id = $1 RETURNING repository")
@@ -117,7 +118,13 @@ pub(crate) async fn complete(tx: &mut Tx, id: &str, digest: &Digest, size: u64, 
     let Some(repository) = repository else {
         return Err(MetaError::UploadUnknown.into());
     };
-    blobs::link(tx, &parse_repository(&repository)?, digest, size, now).await
+    let repository = parse_repository(&repository)?;
+    if blobs::link(tx, &repository, digest, now, blobs::LinkCondition::Reserved(reservation)).await? {
+        Ok(())
+    } else {
+        let message = format!("blob {digest} was garbage-collected while it was being uploaded; retry");
+        Err(MetaError::Unavailable(message).into())
+    }
 }
 
 /// Sessions last updated strictly before `before`, oldest first.

@@ -6,7 +6,9 @@ mod common;
 
 use std::sync::Arc;
 
-use berth_meta::{BlobRef, MetaError, MetaStore, NewManifest, RefProblem, UploadProgress, UploadSession, no_guard};
+use berth_meta::{
+    BlobRef, MaintenanceStore, MetaError, MetaStore, NewManifest, RefProblem, UploadProgress, UploadSession, no_guard,
+};
 use berth_meta_postgres::PostgresMetaStore;
 use berth_oci::{Algorithm, Digest, RepositoryName, Tag};
 use common::{Schema, store_waits_for_lock};
@@ -135,18 +137,20 @@ async fn replicas_linking_one_blob_into_a_new_repository_both_succeed() {
     let Some(schema) = Schema::create().await else { return };
     let stores = replicas(&schema).await;
     let layer = blob("shared layer");
+    let token = stores[0].reserve_blob(&layer.digest, layer.size).await.expect("reserve").expect("live");
+    assert!(stores[0].link_reserved_blob(&repo("source/repo"), &layer.digest, &token).await.expect("link"));
     for round in 0..ROUNDS {
         let name = format!("new/repo-{round}");
         let results = race(&stores, |_, store| {
             let (name, layer) = (name.clone(), layer.clone());
-            async move { store.link_blob(&repo(&name), &layer.digest, layer.size).await }
+            async move { store.link_blob(&repo(&name), &layer.digest).await }
         })
         .await;
-        assert!(results.iter().all(Result::is_ok), "round {round}: {results:?}");
+        assert!(results.iter().all(|r| matches!(r, Ok(true))), "round {round}: {results:?}");
         assert_eq!(stores[1].blob_size(&repo(&name), &layer.digest).await.expect("size"), Some(layer.size));
     }
     let listed = stores[0].list_repositories(None, None).await.expect("list");
-    assert_eq!(listed.len(), ROUNDS, "each repository created once: {listed:?}");
+    assert_eq!(listed.len(), ROUNDS + 1, "each repository created once: {listed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,9 +168,13 @@ async fn replicas_completing_one_upload_one_wins() {
         };
         stores[0].create_upload(&session).await.expect("create");
         let finished = [0, 1].map(|i| blob(&format!("bytes from replica {i} round {round}")));
+        let mut tokens = Vec::new();
+        for layer in &finished {
+            tokens.push(stores[0].reserve_blob(&layer.digest, layer.size).await.expect("reserve").expect("live"));
+        }
         let results = race(&stores, |i, store| {
-            let (id, layer) = (id.clone(), finished[i].clone());
-            async move { store.complete_upload(&id, &layer.digest, layer.size).await }
+            let (id, layer, token) = (id.clone(), finished[i].clone(), tokens[i].clone());
+            async move { store.complete_upload(&id, &layer.digest, &token).await }
         })
         .await;
         let winners: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
@@ -265,7 +273,8 @@ async fn checked_push_waits_for_an_unlink_in_flight() {
     let store = Arc::new(schema.store().await);
     let layer = blob("layer");
     for commit in [true, false] {
-        store.link_blob(&repo("acme/app"), &layer.digest, layer.size).await.expect("link");
+        let token = store.reserve_blob(&layer.digest, layer.size).await.expect("reserve").expect("live");
+        assert!(store.link_reserved_blob(&repo("acme/app"), &layer.digest, &token).await.expect("link"));
         let (mut raw, mut monitor) = (schema.raw().await, schema.raw().await);
         let mut tx = raw.begin().await.expect("begin");
         sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
@@ -329,6 +338,149 @@ async fn push_waits_for_an_uncommitted_immutable_tag() {
             tx.rollback().await.expect("rollback");
             pushing.await.expect("task").expect("the tag is free again");
             assert_eq!(tag_digest(&store, "acme/app", tag).await, Some(second.digest.clone()));
+        }
+    }
+}
+
+// --- garbage collection against pushes in flight -------------------------------------
+
+/// A cutoff every row is older than.
+const ANY_AGE: i64 = i64::MAX / 4;
+
+/// The collector's unlink waits for a checked push that holds the link
+/// (`FOR KEY SHARE`), then sees the push's references if it committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_unlink_waits_for_a_push_in_flight_and_sees_its_references() {
+    let Some(schema) = Schema::create().await else { return };
+    let store = Arc::new(schema.store().await);
+    let layer = blob("layer");
+    for commit in [true, false] {
+        let token = store.reserve_blob(&layer.digest, layer.size).await.expect("reserve").expect("live");
+        assert!(store.link_reserved_blob(&repo("acme/app"), &layer.digest, &token).await.expect("link"));
+        let (mut raw, mut monitor) = (schema.raw().await, schema.raw().await);
+        let id = repository_id(&mut raw, "acme/app").await;
+        let m = manifest(&format!("uses layer {commit}"), &[]);
+        // What `manifests::put` does: lock the link, then record the manifest and its reference.
+        let mut tx = raw.begin().await.expect("begin");
+        sqlx::query("SELECT 1 FROM repository_blobs WHERE repository_id = $1 AND digest = $2 FOR KEY SHARE")
+            .bind(id)
+            .bind(layer.digest.as_str())
+            .execute(&mut *tx)
+            .await
+            .expect("lock link");
+        sqlx::query(
+            "INSERT INTO manifests (repository_id, digest, media_type, size, content, created_at) \
+             VALUES ($1, $2, 'x', 0, ''::bytea, 1)",
+        )
+        .bind(id)
+        .bind(m.digest.as_str())
+        .execute(&mut *tx)
+        .await
+        .expect("manifest");
+        sqlx::query(
+            "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, kind) \
+             VALUES ($1, $2, $3, 'blob')",
+        )
+        .bind(id)
+        .bind(m.digest.as_str())
+        .bind(layer.digest.as_str())
+        .execute(&mut *tx)
+        .await
+        .expect("reference");
+
+        let unlinking = tokio::spawn({
+            let (store, digest) = (Arc::clone(&store), layer.digest.clone());
+            async move { store.gc_unlink_blob(&repo("acme/app"), &digest, ANY_AGE).await }
+        });
+        assert!(store_waits_for_lock(&schema, &mut monitor).await, "the unlink must wait for the push");
+        if commit {
+            tx.commit().await.expect("commit");
+            assert!(!unlinking.await.expect("task").expect("unlink"), "the committed reference keeps the link");
+            assert!(store.delete_manifest(&repo("acme/app"), &m.digest, &no_guard).await.expect("clean up"));
+        } else {
+            tx.rollback().await.expect("rollback");
+            assert!(unlinking.await.expect("task").expect("unlink"), "no reference: the link goes");
+        }
+    }
+}
+
+/// The collector's mark waits for a link in flight (which updates the blob
+/// row first), then sees the link if it committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_mark_waits_for_a_link_in_flight_and_sees_it() {
+    let Some(schema) = Schema::create().await else { return };
+    let store = Arc::new(schema.store().await);
+    for commit in [true, false] {
+        let layer = blob(&format!("layer {commit}"));
+        let token = store.reserve_blob(&layer.digest, layer.size).await.expect("reserve").expect("live");
+        assert!(store.link_reserved_blob(&repo("acme/seed"), &layer.digest, &token).await.expect("seed repo"));
+        assert!(store.unlink_blob(&repo("acme/seed"), &layer.digest).await.expect("unlink seed"));
+        let (mut raw, mut monitor) = (schema.raw().await, schema.raw().await);
+        let id = repository_id(&mut raw, "acme/seed").await;
+        // What `blobs::link` does: update the blob row, then insert the link.
+        let mut tx = raw.begin().await.expect("begin");
+        let touched = sqlx::query("UPDATE blobs SET last_linked = last_linked WHERE digest = $1 AND state = 'live'")
+            .bind(layer.digest.as_str())
+            .execute(&mut *tx)
+            .await
+            .expect("touch blob");
+        assert_eq!(touched.rows_affected(), 1);
+        sqlx::query(
+            "INSERT INTO repository_blobs (repository_id, digest, created_at, linked_at) VALUES ($1, $2, 1, 1)",
+        )
+        .bind(id)
+        .bind(layer.digest.as_str())
+        .execute(&mut *tx)
+        .await
+        .expect("link");
+
+        let marking = tokio::spawn({
+            let (store, digest) = (Arc::clone(&store), layer.digest.clone());
+            async move { store.gc_mark_blob(&digest, ANY_AGE).await }
+        });
+        assert!(store_waits_for_lock(&schema, &mut monitor).await, "the mark must wait for the link");
+        if commit {
+            tx.commit().await.expect("commit");
+            assert_eq!(marking.await.expect("task").expect("mark"), None, "linked blobs are not marked");
+        } else {
+            tx.rollback().await.expect("rollback");
+            assert_eq!(marking.await.expect("task").expect("mark"), Some(layer.size));
+        }
+    }
+}
+
+/// A reservation waits for a mark in flight, then is refused if it
+/// committed (the upload waits for the collector) or granted if not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_waits_for_a_mark_in_flight() {
+    let Some(schema) = Schema::create().await else { return };
+    let store = Arc::new(schema.store().await);
+    for commit in [true, false] {
+        let layer = blob(&format!("layer {commit}"));
+        let token = store.reserve_blob(&layer.digest, layer.size).await.expect("reserve").expect("live");
+        let (mut raw, mut monitor) = (schema.raw().await, schema.raw().await);
+        let mut tx = raw.begin().await.expect("begin");
+        sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
+            .bind(layer.digest.as_str())
+            .execute(&mut *tx)
+            .await
+            .expect("lock");
+        sqlx::query("UPDATE blobs SET state = 'deleting' WHERE digest = $1")
+            .bind(layer.digest.as_str())
+            .execute(&mut *tx)
+            .await
+            .expect("mark");
+        let reserving = tokio::spawn({
+            let (store, layer) = (Arc::clone(&store), layer.clone());
+            async move { store.reserve_blob(&layer.digest, layer.size).await }
+        });
+        assert!(store_waits_for_lock(&schema, &mut monitor).await, "the reservation must wait for the mark");
+        if commit {
+            tx.commit().await.expect("commit");
+            assert_eq!(reserving.await.expect("task").expect("reserve"), None);
+        } else {
+            tx.rollback().await.expect("rollback");
+            assert_eq!(reserving.await.expect("task").expect("reserve"), Some(token));
         }
     }
 }

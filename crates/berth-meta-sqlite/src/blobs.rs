@@ -24,7 +24,8 @@ pub(crate) async fn size_in(pool: &SqlitePool, repo: &RepositoryName, digest: &D
 }
 
 /// Size of `digest` if at least one repository links it. A blob row nobody
-/// links any more is awaiting garbage collection and must not be mounted.
+/// links any more is awaiting garbage collection and must not be mounted
+/// (and [`link`] refuses one that is being deleted).
 pub(crate) async fn global_size(pool: &SqlitePool, digest: &Digest) -> Result<Option<u64>> {
     let size: Option<i64> = sqlx::query_scalar(
         "SELECT b.size FROM blobs b \
@@ -51,20 +52,71 @@ pub(crate) async fn repositories_of(pool: &SqlitePool, digest: &Digest, limit: u
     names.iter().map(|n| crate::error::parse_repository(n)).collect()
 }
 
-/// Records the blob and links it to `repo`, creating the repository.
-/// Idempotent; an existing blob row keeps its original size and time.
-pub(crate) async fn link(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, size: u64, now: i64) -> Result<()> {
-    let repository_id = repositories::upsert(tx, repo, now).await?;
-    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
-        .bind(digest.as_str())
-        .bind(to_sql_int(size, "blob size")?)
+/// What a link requires of the blob.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum LinkCondition<'a> {
+    /// The caller reserved this incarnation of the row (its token) and
+    /// committed the bytes since.
+    Reserved(&'a str),
+    /// Some repository links it already (a mount).
+    Linked,
+}
+
+/// Creates the blob row (with a random token) or refreshes its
+/// `last_linked` time; returns the row's token, or `None` if garbage
+/// collection is deleting the blob. One statement on the writer, so it is
+/// ordered before or after any collector transaction as a whole.
+pub(crate) async fn reserve(writer: &SqlitePool, digest: &Digest, size: u64, now: i64) -> Result<Option<String>> {
+    sqlx::query_scalar(
+        "INSERT INTO blobs (digest, size, created_at, last_linked, state, token) \
+         VALUES (?1, ?2, ?3, ?3, 'live', lower(hex(randomblob(16)))) \
+         ON CONFLICT (digest) DO UPDATE SET last_linked = max(blobs.last_linked, excluded.last_linked) \
+         WHERE blobs.state = 'live' \
+         RETURNING token",
+    )
+    .bind(digest.as_str())
+    .bind(to_sql_int(size, "blob size")?)
+    .bind(now)
+    .fetch_optional(writer)
+    .await
+    .map_err(db_err)
+}
+
+/// Links a live blob to `repo` if `condition` holds, creating the
+/// repository, and refreshes the blob's `last_linked` and the link's
+/// `linked_at`. `false`, writing nothing, otherwise. Runs inside the
+/// caller's write transaction, which the collector's cannot interleave with.
+pub(crate) async fn link(
+    tx: &mut Tx,
+    repo: &RepositoryName,
+    digest: &Digest,
+    now: i64,
+    condition: LinkCondition<'_>,
+) -> Result<bool> {
+    let touched = match condition {
+        LinkCondition::Reserved(token) => sqlx::query(
+            "UPDATE blobs SET last_linked = max(last_linked, ?1) WHERE digest = ?2 AND state = 'live' AND token = ?3",
+        )
         .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        .bind(digest.as_str())
+        .bind(token),
+        LinkCondition::Linked => sqlx::query(
+            "UPDATE blobs SET last_linked = max(last_linked, ?1) WHERE digest = ?2 AND state = 'live' \
+             AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)",
+        )
+        .bind(now)
+        .bind(digest.as_str()),
+    }
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    if touched.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let repository_id = repositories::upsert(tx, repo, now).await?;
     sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?) \
-         ON CONFLICT (repository_id, digest) DO NOTHING",
+        "INSERT INTO repository_blobs (repository_id, digest, created_at, linked_at) VALUES (?1, ?2, ?3, ?3) \
+         ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = max(linked_at, excluded.linked_at)",
     )
     .bind(repository_id)
     .bind(digest.as_str())
@@ -72,7 +124,7 @@ pub(crate) async fn link(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, si
     .execute(&mut **tx)
     .await
     .map_err(db_err)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Removes the link only; the blob row stays for garbage collection.

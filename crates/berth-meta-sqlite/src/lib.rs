@@ -14,6 +14,8 @@
 mod auth;
 mod blobs;
 mod error;
+mod events;
+mod maintenance;
 mod manifests;
 mod migrate;
 mod packages;
@@ -26,9 +28,10 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use berth_meta::maintenance::{BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord};
 use berth_meta::{
-    ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer, Result, TagGuard,
-    UploadProgress, UploadSession,
+    MaintenanceStore, ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer,
+    Result, TagGuard, UploadProgress, UploadSession,
 };
 use berth_oci::{Digest, RepositoryName, Tag};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -133,7 +136,9 @@ impl SqliteMetaStore {
                 let reader = SqlitePoolOptions::new()
                     .max_connections(settings.max_connections.max(1))
                     .acquire_timeout(settings.acquire_timeout)
-                    .connect_with(options.pragma("query_only", "ON"))
+                    // A small page cache per reader: the OS page cache already
+                    // holds the file, and sixteen private 2 MiB caches add up.
+                    .connect_with(options.pragma("query_only", "ON").pragma("cache_size", "-512"))
                     .await
                     .map_err(db_err)?;
                 Ok(SqliteMetaStore { writer, reader, path: Some(path) })
@@ -156,6 +161,16 @@ impl SqliteMetaStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    /// Links `digest` into `repo` in a write transaction, if `condition` holds.
+    async fn link(&self, repo: &RepositoryName, digest: &Digest, condition: blobs::LinkCondition<'_>) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        if !blobs::link(&mut tx, repo, digest, now_ms(), condition).await? {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     /// Starts a write transaction on the single writer connection.
@@ -225,10 +240,16 @@ impl MetaStore for SqliteMetaStore {
         blobs::repositories_of(&self.reader, digest, limit).await
     }
 
-    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        blobs::link(&mut tx, repo, digest, size, now_ms()).await?;
-        tx.commit().await.map_err(db_err)
+    async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<Option<String>> {
+        blobs::reserve(&self.writer, digest, size, now_ms()).await
+    }
+
+    async fn link_reserved_blob(&self, repo: &RepositoryName, digest: &Digest, reservation: &str) -> Result<bool> {
+        self.link(repo, digest, blobs::LinkCondition::Reserved(reservation)).await
+    }
+
+    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
+        self.link(repo, digest, blobs::LinkCondition::Linked).await
     }
 
     async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
@@ -251,9 +272,9 @@ impl MetaStore for SqliteMetaStore {
         uploads::delete(&self.writer, id).await
     }
 
-    async fn complete_upload(&self, id: &str, digest: &Digest, size: u64) -> Result<()> {
+    async fn complete_upload(&self, id: &str, digest: &Digest, reservation: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        uploads::complete(&mut tx, id, digest, size, now_ms()).await?;
+        uploads::complete(&mut tx, id, digest, reservation, now_ms()).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -317,6 +338,86 @@ impl MetaStore for SqliteMetaStore {
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
         manifests::referrers(&self.reader, repo, subject, artifact_type).await
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for SqliteMetaStore {
+    async fn acquire_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<LeaseOutcome> {
+        let mut tx = self.begin_write().await?;
+        let outcome = maintenance::acquire_lease(&mut tx, name, holder, now, ttl_ms).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(outcome)
+    }
+
+    async fn renew_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool> {
+        maintenance::renew_lease(&self.writer, name, holder, now, ttl_ms).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str, finished_at: Option<i64>) -> Result<bool> {
+        maintenance::release_lease(&self.writer, name, holder, finished_at).await
+    }
+
+    async fn get_lease(&self, name: &str) -> Result<Option<LeaseRecord>> {
+        maintenance::get_lease(&self.reader, name).await
+    }
+
+    async fn repository_graph(&self, repo: &RepositoryName) -> Result<RepositoryGraph> {
+        maintenance::repository_graph(&self.reader, repo).await
+    }
+
+    async fn unlinked_blobs(&self, cutoff: i64, after: Option<&Digest>, limit: u32) -> Result<Vec<GcBlob>> {
+        maintenance::unlinked_blobs(&self.reader, cutoff, after, limit).await
+    }
+
+    async fn deleting_blobs(&self, marked_before: i64, limit: u32) -> Result<Vec<GcBlob>> {
+        maintenance::deleting_blobs(&self.reader, marked_before, limit).await
+    }
+
+    async fn blob_usage(&self, digests: &[Digest]) -> Result<Vec<BlobUsage>> {
+        maintenance::blob_usage(&self.reader, digests).await
+    }
+
+    async fn known_blobs(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        maintenance::known_blobs(&self.reader, digests).await
+    }
+
+    async fn gc_delete_manifest(&self, repo: &RepositoryName, digest: &Digest, cutoff: i64) -> Result<Option<u64>> {
+        maintenance::delete_manifest(&self.writer, repo, digest, cutoff).await
+    }
+
+    async fn gc_unlink_blob(&self, repo: &RepositoryName, digest: &Digest, cutoff: i64) -> Result<bool> {
+        maintenance::unlink_blob(&self.writer, repo, digest, cutoff).await
+    }
+
+    async fn gc_mark_blob(&self, digest: &Digest, cutoff: i64) -> Result<Option<u64>> {
+        maintenance::mark_blob(&self.writer, digest, cutoff).await
+    }
+
+    async fn gc_mark_orphan(&self, digest: &Digest, size: u64, now: i64) -> Result<bool> {
+        maintenance::mark_orphan(&self.writer, digest, size, now).await
+    }
+
+    async fn gc_forget_blob(&self, digest: &Digest) -> Result<bool> {
+        maintenance::forget_blob(&self.writer, digest).await
+    }
+
+    async fn repository_tags(&self, repo: &RepositoryName) -> Result<Vec<TagRecord>> {
+        maintenance::repository_tags(&self.reader, repo).await
+    }
+
+    async fn delete_tag_if_unchanged(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        updated_at: i64,
+    ) -> Result<bool> {
+        maintenance::delete_tag_if_unchanged(&self.writer, repo, tag, digest, updated_at).await
+    }
+
+    async fn expire_upload(&self, id: &str, before: i64) -> Result<bool> {
+        maintenance::expire_upload(&self.writer, id, before).await
     }
 }
 

@@ -348,7 +348,8 @@ mod tests {
         let blobs: Vec<BlobRef> =
             (0..1000u32).map(|i| BlobRef { digest: Digest::sha256_of(&i.to_be_bytes()), size: u64::from(i) }).collect();
         for blob in blobs.iter().skip(1) {
-            store.link_blob(&repo, &blob.digest, blob.size).await.expect("link");
+            let token = store.reserve_blob(&blob.digest, blob.size).await.expect("reserve").expect("live");
+            assert!(store.link_reserved_blob(&repo, &blob.digest, &token).await.expect("link"));
         }
         let content = b"{\"big\":true}".to_vec();
         let manifest = NewManifest {
@@ -368,7 +369,8 @@ mod tests {
             Err(MetaError::References(problem)) => assert_eq!(problem.missing, vec![blobs[0].digest.clone()]),
             other => panic!("expected a References error, got {other:?}"),
         }
-        store.link_blob(&repo, &blobs[0].digest, blobs[0].size).await.expect("link first");
+        let token = store.reserve_blob(&blobs[0].digest, blobs[0].size).await.expect("reserve first").expect("live");
+        assert!(store.link_reserved_blob(&repo, &blobs[0].digest, &token).await.expect("link first"));
         store.put_manifest(&repo, &manifest, true, &no_guard).await.expect("put");
         assert_eq!(references(&store, &manifest.digest).await.len(), blobs.len());
     }

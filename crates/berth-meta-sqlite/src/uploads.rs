@@ -104,9 +104,10 @@ pub(crate) async fn delete(writer: &SqlitePool, id: &str) -> Result<bool> {
 }
 
 /// Removes the session and links the finished blob to its repository. If the
-/// session is already gone (completed or cancelled concurrently) nothing is
-/// written: the caller's transaction is dropped, which rolls it back.
-pub(crate) async fn complete(tx: &mut Tx, id: &str, digest: &Digest, size: u64, now: i64) -> Result<()> {
+/// session is already gone (completed or cancelled concurrently), or the
+/// blob's reservation is gone or being deleted, nothing is written: the
+/// caller's transaction is dropped, which rolls it back.
+pub(crate) async fn complete(tx: &mut Tx, id: &str, digest: &Digest, reservation: &str, now: i64) -> Result<()> {
     // Deleting first both claims the session and tells us its repository.
     let repository: Option<String> = sqlx::query_scalar("DELETE FROM uploads WHERE id = ? RETURNING repository")
         .bind(id)
@@ -116,7 +117,12 @@ pub(crate) async fn complete(tx: &mut Tx, id: &str, digest: &Digest, size: u64, 
     let Some(repository) = repository else {
         return Err(MetaError::UploadUnknown);
     };
-    blobs::link(tx, &parse_repository(&repository)?, digest, size, now).await
+    let repository = parse_repository(&repository)?;
+    if blobs::link(tx, &repository, digest, now, blobs::LinkCondition::Reserved(reservation)).await? {
+        Ok(())
+    } else {
+        Err(MetaError::Unavailable(format!("blob {digest} was garbage-collected while it was being uploaded; retry")))
+    }
 }
 
 /// Sessions last updated strictly before `before`, oldest first.

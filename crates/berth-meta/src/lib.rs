@@ -8,6 +8,8 @@
 
 pub mod auth;
 mod error;
+pub mod events;
+pub mod maintenance;
 mod types;
 
 /// The conformance suite every backend runs; see [`meta_store_suite!`].
@@ -19,6 +21,8 @@ use berth_oci::{Digest, RepositoryName, Tag};
 
 pub use auth::AuthStore;
 pub use error::{MetaError, RefProblem};
+pub use events::EventStore;
+pub use maintenance::MaintenanceStore;
 pub use types::*;
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -60,9 +64,30 @@ pub trait MetaStore: Send + Sync + 'static {
     /// a mount source the caller may read).
     async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>>;
 
-    /// Records that the blob store holds `digest` and links it to `repo`,
-    /// creating the repository if needed. Idempotent.
-    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: u64) -> Result<()>;
+    /// Reserves `digest` before its bytes are committed to the blob store:
+    /// creates the blob row (state `live`, with a fresh random token) or
+    /// refreshes its `last_linked` time, so that garbage collection leaves
+    /// it alone for its grace period. Returns the row's token, which the
+    /// caller presents when it links the blob ([`MetaStore::link_reserved_blob`],
+    /// [`MetaStore::complete_upload`]); `None` if garbage collection is
+    /// deleting the blob right now (the caller waits for the row to go, then
+    /// reserves afresh). Every path that commits blob bytes reserves first;
+    /// see `berth_registry::gc` for why that makes collection safe.
+    async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<Option<String>>;
+
+    /// Links a blob the caller reserved (`reservation` is the token
+    /// [`MetaStore::reserve_blob`] returned) and whose bytes it has since
+    /// committed, creating the repository if needed, and refreshes the
+    /// blob's `last_linked` time. Idempotent. `false` (nothing written) if
+    /// the row is gone, being deleted, or another incarnation than the one
+    /// reserved (garbage collection took it meanwhile).
+    async fn link_reserved_blob(&self, repo: &RepositoryName, digest: &Digest, reservation: &str) -> Result<bool>;
+
+    /// Mounts: links a blob that some repository already links to `repo`
+    /// (creating the repository if needed). `false` (nothing written) if no
+    /// repository links it any more: a blob linked nowhere is awaiting
+    /// garbage collection and must not be mounted.
+    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool>;
 
     /// Removes the link; `false` if there was none.
     async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool>;
@@ -81,8 +106,11 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_upload(&self, id: &str) -> Result<bool>;
 
     /// In one transaction: links the finished blob to the upload's
-    /// repository (as [`MetaStore::link_blob`]) and removes the session.
-    async fn complete_upload(&self, id: &str, digest: &Digest, size: u64) -> Result<()>;
+    /// repository (as [`MetaStore::link_reserved_blob`]) and removes the
+    /// session. The blob must have been reserved before its bytes were
+    /// committed; if that reservation is gone nothing is written and the
+    /// answer is [`MetaError::Unavailable`] (retry).
+    async fn complete_upload(&self, id: &str, digest: &Digest, reservation: &str) -> Result<()>;
 
     /// Sessions not updated since `before` (ms), for expiry.
     async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadSession>>;

@@ -14,9 +14,12 @@
 //! `macros`, `rt-multi-thread`) among its dev-dependencies.
 //!
 //! The cases of this file take the [`MetaStore`]; those of [`auth`] take the
-//! same store as an [`AuthStore`]. Every backend implements both.
+//! same store as an [`AuthStore`], those of [`maintenance`] as a
+//! [`MaintenanceStore`] too. Every backend implements all of them.
 
 pub mod auth;
+pub mod events;
+pub mod maintenance;
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -26,8 +29,8 @@ use std::sync::Arc;
 use berth_oci::{Algorithm, Digest, RepositoryName, Tag};
 
 use crate::{
-    AuthStore, BlobRef, ManifestRef, MetaError, MetaStore, NewManifest, RefProblem, Referrer, Result, UploadProgress,
-    UploadSession, no_guard,
+    AuthStore, BlobRef, EventStore, MaintenanceStore, ManifestRef, MetaError, MetaStore, NewManifest, RefProblem,
+    Referrer, Result, UploadProgress, UploadSession, no_guard,
 };
 
 /// A store under test, plus whatever must outlive it (a temporary
@@ -35,19 +38,30 @@ use crate::{
 pub struct Fixture {
     // Declared first so the store is dropped before what it depends on.
     store: Arc<dyn MetaStore>,
-    /// The same store, as its other trait.
+    /// The same store, as its other traits.
     auth: Arc<dyn AuthStore>,
+    maintenance: Arc<dyn MaintenanceStore>,
+    events: Arc<dyn EventStore>,
     _keep_alive: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl Fixture {
-    pub fn new<S: MetaStore + AuthStore>(store: S) -> Self {
+    pub fn new<S: MetaStore + AuthStore + MaintenanceStore + EventStore>(store: S) -> Self {
         let store = Arc::new(store);
-        Fixture { store: store.clone(), auth: store, _keep_alive: None }
+        Fixture {
+            store: store.clone(),
+            auth: store.clone(),
+            maintenance: store.clone(),
+            events: store,
+            _keep_alive: None,
+        }
     }
 
     /// `keep_alive` is dropped after the store, at the end of the case.
-    pub fn with_keep_alive<S: MetaStore + AuthStore>(store: S, keep_alive: impl Any + Send + Sync) -> Self {
+    pub fn with_keep_alive<S: MetaStore + AuthStore + MaintenanceStore + EventStore>(
+        store: S,
+        keep_alive: impl Any + Send + Sync,
+    ) -> Self {
         Fixture { _keep_alive: Some(Box::new(keep_alive)), ..Fixture::new(store) }
     }
 
@@ -57,6 +71,14 @@ impl Fixture {
 
     pub fn auth(&self) -> Arc<dyn AuthStore> {
         Arc::clone(&self.auth)
+    }
+
+    pub fn events(&self) -> Arc<dyn EventStore> {
+        Arc::clone(&self.events)
+    }
+
+    pub fn maintenance(&self) -> Arc<dyn MaintenanceStore> {
+        Arc::clone(&self.maintenance)
     }
 }
 
@@ -120,9 +142,31 @@ macro_rules! meta_store_suite {
             revoke_token_only_once,
             touch_token_records_last_use,
             token_secret_hash_is_unique,
+        ], maintenance [
+            lease_is_exclusive_until_released_or_expired,
+            reserve_and_link_refuse_a_deleting_blob,
+            a_recreated_blob_refuses_the_old_reservation,
+            mounts_need_an_existing_link,
+            mark_blob_rechecks_links_and_grace_period,
+            orphan_and_deleting_rows_round_trip,
+            gc_delete_manifest_rechecks_every_condition,
+            gc_unlink_blob_rechecks_references_and_grace_period,
+            repository_graph_lists_manifests_references_and_links,
+            unlinked_blobs_paginate_in_digest_order,
+            retention_tags_and_conditional_delete,
+            expire_upload_only_when_idle,
+            link_racing_mark_never_both_win,
+            push_racing_unlink_never_both_win,
+            index_push_racing_manifest_delete_never_both_win,
+            tag_push_racing_manifest_delete_keeps_the_tag,
+        ], events [
+            events_are_claimed_once_until_the_claim_lapses,
+            events_record_success_failure_and_abandonment,
+            events_concurrent_workers_never_share_a_delivery,
         ]);
     };
-    (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?]) => {
+    (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?],
+     maintenance [$($maintenance_case:ident),* $(,)?], events [$($events_case:ident),* $(,)?]) => {
         mod $prefix {
             #[allow(unused_imports)]
             use super::*;
@@ -140,6 +184,22 @@ macro_rules! meta_store_suite {
                 async fn $auth_case() {
                     let fixture: $crate::testsuite::Fixture = $constructor.await;
                     $crate::testsuite::auth::$auth_case(fixture.auth()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $maintenance_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::maintenance::$maintenance_case(fixture.store(), fixture.maintenance()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $events_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::events::$events_case(fixture.events()).await;
                 }
             )*
         }
@@ -237,8 +297,16 @@ async fn put(store: &dyn MetaStore, repository: &str, manifest: &NewManifest) {
     store.put_manifest(&repo(repository), manifest, false, &no_guard).await.expect("put_manifest");
 }
 
+/// Reserves the blob (as an upload does before committing its bytes), then links it.
 async fn link(store: &dyn MetaStore, repository: &str, blob: &BlobRef) {
-    store.link_blob(&repo(repository), &blob.digest, blob.size).await.expect("link_blob");
+    let token = reserve(store, blob).await;
+    let linked = store.link_reserved_blob(&repo(repository), &blob.digest, &token).await.expect("link_reserved_blob");
+    assert!(linked, "the reservation was lost");
+}
+
+/// Reserves the blob (as an upload does before committing its bytes); returns the token.
+async fn reserve(store: &dyn MetaStore, blob: &BlobRef) -> String {
+    store.reserve_blob(&blob.digest, blob.size).await.expect("reserve_blob").expect("blob is being deleted")
 }
 
 async fn digest_of_tag(store: &dyn MetaStore, repository: &str, name: &str) -> Option<Digest> {
@@ -380,7 +448,12 @@ pub async fn concurrent_upload_updates_one_wins(store: Arc<dyn MetaStore>) {
 pub async fn complete_upload_links_blob_and_ends_session(store: Arc<dyn MetaStore>) {
     let (r, layer) = (repo("fresh/repo"), blob("uploaded bytes"));
     store.create_upload(&upload("done", "fresh/repo", T0)).await.expect("create");
-    store.complete_upload("done", &layer.digest, layer.size).await.expect("complete");
+    // Not reserved: nothing may be linked, and the session survives.
+    assert!(matches!(store.complete_upload("done", &layer.digest, "no token").await, Err(MetaError::Unavailable(_))));
+    assert!(store.get_upload("done").await.expect("get").is_some());
+    assert!(!store.repository_exists(&r).await.expect("exists"));
+    let token = reserve(&*store, &layer).await;
+    store.complete_upload("done", &layer.digest, &token).await.expect("complete");
 
     assert!(store.repository_exists(&r).await.expect("exists"));
     assert_eq!(store.blob_size(&r, &layer.digest).await.expect("size"), Some(layer.size));
@@ -389,13 +462,16 @@ pub async fn complete_upload_links_blob_and_ends_session(store: Arc<dyn MetaStor
 
     // Completing into a repository that already links the blob is fine too.
     store.create_upload(&upload("again", "fresh/repo", T0)).await.expect("create");
-    store.complete_upload("again", &layer.digest, layer.size).await.expect("complete again");
+    let again = reserve(&*store, &layer).await;
+    assert_eq!(again, token, "the same row, the same token");
+    store.complete_upload("again", &layer.digest, &again).await.expect("complete again");
     assert_eq!(store.get_upload("again").await.expect("get"), None);
 }
 
 pub async fn complete_missing_upload_fails_without_side_effects(store: Arc<dyn MetaStore>) {
     let layer = blob("orphan");
-    let result = store.complete_upload("no-such-upload", &layer.digest, layer.size).await;
+    let token = reserve(&*store, &layer).await;
+    let result = store.complete_upload("no-such-upload", &layer.digest, &token).await;
     assert!(
         matches!(result, Err(MetaError::UploadUnknown)),
         "completing an unknown session must fail with UploadUnknown"
@@ -405,9 +481,10 @@ pub async fn complete_missing_upload_fails_without_side_effects(store: Arc<dyn M
 
     // A session completed once cannot be completed twice; the first result stays.
     store.create_upload(&upload("once", "acme/app", T0)).await.expect("create");
-    store.complete_upload("once", &layer.digest, layer.size).await.expect("complete");
+    store.complete_upload("once", &layer.digest, &token).await.expect("complete");
     let other = blob("second attempt");
-    assert!(store.complete_upload("once", &other.digest, other.size).await.is_err());
+    let other_token = reserve(&*store, &other).await;
+    assert!(store.complete_upload("once", &other.digest, &other_token).await.is_err());
     assert_eq!(store.global_blob_size(&other.digest).await.expect("global"), None);
     assert_eq!(store.blob_size(&repo("acme/app"), &layer.digest).await.expect("size"), Some(layer.size));
 }
@@ -975,7 +1052,9 @@ mod tests {
             (source[start..end].split(',').map(str::trim).filter(|s| !s.is_empty()).collect(), end)
         };
         let (meta_listed, meta_end) = listed("@cases $prefix, $constructor, [", 0);
-        let (auth_listed, _) = listed("auth [", meta_end);
+        let (auth_listed, auth_end) = listed("auth [", meta_end);
+        let (maintenance_listed, maintenance_end) = listed("maintenance [", auth_end);
+        let (events_listed, _) = listed("events [", maintenance_end);
 
         let meta_defined = defined(source);
         assert!(meta_defined.len() > 30, "found {} cases", meta_defined.len());
@@ -983,5 +1062,8 @@ mod tests {
         let auth_defined = defined(include_str!("testsuite/auth.rs"));
         assert!(auth_defined.len() > 10, "found {} auth cases", auth_defined.len());
         assert_eq!(auth_defined, auth_listed);
+        let maintenance_defined = defined(include_str!("testsuite/maintenance.rs"));
+        assert_eq!(maintenance_defined, maintenance_listed);
+        assert_eq!(defined(include_str!("testsuite/events.rs")), events_listed);
     }
 }

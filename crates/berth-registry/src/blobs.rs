@@ -31,10 +31,13 @@ impl Registry {
             Some(source) => self.inner.meta.blob_size(source, digest).await?,
             None => self.inner.meta.global_blob_size(digest).await?,
         };
-        if let Some(size) = size {
-            self.inner.meta.link_blob(repo, digest, size).await?;
+        // Only a blob some repository still links is mountable (one linked
+        // nowhere may be collected at any moment); the store re-checks that
+        // as it links.
+        match size {
+            Some(size) if self.inner.meta.link_blob(repo, digest).await? => Ok(Some(size)),
+            _ => Ok(None),
         }
-        Ok(size)
     }
 
     /// Repositories holding `digest` (candidates for an anonymous mount).

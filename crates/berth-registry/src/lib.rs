@@ -5,14 +5,22 @@
 //! - upload sessions: start, append, status, finish, cancel ([`uploads`])
 //! - manifests, tags and referrers ([`manifests`])
 //! - tag immutability ([`immutability`])
+//! - maintenance: garbage collection ([`gc`]), retention rules
+//!   ([`retention`]), upload expiry ([`expiry`]), under cluster-wide
+//!   leases ([`maintenance`])
 
 pub mod blobs;
 mod error;
+pub mod expiry;
+pub mod gc;
 pub mod immutability;
 mod locks;
+pub mod maintenance;
 pub mod manifests;
 pub mod packages;
+pub mod retention;
 pub mod uploads;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,6 +30,7 @@ use berth_meta::MetaStore;
 
 pub use error::RegistryError;
 pub use immutability::ImmutableTags;
+pub use maintenance::Maintenance;
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -55,11 +64,35 @@ struct Inner {
     blobs: Arc<dyn BlobStore>,
     policy: Policy,
     upload_locks: locks::KeyedLocks,
+    webhooks: Option<webhooks::Webhooks>,
 }
 
 impl Registry {
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>, policy: Policy) -> Self {
-        Registry { inner: Arc::new(Inner { meta, blobs, policy, upload_locks: locks::KeyedLocks::default() }) }
+        Registry::with_webhooks(meta, blobs, policy, None)
+    }
+
+    /// A registry that also reports events to webhooks.
+    pub fn with_webhooks(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        policy: Policy,
+        webhooks: Option<webhooks::Webhooks>,
+    ) -> Self {
+        let webhooks = webhooks.filter(|w| !w.is_empty());
+        Registry {
+            inner: Arc::new(Inner { meta, blobs, policy, upload_locks: locks::KeyedLocks::default(), webhooks }),
+        }
+    }
+
+    pub fn webhooks(&self) -> Option<&webhooks::Webhooks> {
+        self.inner.webhooks.as_ref()
+    }
+
+    async fn emit(&self, events: Vec<webhooks::Event>) {
+        if let Some(w) = &self.inner.webhooks {
+            w.emit(&events).await;
+        }
     }
 
     pub fn meta(&self) -> &Arc<dyn MetaStore> {

@@ -4,6 +4,7 @@ use berth_meta::{BlobRef, ManifestRecord, ManifestRef, NewManifest, Referrer};
 use berth_oci::manifest;
 use berth_oci::{Digest, Reference, RepositoryName, Tag};
 
+use crate::webhooks::{Event, EventKind};
 use crate::{Registry, RegistryError, Result, now_ms};
 
 /// The outcome of a manifest push.
@@ -83,18 +84,59 @@ impl Registry {
         };
         let guard = |repo: &RepositoryName, tag: &str| policy.immutable_tags.rule_for(repo, tag);
         self.inner.meta.put_manifest(repo, &new, !policy.allow_sparse, &guard).await?;
+        let event = |kind, tag: Option<&Tag>| Event {
+            kind,
+            repository: repo.to_string(),
+            tag: tag.map(|t| t.to_string()),
+            digest: Some(digest.to_string()),
+            media_type: Some(new.media_type.clone()),
+            size: Some(new.content.len() as u64),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            actor: actor.map(str::to_owned),
+        };
+        let mut events = vec![event(EventKind::Push, None)];
+        events.extend(tags.iter().map(|t| event(EventKind::Tag, Some(t))));
+        self.emit(events).await;
         Ok(PushedManifest { digest, subject, tags })
     }
 
     /// DELETE by digest removes the manifest (and its tags); by tag, only the tag.
     pub async fn delete_manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<()> {
+        self.delete_manifest_as(repo, reference, None).await
+    }
+
+    /// [`Registry::delete_manifest`] on behalf of `actor` (reported to webhooks).
+    pub async fn delete_manifest_as(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        actor: Option<&str>,
+    ) -> Result<()> {
         let policy = &self.inner.policy;
         let guard = |repo: &RepositoryName, tag: &str| policy.immutable_tags.rule_for(repo, tag);
         let deleted = match reference {
             Reference::Digest(d) => self.inner.meta.delete_manifest(repo, d, &guard).await?,
             Reference::Tag(t) => self.inner.meta.delete_tag(repo, t, &guard).await?,
         };
-        if deleted { Ok(()) } else { Err(RegistryError::ManifestUnknown) }
+        if !deleted {
+            return Err(RegistryError::ManifestUnknown);
+        }
+        let (tag, digest) = match reference {
+            Reference::Tag(t) => (Some(t.to_string()), None),
+            Reference::Digest(d) => (None, Some(d.to_string())),
+        };
+        let event = Event {
+            kind: EventKind::Delete,
+            repository: repo.to_string(),
+            tag,
+            digest,
+            media_type: None,
+            size: None,
+            tags: Vec::new(),
+            actor: actor.map(str::to_owned),
+        };
+        self.emit(vec![event]).await;
+        Ok(())
     }
 
     /// Tags in lexical order strictly after `last`, at most `n`.

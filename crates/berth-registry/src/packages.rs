@@ -21,12 +21,17 @@ impl Registry {
     }
 
     /// Deletes a version (immutability rules apply as for any delete).
-    pub async fn delete_package_version(&self, repo: &RepositoryName, version: &str) -> Result<()> {
+    pub async fn delete_package_version(
+        &self,
+        repo: &RepositoryName,
+        version: &str,
+        actor: Option<&str>,
+    ) -> Result<()> {
         let reference = if version.contains(':') {
             Reference::Digest(Digest::parse(version).map_err(|_| RegistryError::ManifestUnknown)?)
         } else {
             Reference::Tag(Tag::parse(version).map_err(|_| RegistryError::ManifestUnknown)?)
         };
-        self.delete_manifest(repo, &reference).await
+        self.delete_manifest_as(repo, &reference, actor).await
     }
 }

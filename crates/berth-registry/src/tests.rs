@@ -203,3 +203,5 @@ async fn immutable_tags_hold() {
     f.registry.put_manifest(&r, &latest, m1, None, vec![], None).await.unwrap();
     f.registry.put_manifest(&r, &latest, m2, None, vec![], None).await.expect("mutable tags move");
 }
+
+mod maintenance;

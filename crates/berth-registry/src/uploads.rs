@@ -6,6 +6,7 @@
 //! different algorithm than the session hashed with.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use berth_blob::{ByteStream, UploadCursor};
 use berth_meta::{UploadProgress, UploadSession};
@@ -49,6 +50,11 @@ impl ChunkInfo {
         }
     }
 }
+
+/// How long a blob commit waits for the collector to finish deleting the
+/// same digest before answering 503 (retry).
+const RESERVE_WAIT: Duration = Duration::from_secs(10);
+const RESERVE_POLL: Duration = Duration::from_millis(50);
 
 fn new_upload_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -98,14 +104,19 @@ impl Registry {
                 store.upload_append(&id, &start, limit_body(body, length), Hasher::new(digest.algorithm())).await?;
             check_length(length, cursor.offset)?;
             verify(digest, hasher.finish())?;
+            let reservation = self.reserve_blob(digest, cursor.offset).await?;
             store.upload_commit(&id, &cursor, digest).await?;
-            Ok::<_, RegistryError>(cursor.offset)
+            Ok::<_, RegistryError>((cursor.offset, reservation))
         }
         .await;
         match outcome {
-            Ok(size) => {
+            Ok((size, reservation)) => {
                 berth_metrics::metrics().bytes_pushed.inc_by(size);
-                self.inner.meta.link_blob(repo, digest, size).await?;
+                if !self.inner.meta.link_reserved_blob(repo, digest, &reservation).await? {
+                    return Err(RegistryError::Unavailable(format!(
+                        "blob {digest} was garbage-collected while it was being uploaded; retry"
+                    )));
+                }
                 Ok(size)
             }
             Err(e) => {
@@ -200,9 +211,29 @@ impl Registry {
             h.finish()
         };
         verify(digest, computed)?;
+        let reservation = self.reserve_blob(digest, cursor.offset).await?;
         self.inner.blobs.upload_commit(id, &cursor, digest).await?;
-        self.inner.meta.complete_upload(id, digest, cursor.offset).await?;
+        self.inner.meta.complete_upload(id, digest, &reservation).await?;
         Ok(cursor.offset)
+    }
+
+    /// Reserves `digest` in the metadata store before its bytes are
+    /// committed, so that garbage collection cannot delete the stored object
+    /// that the commit may find and keep (see [`crate::gc`]). If the
+    /// collector is deleting that blob right now, waits (bounded) for it to
+    /// finish, then reserves afresh; past the bound, a retryable 503.
+    /// Returns the reservation to link the blob with once it is committed.
+    pub(crate) async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<String> {
+        let deadline = Instant::now() + RESERVE_WAIT;
+        loop {
+            if let Some(reservation) = self.inner.meta.reserve_blob(digest, size).await? {
+                return Ok(reservation);
+            }
+            if Instant::now() >= deadline {
+                return Err(RegistryError::Unavailable(format!("blob {digest} is being garbage-collected; retry")));
+            }
+            tokio::time::sleep(RESERVE_POLL).await;
+        }
     }
 
     /// Cancels an upload (DELETE on its location) and discards its data.

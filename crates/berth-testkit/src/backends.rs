@@ -91,6 +91,28 @@ impl Drop for TempDatabase {
 /// Points `config` at the selected backends; returns what must live as long as the server.
 pub async fn apply(config: &mut Config) -> Option<TempDatabase> {
     let (db, storage) = selected();
+    apply_backends(config, db, storage).await
+}
+
+/// Whether `BERTH_TEST_POSTGRES_URL` and `BERTH_TEST_S3_ENDPOINT` are both
+/// set (tests that always need Postgres + S3 check this, and say NOT RUN
+/// otherwise).
+pub fn postgres_and_s3_configured() -> bool {
+    ["BERTH_TEST_POSTGRES_URL", "BERTH_TEST_S3_ENDPOINT"]
+        .iter()
+        .all(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
+}
+
+/// Points `config` at the given backends, whatever `BERTH_TEST_BACKENDS`
+/// says (SQLite + filesystem stay under the config's data directory).
+pub async fn apply_backends(config: &mut Config, db: Database, storage: Storage) -> Option<TempDatabase> {
+    if db == Database::Sqlite {
+        config.database.url = Secret::new(format!("sqlite://{}", config.data_dir.join("berth.db").display()));
+    }
+    if storage == Storage::Filesystem {
+        config.storage.backend = StorageBackend::Filesystem;
+        config.storage.path = config.data_dir.join("blobs");
+    }
     let keep = match db {
         Database::Sqlite => None,
         Database::Postgres => {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use berth::App;
 use berth_auth::AuthService;
 use berth_config::Config;
-use berth_registry::Registry;
+use berth_registry::{Maintenance, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,6 +26,8 @@ pub fn install_crypto_provider() {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub registry: Registry,
+    /// Garbage collection, retention and upload expiry on the server's stores.
+    pub maintenance: Maintenance,
     /// The authentication service when auth is enabled (create users and tokens through its store).
     pub auth: Option<Arc<AuthService>>,
     pub config: Config,
@@ -49,6 +51,17 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with configuration changes applied first.
     pub async fn start_with(customize: impl FnOnce(&mut Config)) -> TestServer {
+        let (db, storage) = backends::selected();
+        TestServer::start_on(db, storage, customize).await
+    }
+
+    /// Like [`TestServer::start_with`], on the given backends whatever
+    /// `BERTH_TEST_BACKENDS` selects.
+    pub async fn start_on(
+        db: backends::Database,
+        storage: backends::Storage,
+        customize: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let vars = [("BERTH_DATA_DIR".to_owned(), dir.path().display().to_string())];
         // Only explicit variables: the test process's own BERTH_* must not leak in.
@@ -56,10 +69,11 @@ impl TestServer {
         config.listen = "127.0.0.1:0".parse().expect("addr");
         // Most tests exercise the registry itself; auth tests turn it back on.
         config.auth.enabled = false;
-        let database = backends::apply(&mut config).await;
+        let database = backends::apply_backends(&mut config, db, storage).await;
         customize(&mut config);
         let app = App::build(config.clone()).await.expect("app builds");
         let registry = app.registry.clone();
+        let maintenance = app.maintenance.clone();
         let auth = app.auth.clone();
         let listener = TcpListener::bind(config.listen).await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
@@ -67,7 +81,17 @@ impl TestServer {
         let task = tokio::spawn(app.serve(listener, async {
             let _ = rx.await;
         }));
-        TestServer { addr, registry, auth, config, dir, _database: database, shutdown: Some(tx), task: Some(task) }
+        TestServer {
+            addr,
+            registry,
+            maintenance,
+            auth,
+            config,
+            dir,
+            _database: database,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// `http://127.0.0.1:PORT` + `path`.

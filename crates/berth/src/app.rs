@@ -8,19 +8,25 @@ use berth_api::serve::{ServeOptions, load_tls, serve};
 use berth_api::{ApiSettings, AppState};
 use berth_auth::{AuthService, AuthSettings, JwtKeys, admin};
 use berth_config::Config;
-use berth_registry::{ImmutableTags, Policy, Registry};
+use berth_registry::webhooks::{EventKind, Hook, Webhooks};
+use berth_registry::{ImmutableTags, Maintenance, Policy, Registry};
 use tokio::net::TcpListener;
 
 use crate::backends::{self, BackendError, Stores};
+use crate::scheduler;
 
 /// A registry assembled from configuration, ready to serve.
 pub struct App {
     pub registry: Registry,
+    /// Garbage collection, retention and upload expiry over the same stores.
+    pub maintenance: Maintenance,
     /// `None` when authentication is disabled.
     pub auth: Option<Arc<AuthService>>,
     pub state: AppState,
     pub config: Config,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The maintenance schedule `serve` runs.
+    jobs: Vec<scheduler::Job>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,13 +44,22 @@ impl App {
         let stores = backends::open_meta(&config, config.database.migrate_on_start).await?;
         let blobs = backends::open_blobs(&config).await?;
         let auth = build_auth(&config, &stores).await?;
+        let hooks = config
+            .webhooks
+            .iter()
+            .map(|h| Hook {
+                name: h.name.clone(),
+                url: h.url.clone(),
+                secret: h.secret.expose().to_owned(),
+                owners: h.owners.clone(),
+                events: h.events.iter().filter_map(|e| EventKind::parse(e)).collect(),
+            })
+            .collect();
+        let webhooks = Webhooks::new(stores.events.clone(), hooks);
         let meta = stores.meta;
-        let policy = Policy {
-            immutable_tags: ImmutableTags::new(&config.tags.immutable).map_err(StartError::Config)?,
-            allow_sparse: config.manifests.allow_sparse,
-            max_manifest_size: config.manifests.max_size,
-        };
-        let registry = Registry::new(meta, blobs, policy);
+        let policy = registry_policy(&config)?;
+        let retention = crate::maintenance::retention_policy(&config).map_err(StartError::Config)?;
+        let registry = Registry::with_webhooks(meta, blobs, policy, Some(webhooks));
         let settings = ApiSettings {
             public_url: config.public_url.clone(),
             body_idle_timeout: config.http.body_idle_timeout,
@@ -54,11 +69,13 @@ impl App {
             metrics_on_main: config.metrics.enabled && config.metrics.listen.is_none(),
         };
         let state = AppState::new(registry.clone(), settings, auth.clone());
+        let maintenance = Maintenance::new(registry.clone(), stores.maintenance.clone());
+        let jobs = scheduler::jobs(&config, &retention);
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key).map_err(StartError::Config)?),
             _ => None,
         };
-        Ok(App { registry, auth, state, config, tls })
+        Ok(App { registry, maintenance, auth, state, config, tls, jobs })
     }
 
     /// Serves on `listener` until `shutdown` resolves (and metrics on their
@@ -84,11 +101,29 @@ impl App {
             },
             _ => None,
         };
+        // Every replica drains the webhook queue (claims keep them apart).
+        let deliverer = self.registry.webhooks().map(|w| tokio::spawn(w.deliverer().run(std::future::pending())));
+        // Every replica runs the schedule; leases keep each job to one runner.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let jobs = scheduler::spawn(self.maintenance.clone(), self.jobs.clone(), stopped);
         serve(listener, berth_api::router(self.state), opts, shutdown).await;
-        if let Some(task) = metrics {
+        let _ = stop.send(true);
+        for job in jobs {
+            let _ = job.await;
+        }
+        for task in [metrics, deliverer].into_iter().flatten() {
             task.abort();
         }
     }
+}
+
+/// The registry rules that come from configuration.
+pub fn registry_policy(config: &Config) -> Result<Policy, StartError> {
+    Ok(Policy {
+        immutable_tags: ImmutableTags::new(&config.tags.immutable).map_err(StartError::Config)?,
+        allow_sparse: config.manifests.allow_sparse,
+        max_manifest_size: config.manifests.max_size,
+    })
 }
 
 /// The authentication service, or `None` when `auth.enabled = false`.

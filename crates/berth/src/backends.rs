@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use berth_blob::{BlobStore, FsBlobStore, S3BlobStore, S3Settings};
 use berth_config::{Config, StorageBackend};
-use berth_meta::{AuthStore, MetaStore};
+use berth_meta::{AuthStore, EventStore, MaintenanceStore, MetaStore};
 use berth_meta_postgres::{PostgresMetaStore, PostgresSettings};
 use berth_meta_sqlite::{SqliteMetaStore, SqliteSettings};
 
@@ -16,11 +16,21 @@ pub enum BackendError {
     Storage(String),
 }
 
-/// The database behind both store traits.
+/// The database behind the store traits.
 #[derive(Clone)]
 pub struct Stores {
     pub meta: Arc<dyn MetaStore>,
     pub auth: Arc<dyn AuthStore>,
+    pub events: Arc<dyn EventStore>,
+    /// Garbage collection, retention, upload expiry and their leases.
+    pub maintenance: Arc<dyn MaintenanceStore>,
+}
+
+impl Stores {
+    fn of<S: MetaStore + AuthStore + EventStore + MaintenanceStore>(store: S) -> Stores {
+        let store = Arc::new(store);
+        Stores { meta: store.clone(), auth: store.clone(), events: store.clone(), maintenance: store }
+    }
 }
 
 /// Opens the metadata store; with `migrate`, applies pending migrations first.
@@ -36,8 +46,7 @@ pub async fn open_meta(config: &Config, migrate: bool) -> Result<Stores, Backend
         if migrate {
             store.migrate().await.map_err(|e| BackendError::Database(e.to_string()))?;
         }
-        let store = Arc::new(store);
-        return Ok(Stores { meta: store.clone(), auth: store });
+        return Ok(Stores::of(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let settings = PostgresSettings {
@@ -49,8 +58,7 @@ pub async fn open_meta(config: &Config, migrate: bool) -> Result<Stores, Backend
         if migrate {
             store.migrate().await.map_err(|e| BackendError::Database(e.to_string()))?;
         }
-        let store = Arc::new(store);
-        return Ok(Stores { meta: store.clone(), auth: store });
+        return Ok(Stores::of(store));
     }
     let scheme = url.split(':').next().unwrap_or_default();
     Err(BackendError::Database(format!(

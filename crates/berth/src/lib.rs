@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod app;
 pub mod backends;
 pub mod health;
+pub mod maintenance;
+pub mod scheduler;
 pub mod telemetry;
 
 pub use app::{App, run};

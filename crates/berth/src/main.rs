@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth::accounts;
+use berth::{accounts, maintenance};
 use berth_config::Config;
 use clap::{Parser, Subcommand};
 
@@ -54,6 +54,17 @@ enum Command {
     /// Manage repositories (visibility).
     #[command(subcommand)]
     Repo(accounts::RepoCommand),
+    /// Collect garbage now: untagged manifests no index references, unreferenced
+    /// repository links, blobs no repository links, and orphan storage objects.
+    ///
+    /// Safe while the server runs (pushes in progress are never undercut), and
+    /// never beside another collection: if the server's schedule or another
+    /// `berth gc` is running, this waits for it (or, with --no-wait, exits with
+    /// status 3). Prints what it freed, per kind; progress on a terminal.
+    Gc(maintenance::GcArgs),
+    /// Retention rules ([[retention.rules]]): show them, or apply them now.
+    #[command(subcommand)]
+    Retention(maintenance::RetentionCommand),
     /// Probe a running server's /livez (for container health checks); exit 0 if alive.
     Health {
         /// Base URL to probe (default: http://127.0.0.1:<port of `listen`>).
@@ -94,6 +105,11 @@ async fn main() -> ExitCode {
         Command::Org(c) => accounts::org(&config, c).await,
         Command::Token(c) => accounts::token(&config, c).await,
         Command::Repo(c) => accounts::repo(&config, c).await,
+        Command::Gc(args) => match maintenance::gc(&config, args).await {
+            Ok(Some(maintenance::Busy)) => return ExitCode::from(3),
+            other => other.map(|_| ()),
+        },
+        Command::Retention(c) => maintenance::retention(&config, c).await,
         Command::Health { url } => berth::health::probe(&config, url.as_deref()),
         Command::Config => {
             println!("{}", serde_json::to_string_pretty(&config.to_masked_json()).unwrap_or_default());

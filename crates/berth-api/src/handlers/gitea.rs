@@ -328,7 +328,7 @@ pub async fn delete(State(state): State<AppState>, req: Request) -> Response {
         if !may(&state, &who, &repo, Actions::of(&[berth_auth::Action::Delete])).await? {
             return Err(forbidden());
         }
-        state.registry().delete_package_version(&repo, &version).await?;
+        state.registry().delete_package_version(&repo, &version, who.user_name()).await?;
         tracing::info!(target: "audit", event = "package_version_delete", user = who.user_name().unwrap_or("-"), repository = %repo, version = %version);
         Ok(StatusCode::NO_CONTENT.into_response())
     }

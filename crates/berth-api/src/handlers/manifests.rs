@@ -133,7 +133,7 @@ pub async fn delete(
         }
         ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
     };
-    state.registry().delete_manifest(name, &reference).await?;
+    state.registry().delete_manifest_as(name, &reference, who.user_name()).await?;
     tracing::info!(target: "audit", event = "manifest_delete", user = who.user_name().unwrap_or("-"), repository = %name, reference = %reference);
     respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
 }

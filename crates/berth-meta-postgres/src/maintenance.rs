@@ -1,0 +1,402 @@
+//! Garbage collection, retention, upload expiry and leases.
+//!
+//! Each collector write that decides on a read follows one pattern, at READ
+//! COMMITTED: lock the row to be changed (`SELECT ... FOR UPDATE`), then
+//! re-check the conditions and write in a *new* statement. Every concurrent
+//! writer that could invalidate the decision locks the same row first:
+//!
+//! - a manifest push takes a lock on the manifest row it re-pushes or tags
+//!   (the `ON CONFLICT DO UPDATE` of `manifests::insert_manifest`, the
+//!   foreign-key check of a tag), and a checked index push locks its
+//!   children `FOR KEY SHARE`;
+//! - a checked manifest push locks the repository links it relies on
+//!   `FOR KEY SHARE` (`manifests::reference_problems`);
+//! - a link or an upload's completion updates the blob row first
+//!   (`blobs::link`), and a reservation upserts it (`blobs::reserve`).
+//!
+//! So the writer either committed before the lock was granted, and the
+//! re-checking statement (with its fresh snapshot) sees what it wrote, or it
+//! waits until the collector commits and then finds the row gone or marked
+//! `deleting`, and fails cleanly.
+
+use berth_meta::Result;
+use berth_meta::maintenance::{
+    BlobUsage, GcBlob, GcLink, GcManifest, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord,
+};
+use berth_oci::{Digest, RepositoryName, Tag};
+use sqlx::PgPool;
+
+use crate::Tx;
+use crate::error::{StoreResult, db_err, from_sql_int, parse_digest, to_sql_int};
+
+// --- leases -----------------------------------------------------------------
+
+/// One conditional upsert: Postgres locks a conflicting row and evaluates
+/// the `WHERE` against its latest version, so two replicas racing for an
+/// expired lease cannot both take it.
+pub(crate) async fn acquire_lease(
+    pool: &PgPool,
+    name: &str,
+    holder: &str,
+    now: i64,
+    ttl_ms: i64,
+) -> StoreResult<LeaseOutcome> {
+    let taken: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+         WHERE leases.expires_at <= $4 OR leases.holder = excluded.holder \
+         RETURNING 1",
+    )
+    .bind(name)
+    .bind(holder)
+    .bind(now.saturating_add(ttl_ms))
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    if taken.is_some() {
+        return Ok(LeaseOutcome::Acquired);
+    }
+    let held: Option<(String, i64)> =
+        sqlx::query_as("SELECT holder, expires_at FROM leases WHERE name = $1").bind(name).fetch_optional(pool).await?;
+    // Released between the two statements: report it as just expiring.
+    let (holder, expires_at) = held.unwrap_or_default();
+    Ok(LeaseOutcome::Held { holder, expires_at })
+}
+
+pub(crate) async fn renew_lease(pool: &PgPool, name: &str, holder: &str, now: i64, ttl_ms: i64) -> StoreResult<bool> {
+    let result = sqlx::query("UPDATE leases SET expires_at = $1 WHERE name = $2 AND holder = $3 AND expires_at <> 0")
+        .bind(now.saturating_add(ttl_ms))
+        .bind(name)
+        .bind(holder)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub(crate) async fn release_lease(
+    pool: &PgPool,
+    name: &str,
+    holder: &str,
+    finished_at: Option<i64>,
+) -> StoreResult<bool> {
+    let result = sqlx::query(
+        "UPDATE leases SET expires_at = 0, last_run_at = COALESCE($1, last_run_at) WHERE name = $2 AND holder = $3",
+    )
+    .bind(finished_at)
+    .bind(name)
+    .bind(holder)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub(crate) async fn get_lease(pool: &PgPool, name: &str) -> Result<Option<LeaseRecord>> {
+    let row: Option<(String, i64, Option<i64>)> =
+        sqlx::query_as("SELECT holder, expires_at, last_run_at FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err)?;
+    Ok(row.map(|(holder, expires_at, last_run_at)| LeaseRecord { holder, expires_at, last_run_at }))
+}
+
+// --- garbage collection: reads ------------------------------------------------------
+
+/// One REPEATABLE READ, READ ONLY transaction, so the three lists agree.
+pub(crate) async fn repository_graph(pool: &PgPool, repo: &RepositoryName) -> Result<RepositoryGraph> {
+    let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(db_err)?;
+    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+        .bind(repo.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let Some(id) = id else { return Ok(RepositoryGraph::default()) };
+    let manifests: Vec<(String, i64, i64, bool, Option<String>)> = sqlx::query_as(
+        "SELECT m.digest, m.size, m.created_at, \
+                EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest), \
+                m.subject \
+         FROM manifests m WHERE m.repository_id = $1",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    let references: Vec<(String, String)> =
+        sqlx::query_as("SELECT manifest_digest, target_digest FROM manifest_references WHERE repository_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+    let links: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT rb.digest, b.size, rb.linked_at FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+         WHERE rb.repository_id = $1",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    tx.rollback().await.map_err(db_err)?;
+    Ok(RepositoryGraph {
+        manifests: manifests
+            .into_iter()
+            .map(|(digest, size, created_at, tagged, subject)| {
+                Ok(GcManifest {
+                    digest: parse_digest(&digest)?,
+                    size: from_sql_int(size, "manifest size")?,
+                    created_at,
+                    tagged,
+                    subject: subject.as_deref().map(parse_digest).transpose()?,
+                })
+            })
+            .collect::<Result<_>>()?,
+        references: references
+            .into_iter()
+            .map(|(m, t)| Ok((parse_digest(&m)?, parse_digest(&t)?)))
+            .collect::<Result<_>>()?,
+        links: links
+            .into_iter()
+            .map(|(digest, size, linked_at)| {
+                Ok(GcLink { digest: parse_digest(&digest)?, size: from_sql_int(size, "blob size")?, linked_at })
+            })
+            .collect::<Result<_>>()?,
+    })
+}
+
+fn gc_blobs(rows: Vec<(String, i64)>) -> Result<Vec<GcBlob>> {
+    rows.into_iter()
+        .map(|(d, s)| Ok(GcBlob { digest: parse_digest(&d)?, size: from_sql_int(s, "blob size")? }))
+        .collect()
+}
+
+pub(crate) async fn unlinked_blobs(
+    pool: &PgPool,
+    cutoff: i64,
+    after: Option<&Digest>,
+    limit: u32,
+) -> Result<Vec<GcBlob>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT b.digest, b.size FROM blobs b \
+         WHERE b.state = 'live' AND b.last_linked < $1 AND b.digest > $2 \
+           AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest) \
+         ORDER BY b.digest LIMIT $3",
+    )
+    .bind(cutoff)
+    .bind(after.map_or("", Digest::as_str))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    gc_blobs(rows)
+}
+
+pub(crate) async fn deleting_blobs(pool: &PgPool, marked_before: i64, limit: u32) -> Result<Vec<GcBlob>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT digest, size FROM blobs WHERE state = 'deleting' AND COALESCE(marked_at, 0) < $1 \
+         ORDER BY digest LIMIT $2",
+    )
+    .bind(marked_before)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    gc_blobs(rows)
+}
+
+fn as_strs(digests: &[Digest]) -> Vec<&str> {
+    digests.iter().map(Digest::as_str).collect()
+}
+
+pub(crate) async fn blob_usage(pool: &PgPool, digests: &[Digest]) -> Result<Vec<BlobUsage>> {
+    let rows: Vec<(String, i64, i64, i64, bool)> = sqlx::query_as(
+        "SELECT b.digest, b.size, b.last_linked, \
+                (SELECT count(*) FROM repository_blobs rb WHERE rb.digest = b.digest), b.state = 'deleting' \
+         FROM blobs b WHERE b.digest = ANY ($1::text[])",
+    )
+    .bind(as_strs(digests))
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.into_iter()
+        .map(|(digest, size, last_linked, links, deleting)| {
+            Ok(BlobUsage {
+                digest: parse_digest(&digest)?,
+                size: from_sql_int(size, "blob size")?,
+                last_linked,
+                links: from_sql_int(links, "link count")?,
+                deleting,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn known_blobs(pool: &PgPool, digests: &[Digest]) -> Result<Vec<Digest>> {
+    let rows: Vec<String> = sqlx::query_scalar("SELECT digest FROM blobs WHERE digest = ANY ($1::text[])")
+        .bind(as_strs(digests))
+        .fetch_all(pool)
+        .await
+        .map_err(db_err)?;
+    rows.iter().map(|d| parse_digest(d)).collect()
+}
+
+// --- garbage collection: writes that lock, then re-check --------------------------
+
+pub(crate) async fn delete_manifest(
+    tx: &mut Tx,
+    repo: &RepositoryName,
+    digest: &Digest,
+    cutoff: i64,
+) -> StoreResult<Option<u64>> {
+    let repository_id: Option<i64> = sqlx::query_scalar(
+        "SELECT m.repository_id FROM repositories r JOIN manifests m ON m.repository_id = r.id \
+         WHERE r.name = $1 AND m.digest = $2 FOR UPDATE OF m",
+    )
+    .bind(repo.as_str())
+    .bind(digest.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(repository_id) = repository_id else { return Ok(None) };
+    let size: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM manifests m WHERE m.repository_id = $1 AND m.digest = $2 AND m.created_at < $3 \
+           AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest) \
+           AND NOT EXISTS (SELECT 1 FROM manifest_references r \
+                           WHERE r.repository_id = m.repository_id AND r.target_digest = m.digest) \
+           AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repository_id = m.repository_id AND s.digest = m.subject) \
+         RETURNING m.size",
+    )
+    .bind(repository_id)
+    .bind(digest.as_str())
+    .bind(cutoff)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(size.map(|s| from_sql_int(s, "manifest size")).transpose()?)
+}
+
+pub(crate) async fn unlink_blob(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, cutoff: i64) -> StoreResult<bool> {
+    let repository_id: Option<i64> = sqlx::query_scalar(
+        "SELECT rb.repository_id FROM repositories r JOIN repository_blobs rb ON rb.repository_id = r.id \
+         WHERE r.name = $1 AND rb.digest = $2 FOR UPDATE OF rb",
+    )
+    .bind(repo.as_str())
+    .bind(digest.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(repository_id) = repository_id else { return Ok(false) };
+    let result = sqlx::query(
+        "DELETE FROM repository_blobs rb WHERE rb.repository_id = $1 AND rb.digest = $2 AND rb.linked_at < $3 \
+           AND NOT EXISTS (SELECT 1 FROM manifest_references r \
+                           WHERE r.repository_id = rb.repository_id AND r.target_digest = rb.digest)",
+    )
+    .bind(repository_id)
+    .bind(digest.as_str())
+    .bind(cutoff)
+    .execute(&mut **tx)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub(crate) async fn mark_blob(tx: &mut Tx, digest: &Digest, cutoff: i64) -> StoreResult<Option<u64>> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM blobs WHERE digest = $1 FOR UPDATE")
+        .bind(digest.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let size: Option<i64> = sqlx::query_scalar(
+        "UPDATE blobs SET state = 'deleting', marked_at = $3 \
+         WHERE digest = $1 AND state = 'live' AND last_linked < $2 \
+           AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = $1) \
+         RETURNING size",
+    )
+    .bind(digest.as_str())
+    .bind(cutoff)
+    .bind(crate::now_ms())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(size.map(|s| from_sql_int(s, "blob size")).transpose()?)
+}
+
+/// A concurrent reservation of the same digest either inserted first (this
+/// insert then waits for it and does nothing) or waits for this row and then
+/// finds it `deleting`.
+pub(crate) async fn mark_orphan(pool: &PgPool, digest: &Digest, size: u64, now: i64) -> StoreResult<bool> {
+    let result = sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at, last_linked, state, marked_at) \
+         VALUES ($1, $2, $3, $3, 'deleting', $3) \
+         ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest.as_str())
+    .bind(to_sql_int(size, "blob size")?)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+pub(crate) async fn forget_blob(pool: &PgPool, digest: &Digest) -> StoreResult<bool> {
+    let result = sqlx::query("DELETE FROM blobs WHERE digest = $1 AND state = 'deleting'")
+        .bind(digest.as_str())
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+// --- retention ----------------------------------------------------------------------------
+
+pub(crate) async fn repository_tags(pool: &PgPool, repo: &RepositoryName) -> Result<Vec<TagRecord>> {
+    let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
+        "SELECT t.name, t.digest, t.updated_at, \
+                EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository_id = t.repository_id \
+                        AND r.target_digest = t.digest AND r.kind = 'manifest') \
+         FROM repositories rp JOIN tags t ON t.repository_id = rp.id WHERE rp.name = $1",
+    )
+    .bind(repo.as_str())
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?;
+    rows.into_iter()
+        .map(|(name, digest, updated_at, in_index)| {
+            Ok(TagRecord {
+                name: Tag::parse(&name)
+                    .map_err(|e| berth_meta::MetaError::Backend(format!("stored tag {name:?}: {e}")))?,
+                digest: parse_digest(&digest)?,
+                updated_at,
+                in_index,
+            })
+        })
+        .collect()
+}
+
+/// A push that moves the tag meanwhile changes `digest` or `updated_at`;
+/// the `WHERE` is re-checked against the row it left, so the tag stays.
+pub(crate) async fn delete_tag_if_unchanged(
+    pool: &PgPool,
+    repo: &RepositoryName,
+    tag: &Tag,
+    digest: &Digest,
+    updated_at: i64,
+) -> StoreResult<bool> {
+    let result = sqlx::query(
+        "DELETE FROM tags WHERE repository_id = (SELECT id FROM repositories WHERE name = $1) \
+         AND name = $2 AND digest = $3 AND updated_at = $4",
+    )
+    .bind(repo.as_str())
+    .bind(tag.as_str())
+    .bind(digest.as_str())
+    .bind(updated_at)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+// --- upload expiry --------------------------------------------------------------------------
+
+/// An append in flight updates the row; the `WHERE` is re-checked against it.
+pub(crate) async fn expire_upload(pool: &PgPool, id: &str, before: i64) -> StoreResult<bool> {
+    let result = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
+        .bind(id)
+        .bind(before)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
