@@ -40,7 +40,7 @@ use berth_meta::auth::{AccessFacts, Membership, NewToken, OrgRole, OwnerKind, Ow
 use berth_meta::maintenance::{BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord};
 use berth_meta::{
     AuthStore, MaintenanceStore, ManifestRecord, ManifestRef, MetaStore, NewManifest, PackageVersionRecord, Referrer,
-    Result, TagGuard, UploadProgress, UploadSession,
+    Result, StoreStats, TagGuard, UploadProgress, UploadSession,
 };
 use berth_oci::{Digest, RepositoryName, Tag};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -152,6 +152,19 @@ impl MetaStore for PostgresMetaStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db_err)?;
         Ok(())
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests), \
+                    (SELECT COUNT(*) FROM blobs), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs), \
+                    (SELECT COUNT(*) FROM uploads)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let n = |i: usize| -> Result<u64> { Ok(sqlx::Row::try_get::<i64, _>(&row, i).map_err(db_err)?.max(0) as u64) };
+        Ok(StoreStats { repositories: n(0)?, manifests: n(1)?, blobs: n(2)?, blob_bytes: n(3)?, uploads: n(4)? })
     }
 
     async fn list_repositories(&self, after: Option<&str>, limit: Option<u32>) -> Result<Vec<String>> {

@@ -2,7 +2,7 @@
 
 use berth_meta::Result;
 use berth_oci::{Digest, RepositoryName};
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::error::{db_err, from_sql_int, to_sql_int};
 use crate::{Tx, repositories};
@@ -66,7 +66,12 @@ pub(crate) enum LinkCondition<'a> {
 /// `last_linked` time; returns the row's token, or `None` if garbage
 /// collection is deleting the blob. One statement on the writer, so it is
 /// ordered before or after any collector transaction as a whole.
-pub(crate) async fn reserve(writer: &SqlitePool, digest: &Digest, size: u64, now: i64) -> Result<Option<String>> {
+pub(crate) async fn reserve(
+    writer: &mut SqliteConnection,
+    digest: &Digest,
+    size: u64,
+    now: i64,
+) -> Result<Option<String>> {
     sqlx::query_scalar(
         "INSERT INTO blobs (digest, size, created_at, last_linked, state, token) \
          VALUES (?1, ?2, ?3, ?3, 'live', lower(hex(randomblob(16)))) \
@@ -77,7 +82,7 @@ pub(crate) async fn reserve(writer: &SqlitePool, digest: &Digest, size: u64, now
     .bind(digest.as_str())
     .bind(to_sql_int(size, "blob size")?)
     .bind(now)
-    .fetch_optional(writer)
+    .fetch_optional(&mut *writer)
     .await
     .map_err(db_err)
 }

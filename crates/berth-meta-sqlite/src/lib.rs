@@ -31,9 +31,10 @@ use async_trait::async_trait;
 use berth_meta::maintenance::{BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord};
 use berth_meta::{
     MaintenanceStore, ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer,
-    Result, TagGuard, UploadProgress, UploadSession,
+    Result, StoreStats, TagGuard, UploadProgress, UploadSession,
 };
 use berth_oci::{Digest, RepositoryName, Tag};
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::db_err;
@@ -173,6 +174,25 @@ impl SqliteMetaStore {
         Ok(true)
     }
 
+    /// Runs a single-statement write that need not survive a power loss on
+    /// its own: upload progress and blob reservations. With
+    /// `synchronous=NORMAL` its commit is not fsynced; the next ordinary
+    /// (FULL) commit fsyncs the write-ahead log and with it this write. Lost
+    /// to a crash, such a write costs nothing but a retry: an upload resumes
+    /// from earlier progress or answers BLOB_UPLOAD_UNKNOWN, and bytes
+    /// committed under a lost reservation are orphans for the collector.
+    async fn relaxed<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.acquire().await.map_err(db_err)?;
+        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await.map_err(db_err)?;
+        let result = op(&mut conn).await;
+        if let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
+            // Never hand a relaxed connection to a durable write.
+            conn.close_on_drop();
+            return Err(db_err(e));
+        }
+        result
+    }
+
     /// Starts a write transaction on the single writer connection.
     /// IMMEDIATE takes the write lock up front, so a transaction that reads
     /// before it writes cannot fail half-way on a lock upgrade.
@@ -220,6 +240,19 @@ impl MetaStore for SqliteMetaStore {
         Ok(())
     }
 
+    async fn stats(&self) -> Result<StoreStats> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests), \
+                    (SELECT COUNT(*) FROM blobs), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs), \
+                    (SELECT COUNT(*) FROM uploads)",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db_err)?;
+        let n = |i: usize| -> Result<u64> { Ok(sqlx::Row::try_get::<i64, _>(&row, i).map_err(db_err)?.max(0) as u64) };
+        Ok(StoreStats { repositories: n(0)?, manifests: n(1)?, blobs: n(2)?, blob_bytes: n(3)?, uploads: n(4)? })
+    }
+
     async fn list_repositories(&self, after: Option<&str>, limit: Option<u32>) -> Result<Vec<String>> {
         repositories::list(&self.reader, after, limit).await
     }
@@ -241,7 +274,7 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<Option<String>> {
-        blobs::reserve(&self.writer, digest, size, now_ms()).await
+        self.relaxed(async |c| blobs::reserve(c, digest, size, now_ms()).await).await
     }
 
     async fn link_reserved_blob(&self, repo: &RepositoryName, digest: &Digest, reservation: &str) -> Result<bool> {
@@ -257,7 +290,7 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn create_upload(&self, upload: &UploadSession) -> Result<()> {
-        uploads::create(&self.writer, upload).await
+        self.relaxed(async |c| uploads::create(c, upload).await).await
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>> {
@@ -265,7 +298,7 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn update_upload(&self, id: &str, expected_offset: u64, progress: &UploadProgress) -> Result<bool> {
-        uploads::update(&self.writer, id, expected_offset, progress).await
+        self.relaxed(async |c| uploads::update(c, id, expected_offset, progress).await).await
     }
 
     async fn delete_upload(&self, id: &str) -> Result<bool> {

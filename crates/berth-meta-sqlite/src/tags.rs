@@ -91,22 +91,22 @@ pub(crate) async fn list(
         // The query below could not tell "no rows wanted" from "no repository".
         return Ok(repositories::exists(pool, repo).await?.then(Vec::new));
     }
-    // One query answers both questions: the LEFT JOIN yields a single row
-    // with a NULL name when the repository exists but has no (further) tags,
-    // and no row at all when it does not exist. Tag names are never empty.
-    let names: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT t.name FROM repositories r \
-         LEFT JOIN tags t ON t.repository_id = r.id AND t.name > ? \
-         WHERE r.name = ? ORDER BY t.name LIMIT ?",
+    // One query, one row: no row when the repository does not exist, else
+    // the page of names as a JSON array. A single row matters: sqlx hands
+    // every row across threads, which dominated listing a thousand tags.
+    let page: Option<String> = sqlx::query_scalar(
+        "SELECT (SELECT json_group_array(name ORDER BY name) FROM \
+                   (SELECT t.name FROM tags t WHERE t.repository_id = r.id AND t.name > ? ORDER BY t.name LIMIT ?)) \
+         FROM repositories r WHERE r.name = ?",
     )
     .bind(after.unwrap_or(""))
-    .bind(repo.as_str())
     .bind(sql_limit(limit))
-    .fetch_all(pool)
+    .bind(repo.as_str())
+    .fetch_optional(pool)
     .await
     .map_err(db_err)?;
-    if names.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(names.into_iter().flatten().collect()))
+    page.map(|json| {
+        serde_json::from_str::<Vec<String>>(&json).map_err(|e| MetaError::Backend(format!("tag list: {e}")))
+    })
+    .transpose()
 }

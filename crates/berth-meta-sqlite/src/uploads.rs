@@ -6,7 +6,7 @@
 
 use berth_meta::{MetaError, Result, UploadProgress, UploadSession};
 use berth_oci::{Algorithm, Digest};
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::error::{db_err, from_sql_int, parse_repository, to_sql_int};
 use crate::{Tx, blobs};
@@ -49,7 +49,7 @@ impl UploadRow {
     }
 }
 
-pub(crate) async fn create(writer: &SqlitePool, upload: &UploadSession) -> Result<()> {
+pub(crate) async fn create(writer: &mut SqliteConnection, upload: &UploadSession) -> Result<()> {
     sqlx::query(concat!("INSERT INTO uploads (", upload_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
         .bind(&upload.id)
         .bind(upload.repository.as_str())
@@ -59,7 +59,7 @@ pub(crate) async fn create(writer: &SqlitePool, upload: &UploadSession) -> Resul
         .bind(&upload.progress.backend_state)
         .bind(upload.created_at)
         .bind(upload.progress.updated_at)
-        .execute(writer)
+        .execute(&mut *writer)
         .await
         .map_err(db_err)?;
     Ok(())
@@ -77,7 +77,7 @@ pub(crate) async fn get(pool: &SqlitePool, id: &str) -> Result<Option<UploadSess
 /// Compare-and-set on the offset: two appends racing on one session cannot
 /// both win, the loser sees `false` and re-reads the session.
 pub(crate) async fn update(
-    writer: &SqlitePool,
+    writer: &mut SqliteConnection,
     id: &str,
     expected_offset: u64,
     progress: &UploadProgress,
@@ -92,7 +92,7 @@ pub(crate) async fn update(
     .bind(progress.updated_at)
     .bind(id)
     .bind(to_sql_int(expected_offset, "upload offset")?)
-    .execute(writer)
+    .execute(&mut *writer)
     .await
     .map_err(db_err)?;
     Ok(result.rows_affected() > 0)

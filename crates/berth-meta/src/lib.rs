@@ -45,6 +45,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Cheap liveness query for `/readyz`.
     async fn ping(&self) -> Result<()>;
 
+    /// Counts for the metrics gauges (one query; called every few seconds).
+    async fn stats(&self) -> Result<StoreStats>;
+
     // --- repositories -------------------------------------------------
 
     /// Repository names in lexical order, strictly after `after`, at most `limit`.

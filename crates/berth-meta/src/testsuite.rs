@@ -125,6 +125,7 @@ macro_rules! meta_store_suite {
             concurrent_pushes_to_immutable_tag_one_wins,
             concurrent_pushes_of_one_manifest_all_succeed,
             package_versions_are_tags_and_untagged_manifests,
+            stats_count_what_is_stored,
         ], auth [
             users_and_orgs_share_one_namespace,
             concurrent_creates_of_one_name_one_wins,
@@ -1030,6 +1031,19 @@ pub async fn package_versions_are_tags_and_untagged_manifests(store: Arc<dyn Met
     let one = store.package_versions("acme", Some(&repo("acme/other/deep"))).await.expect("versions");
     assert_eq!(one.len(), 1);
     assert!(store.package_versions("nobody", None).await.expect("versions").is_empty());
+}
+
+pub async fn stats_count_what_is_stored(store: Arc<dyn MetaStore>) {
+    assert_eq!(store.stats().await.expect("stats"), crate::StoreStats::default());
+    let (config, layer) = (blob("config"), blob("layer"));
+    link(&*store, "acme/app", &config).await;
+    link(&*store, "acme/app", &layer).await;
+    link(&*store, "other/app", &layer).await;
+    put(&*store, "acme/app", &NewManifest { blobs: vec![config.clone(), layer.clone()], ..manifest("app") }).await;
+    store.create_upload(&upload("u1", "acme/app", T0)).await.expect("create upload");
+    let s = store.stats().await.expect("stats");
+    assert_eq!((s.repositories, s.manifests, s.blobs, s.uploads), (2, 1, 2, 1));
+    assert_eq!(s.blob_bytes, config.size + layer.size);
 }
 
 #[cfg(test)]

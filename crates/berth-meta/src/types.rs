@@ -89,3 +89,15 @@ pub struct Referrer {
     pub artifact_type: Option<String>,
     pub annotations: Option<String>,
 }
+
+/// Totals for the metrics gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    pub repositories: u64,
+    pub manifests: u64,
+    /// Blobs the blob store holds (by the database's account).
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// Open upload sessions.
+    pub uploads: u64,
+}

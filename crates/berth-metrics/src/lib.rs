@@ -81,6 +81,10 @@ fn build() -> Metrics {
     let uploads_in_flight = gauge(&mut registry, "uploads_in_flight", "Open upload sessions");
     let auth_failures = Family::<KindLabels, Counter>::default();
     registry.register("auth_failures", "Failed authentications by credential kind", auth_failures.clone());
+    // Every series exists from the start, so dashboards and alerts see zeros.
+    for kind in ["password", "token", "bearer", "throttled"] {
+        let _ = auth_failures.get_or_create(&KindLabels { kind });
+    }
     let gc_runs = counter(&mut registry, "gc_runs", "Garbage collection runs");
     let gc_bytes_freed = counter(&mut registry, "gc_bytes_freed", "Bytes freed by garbage collection");
     let gc_blobs_deleted = counter(&mut registry, "gc_blobs_deleted", "Blobs deleted by garbage collection");
@@ -93,6 +97,9 @@ fn build() -> Metrics {
     let uploads_expired = counter(&mut registry, "uploads_expired", "Idle upload sessions purged");
     let webhook_deliveries = Family::<KindLabels, Counter>::default();
     registry.register("webhook_deliveries", "Webhook delivery attempts by outcome", webhook_deliveries.clone());
+    for kind in ["delivered", "failed", "abandoned"] {
+        let _ = webhook_deliveries.get_or_create(&KindLabels { kind });
+    }
     Metrics {
         registry,
         requests,

@@ -114,6 +114,20 @@ impl Registry {
         Ok(())
     }
 
+    /// Refreshes the store gauges of `/metrics` (repositories, manifests,
+    /// blobs, bytes stored, open uploads).
+    pub async fn record_stats(&self) -> Result<()> {
+        let s = self.inner.meta.stats().await?;
+        let m = berth_metrics::metrics();
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        m.repositories.set(gauge(s.repositories));
+        m.manifests_stored.set(gauge(s.manifests));
+        m.blobs_stored.set(gauge(s.blobs));
+        m.storage_bytes.set(gauge(s.blob_bytes));
+        m.uploads_in_flight.set(gauge(s.uploads));
+        Ok(())
+    }
+
     /// Repository names, for the catalog.
     pub async fn list_repositories(&self, after: Option<&str>, limit: Option<u32>) -> Result<Vec<String>> {
         Ok(self.inner.meta.list_repositories(after, limit).await?)

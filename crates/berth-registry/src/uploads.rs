@@ -162,23 +162,35 @@ impl Registry {
         body: ByteStream,
         expected: Option<u64>,
     ) -> Result<UploadProgress> {
+        let progress = self.append(session, body, expected).await?;
+        self.save(session, &progress).await?;
+        Ok(progress)
+    }
+
+    /// Appends `body` to the session's data (made durable by the store) and
+    /// returns the new progress, not yet recorded.
+    async fn append(&self, session: &UploadSession, body: ByteStream, expected: Option<u64>) -> Result<UploadProgress> {
         let before = &session.progress;
         let hasher = Hasher::restore(session.algorithm, &before.hash_state).ok_or(RegistryError::UploadUnknown)?;
         let (cursor, hasher) =
             self.inner.blobs.upload_append(&session.id, &cursor_of(before), limit_body(body, expected), hasher).await?;
         check_length(expected, cursor.offset - before.offset)?;
         berth_metrics::metrics().bytes_pushed.inc_by(cursor.offset - before.offset);
-        let progress = UploadProgress {
+        Ok(UploadProgress {
             offset: cursor.offset,
             hash_state: hasher.save(),
             backend_state: cursor.state,
             updated_at: now_ms(),
-        };
-        if !self.inner.meta.update_upload(&session.id, before.offset, &progress).await? {
+        })
+    }
+
+    /// Records `progress` if the session still stands where it did.
+    async fn save(&self, session: &UploadSession, progress: &UploadProgress) -> Result<()> {
+        if !self.inner.meta.update_upload(&session.id, session.progress.offset, progress).await? {
             // Another process moved or finished the session meanwhile.
             return Err(RegistryError::UploadUnknown);
         }
-        Ok(progress)
+        Ok(())
     }
 
     /// Finishes an upload (PUT `?digest=`), with an optional last chunk.
@@ -190,17 +202,20 @@ impl Registry {
         last_chunk: Option<(ByteStream, ChunkInfo)>,
     ) -> Result<u64> {
         let _guard = self.inner.upload_locks.lock(id).await;
-        let mut session = self.session(repo, id).await?;
-        if let Some((body, chunk)) = last_chunk {
-            let expected = chunk.expected_len()?;
-            check_chunk_start(&chunk, session.progress.offset)?;
-            session.progress = self.append_and_save(&session, body, expected).await?;
-        }
-        let cursor = cursor_of(&session.progress);
+        let session = self.session(repo, id).await?;
+        // A last chunk is not recorded as progress when the upload completes
+        // with it (the session ends anyway): one database write fewer.
+        let (progress, appended) = match last_chunk {
+            Some((body, chunk)) => {
+                let expected = chunk.expected_len()?;
+                check_chunk_start(&chunk, session.progress.offset)?;
+                (self.append(&session, body, expected).await?, true)
+            }
+            None => (session.progress.clone(), false),
+        };
+        let cursor = cursor_of(&progress);
         let computed = if digest.algorithm() == session.algorithm {
-            Hasher::restore(session.algorithm, &session.progress.hash_state)
-                .ok_or(RegistryError::UploadUnknown)?
-                .finish()
+            Hasher::restore(session.algorithm, &progress.hash_state).ok_or(RegistryError::UploadUnknown)?.finish()
         } else {
             // The client chose another algorithm than the session hashed with.
             let mut data = self.inner.blobs.upload_read(id, &cursor).await?;
@@ -210,7 +225,13 @@ impl Registry {
             }
             h.finish()
         };
-        verify(digest, computed)?;
+        if let Err(e) = verify(digest, computed) {
+            // Keep what arrived, so a retry with the right digest can finish.
+            if appended {
+                self.save(&session, &progress).await?;
+            }
+            return Err(e);
+        }
         let reservation = self.reserve_blob(digest, cursor.offset).await?;
         self.inner.blobs.upload_commit(id, &cursor, digest).await?;
         self.inner.meta.complete_upload(id, digest, &reservation).await?;

@@ -101,6 +101,16 @@ impl App {
             },
             _ => None,
         };
+        // Store gauges for /metrics, refreshed in the background.
+        let registry = self.registry.clone();
+        let gauges = tokio::spawn(async move {
+            loop {
+                if let Err(e) = registry.record_stats().await {
+                    tracing::debug!(error = %e, "cannot refresh store gauges");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+            }
+        });
         // Every replica drains the webhook queue (claims keep them apart).
         let deliverer = self.registry.webhooks().map(|w| tokio::spawn(w.deliverer().run(std::future::pending())));
         // Every replica runs the schedule; leases keep each job to one runner.
@@ -111,6 +121,7 @@ impl App {
         for job in jobs {
             let _ = job.await;
         }
+        gauges.abort();
         for task in [metrics, deliverer].into_iter().flatten() {
             task.abort();
         }

@@ -1,0 +1,65 @@
+//! The scraped `/metrics` output carries every metric operators are told about.
+
+mod common;
+
+use berth_oci::Digest;
+use berth_testkit::fixtures::{blob, image_manifest};
+use common::{BerthProcess, client};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_contains_the_documented_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = BerthProcess::start(dir.path(), &[]);
+    let c = client();
+    // Some traffic: a push, a pull, a failed login.
+    let (cfg, layer) = (b"{}".to_vec(), blob(9, 4096));
+    for b in [&cfg, &layer] {
+        let url = p.url(&format!("/v2/m/app/blobs/uploads/?digest={}", Digest::sha256_of(b)));
+        assert_eq!(c.post(url).body(b.clone()).send().await.unwrap().status(), 201);
+    }
+    let manifest = image_manifest(&cfg, &[&layer]);
+    let r = c
+        .put(p.url("/v2/m/app/manifests/v1"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let got = c.get(p.url(&format!("/v2/m/app/blobs/{}", Digest::sha256_of(&layer)))).send().await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().len(), 4096);
+    let _ = c.post(p.url("/v2/m/app/blobs/uploads/")).send().await.unwrap();
+
+    let text = c.get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "berth_http_requests_total",
+        "berth_http_request_duration_seconds_bucket",
+        "berth_blob_bytes_pushed_total",
+        "berth_blob_bytes_pulled_total",
+        "berth_blobs_stored",
+        "berth_manifests_stored",
+        "berth_repositories",
+        "berth_storage_bytes",
+        "berth_uploads_in_flight",
+        "berth_auth_failures_total",
+        "berth_gc_runs_total",
+        "berth_gc_bytes_freed_total",
+        "berth_gc_duration_seconds_bucket",
+        "berth_retention_deletions_total",
+        "berth_uploads_expired_total",
+    ] {
+        assert!(text.contains(name), "{name} is missing from /metrics:\n{text}");
+    }
+    assert!(text.contains(r#"route="manifest",method="PUT",status="201""#), "{text}");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample for {name}"))
+    };
+    assert!(value("berth_blob_bytes_pushed_total") >= 4098.0);
+    assert!(value("berth_blob_bytes_pulled_total") >= 4096.0);
+    // The store gauges are refreshed at start-up and then periodically.
+    assert!(value("berth_repositories") <= 1.0);
+}
