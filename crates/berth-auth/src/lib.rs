@@ -130,7 +130,8 @@ impl AuthService {
             limiter: FailureLimiter::new(settings.failed_login_limit, settings.lockout_max),
             passwords: Arc::new(VerifiedCache::new(Duration::from_secs(60))),
             argon2_slots: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4),
+                // Half the cores: logins must not starve the registry's own work.
+                (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).clamp(1, 4),
             )),
             settings,
         })

@@ -135,7 +135,7 @@ impl SqliteMetaStore {
                 // query_only turns a write sent to the wrong pool into an error
                 // instead of a lock upgrade that could deadlock with the writer.
                 let reader = SqlitePoolOptions::new()
-                    .max_connections(settings.max_connections.max(1))
+                    .max_connections(reader_count(settings.max_connections))
                     .acquire_timeout(settings.acquire_timeout)
                     // A small page cache per reader: the OS page cache already
                     // holds the file, and sixteen private 2 MiB caches add up.
@@ -199,6 +199,13 @@ impl SqliteMetaStore {
     async fn begin_write(&self) -> Result<Tx> {
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
     }
+}
+
+/// Readers beyond a couple per core only add memory (each has its own
+/// page cache and worker thread): SQLite reads are CPU-bound.
+fn reader_count(configured: u32) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    configured.clamp(1, (2 * cores).max(4))
 }
 
 enum Location {

@@ -203,15 +203,16 @@ impl Registry {
     ) -> Result<u64> {
         let _guard = self.inner.upload_locks.lock(id).await;
         let session = self.session(repo, id).await?;
-        // A last chunk is not recorded as progress when the upload completes
-        // with it (the session ends anyway): one database write fewer.
-        let (progress, appended) = match last_chunk {
+        // The last chunk's progress is recorded before the commit: if the
+        // process dies after moving the data but before the database says
+        // so, the session then honestly reports where the data went.
+        let progress = match last_chunk {
             Some((body, chunk)) => {
                 let expected = chunk.expected_len()?;
                 check_chunk_start(&chunk, session.progress.offset)?;
-                (self.append(&session, body, expected).await?, true)
+                self.append_and_save(&session, body, expected).await?
             }
-            None => (session.progress.clone(), false),
+            None => session.progress.clone(),
         };
         let cursor = cursor_of(&progress);
         let computed = if digest.algorithm() == session.algorithm {
@@ -225,13 +226,7 @@ impl Registry {
             }
             h.finish()
         };
-        if let Err(e) = verify(digest, computed) {
-            // Keep what arrived, so a retry with the right digest can finish.
-            if appended {
-                self.save(&session, &progress).await?;
-            }
-            return Err(e);
-        }
+        verify(digest, computed)?;
         let reservation = self.reserve_blob(digest, cursor.offset).await?;
         self.inner.blobs.upload_commit(id, &cursor, digest).await?;
         self.inner.meta.complete_upload(id, digest, &reservation).await?;

@@ -87,8 +87,37 @@ fn load(cli: &Cli) -> Result<Config, String> {
     Config::load(cli.config.as_deref(), vars).map_err(|e| e.to_string())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// glibc keeps freed memory in per-thread arenas, and after the first large
+/// free it raises its mmap threshold so later large blocks (argon2's 19 MiB
+/// working area, 4 MiB manifests) come from those arenas too and stay
+/// resident. A fixed threshold hands every block of 1 MiB or more back to the
+/// kernel when freed, and two arenas are plenty for two cores' worth of threads.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters; called first thing
+    // in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
+fn main() -> ExitCode {
+    tune_allocator();
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("berth: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let config = match load(&cli) {
         Ok(c) => c,
