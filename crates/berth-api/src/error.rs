@@ -134,6 +134,12 @@ impl From<RegistryError> for ApiError {
                 tracing::error!(error = %m, "dependency unavailable");
                 ApiError::new(C::Unavailable)
             }
+            RegistryError::StorageFull(m) => {
+                tracing::error!(error = %m, "blob storage is full");
+                ApiError::new(C::Unknown)
+                    .with_status(StatusCode::INSUFFICIENT_STORAGE)
+                    .message("the registry's blob storage is full; this request stored nothing, retry later")
+            }
             RegistryError::Internal(m) => ApiError::internal("internal error", m),
         }
     }
@@ -156,5 +162,24 @@ impl IntoResponse for ApiError {
         h.insert(CONTENT_LENGTH, HeaderValue::from(len));
         h.extend(headers);
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_with_a_plain_message() {
+        for kind in [std::io::ErrorKind::StorageFull, std::io::ErrorKind::QuotaExceeded] {
+            let e: RegistryError = berth_blob::BlobError::Io(std::io::Error::from(kind)).into();
+            let api = ApiError::from(e);
+            assert_eq!(api.status(), StatusCode::INSUFFICIENT_STORAGE);
+            assert_eq!(api.code(), ErrorCode::Unknown);
+            assert!(api.0.message.as_deref().unwrap_or_default().contains("storage is full"));
+        }
+        // Other I/O failures stay internal errors.
+        let e: RegistryError = berth_blob::BlobError::Io(std::io::Error::other("boom")).into();
+        assert_eq!(ApiError::from(e).status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

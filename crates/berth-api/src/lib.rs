@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_auth::AuthService;
-use berth_registry::Registry;
+use berth_registry::{Maintenance, Registry};
 
 pub use routes::router;
 
@@ -28,6 +28,8 @@ pub struct AppState {
 
 pub struct StateInner {
     pub registry: Registry,
+    /// The maintenance jobs over the same stores (the admin API's retention rules).
+    pub maintenance: Maintenance,
     pub settings: ApiSettings,
     /// `None` when authentication is disabled (`auth.enabled = false`).
     pub auth: Option<Arc<AuthService>>,
@@ -64,9 +66,11 @@ impl Default for ApiSettings {
 }
 
 impl AppState {
-    pub fn new(registry: Registry, mut settings: ApiSettings, auth: Option<Arc<AuthService>>) -> Self {
+    /// `maintenance` carries the registry the handlers serve.
+    pub fn new(maintenance: Maintenance, mut settings: ApiSettings, auth: Option<Arc<AuthService>>) -> Self {
         settings.public_url = settings.public_url.trim_end_matches('/').to_owned();
-        AppState { inner: Arc::new(StateInner { registry, settings, auth }) }
+        let registry = maintenance.registry().clone();
+        AppState { inner: Arc::new(StateInner { registry, maintenance, settings, auth }) }
     }
 
     pub fn auth(&self) -> Option<&Arc<AuthService>> {
@@ -75,6 +79,10 @@ impl AppState {
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    pub fn maintenance(&self) -> &Maintenance {
+        &self.inner.maintenance
     }
 
     pub fn settings(&self) -> &ApiSettings {

@@ -27,6 +27,7 @@ pub fn route_kind(path: &str) -> &'static str {
         "/livez" | "/readyz" => "health",
         "/metrics" => "metrics",
         p if p.starts_with("/api/v1/packages") => "packages",
+        p if p.starts_with("/api/v1/admin/") => "admin",
         _ => "other",
     }
 }
@@ -58,6 +59,7 @@ mod tests {
         assert_eq!(route_kind("/v2/a/manifests/latest"), "manifest");
         assert_eq!(route_kind("/v2/a/tags/list"), "tags");
         assert_eq!(route_kind("/api/v1/packages/admin"), "packages");
+        assert_eq!(route_kind("/api/v1/admin/retention/rules/7"), "admin");
         assert_eq!(route_kind("/nope"), "other");
     }
 }

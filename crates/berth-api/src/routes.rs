@@ -22,6 +22,9 @@
 //! | `/metrics`                                 | GET           | `metrics::serve`              |
 //! | `/api/v1/packages/<owner>`                 | GET           | `handlers::gitea::list`       |
 //! | `/api/v1/packages/<owner>/container/<name>/<version>` | GET, DELETE | `handlers::gitea::{get,delete}` |
+//! | `/api/v1/admin/retention/rules`            | GET, POST     | `handlers::retention::{list,add}` |
+//! | `/api/v1/admin/retention/rules/<id>`       | DELETE        | `handlers::retention::remove` |
+//! | `/api/v1/admin/retention/preview`          | GET           | `handlers::retention::preview` |
 //!
 //! Before a `/v2/<name>/...` handler runs, [`Endpoint::need`] says what the
 //! request does to which repository and `auth::require` checks it.
@@ -32,7 +35,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get};
 use berth_auth::{Action, Actions, Principal};
 use berth_oci::{Digest, DigestError, Reference, ReferenceError, RepositoryName};
 use http::{HeaderValue, Method};
@@ -48,7 +51,7 @@ use tracing::{Level, Span};
 use crate::AppState;
 use crate::auth::{Caller, Need, require};
 use crate::error::ApiError;
-use crate::handlers::{base, blobs, catalog, gitea, health, manifests, referrers, tags, token, uploads};
+use crate::handlers::{base, blobs, catalog, gitea, health, manifests, referrers, retention, tags, token, uploads};
 use crate::headers::{API_VERSION, X_REQUEST_ID};
 
 /// A parsed `/v2/<name>/...` path.
@@ -169,6 +172,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/token", get(token::get).post(token::post))
         .route("/api/v1/packages/{owner}", get(gitea::list))
         .route("/api/v1/packages/{owner}/container/{*rest}", get(gitea::get).delete(gitea::delete))
+        .route("/api/v1/admin/retention/rules", get(retention::list).post(retention::add))
+        .route("/api/v1/admin/retention/rules/{id}", delete(retention::remove))
+        .route("/api/v1/admin/retention/preview", get(retention::preview))
         .route("/v2/{*rest}", any(dispatch))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))

@@ -127,7 +127,8 @@ pub struct TokenRequest {
     pub name: String,
 }
 
-/// Creates a token for `user`; returns its id and the secret (shown once, never stored).
+/// Creates a token for `user`; returns its id and the secret (shown once,
+/// never stored: the row holds its argon2id hash and a short lookup key).
 pub async fn create_token(store: &dyn AuthStore, user: &str, req: &TokenRequest) -> Result<(i64, String)> {
     let Some(owner) = store.get_user(user).await? else { return Err(AdminError::NotFound(format!("user {user:?}"))) };
     if req.scopes.is_empty() {
@@ -148,7 +149,8 @@ pub async fn create_token(store: &dyn AuthStore, user: &str, req: &TokenRequest)
     let token = NewToken {
         user_id: owner.id,
         name: req.name.clone(),
-        secret_hash: secrets::token_hash(&secret),
+        lookup_key: secrets::token_lookup_key(&secret),
+        secret_hash: secrets::hash_token(&secret).map_err(AdminError::Invalid)?,
         scopes: req.scopes.clone(),
         repositories: req.repositories.clone(),
         expires_at: req.expires_in.map(|d| now + d.as_millis() as i64),

@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::auth::{TokenRecord, UserRecord};
+use berth_meta::auth::{TokenCandidate, TokenRecord, UserRecord};
 use berth_meta::{AuthStore, MetaError};
 use berth_oci::RepositoryName;
 
@@ -31,7 +31,7 @@ pub use access::{Action, Actions, Scope};
 pub use jwt::{AccessEntry, Claims, IssuedToken, JwtKeys};
 
 use crate::limiter::FailureLimiter;
-use crate::secrets::VerifiedCache;
+use crate::secrets::{Subject, VerifiedCache};
 
 /// Settings taken from `[auth]`.
 #[derive(Debug, Clone)]
@@ -104,8 +104,10 @@ pub struct AuthService {
     keys: JwtKeys,
     settings: AuthSettings,
     limiter: FailureLimiter,
-    passwords: Arc<VerifiedCache>,
-    /// Bounds concurrent argon2 checks (each takes ~19 MiB and a core).
+    /// Recent successful argon2 checks of passwords and token secrets.
+    verified: Arc<VerifiedCache>,
+    /// Bounds concurrent argon2 checks, of passwords and token secrets
+    /// alike (each takes ~19 MiB and a core).
     argon2_slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -128,7 +130,7 @@ impl AuthService {
             store,
             keys,
             limiter: FailureLimiter::new(settings.failed_login_limit, settings.lockout_max),
-            passwords: Arc::new(VerifiedCache::new(Duration::from_secs(60))),
+            verified: Arc::new(VerifiedCache::new(Duration::from_secs(60))),
             argon2_slots: Arc::new(tokio::sync::Semaphore::new(
                 // Half the cores: logins must not starve the registry's own work.
                 (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).clamp(1, 4),
@@ -200,51 +202,72 @@ impl AuthService {
         }
     }
 
+    /// A token login: one indexed query by the secret's lookup key, then
+    /// for each row carrying that key (several only if keys collide) that
+    /// is usable right now, an argon2 check of the secret against the row's
+    /// verifier. Revocation, expiry and a disabled user are read from the
+    /// row on every request, before and independently of the verified-cache,
+    /// so they take effect at once; the cache only spares argon2 when this
+    /// secret matched this row within the last minute.
+    ///
+    /// An unknown token costs no argon2 check (unlike an unknown user name,
+    /// which gets the decoy hash): timing can at most reveal whether some
+    /// row carries the presented secret's lookup key, which an attacker
+    /// could only exploit by guessing 64 random bits, and even then 192
+    /// bits of the secret remain. A decoy would only let well-formed garbage
+    /// tokens buy argon2 work. Failed token logins are throttled per address.
     async fn login_token(&self, secret: &str) -> Result<Option<Principal>> {
-        let hash = secrets::token_hash(secret);
-        let Some((token, user)) = self.store.token_by_secret_hash(&hash).await? else { return Ok(None) };
+        let key = secrets::token_lookup_key(secret);
         let now = now_ms();
-        if !token_usable(&token, now) || user.disabled {
-            return Ok(None);
-        }
-        if token.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MS) {
-            // Best effort: failing to record use must not fail the request.
-            if let Err(e) = self.store.touch_token(token.id, now).await {
-                tracing::warn!(error = %e, "could not record token use");
+        for candidate in self.store.tokens_by_lookup_key(&key).await? {
+            let TokenCandidate { token, user, secret_hash } = candidate;
+            if !token_usable(&token, now) || user.disabled {
+                continue;
             }
+            if !self.verify_blocking(Subject::Token(token.id), secret_hash, secret).await? {
+                continue;
+            }
+            if token.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MS) {
+                // Best effort: failing to record use must not fail the request.
+                if let Err(e) = self.store.touch_token(token.id, now).await {
+                    tracing::warn!(error = %e, "could not record token use");
+                }
+            }
+            return Ok(Some(Principal::User { user: Box::new(user), token: Some(Box::new(token)) }));
         }
-        Ok(Some(Principal::User { user: Box::new(user), token: Some(Box::new(token)) }))
+        Ok(None)
     }
 
     async fn login_password(&self, name: &str, password: &str) -> Result<Option<Principal>> {
         let user = self.store.get_user(name).await?;
         let ok = match &user {
             Some(u) if !u.disabled => match &u.password_hash {
-                Some(h) => self.verify_blocking(u.id, h.clone(), password).await?,
+                Some(h) => self.verify_blocking(Subject::Password(u.id), h.clone(), password).await?,
                 None => false,
             },
             _ => {
                 // Same work as a real check, so timing does not reveal which names exist.
-                self.verify_blocking(-1, DECOY_HASH.to_owned(), password).await?;
+                self.verify_blocking(Subject::Password(-1), DECOY_HASH.to_owned(), password).await?;
                 false
             }
         };
         Ok(if ok { user.map(|user| Principal::User { user: Box::new(user), token: None }) } else { None })
     }
 
-    /// argon2 takes tens of milliseconds and ~19 MiB: recent successes are
+    /// Checks a password or token secret against its argon2 hash. argon2
+    /// takes tens of milliseconds and ~19 MiB: recent successes are
     /// answered from the cache inline; otherwise at most a few checks run at
     /// once (per core), off the async workers. A caller that waited for a
     /// slot re-checks the cache, so a burst of identical logins costs one check.
-    async fn verify_blocking(&self, user_id: i64, hash: String, password: &str) -> Result<bool> {
-        if self.passwords.recently_verified(user_id, &hash, password) {
+    async fn verify_blocking(&self, subject: Subject, hash: String, secret: &str) -> Result<bool> {
+        if self.verified.recently_verified(subject, &hash, secret) {
             return Ok(true);
         }
         let _slot = self.argon2_slots.acquire().await.map_err(|e| AuthError::Internal(e.to_string()))?;
-        let (cache, password) = (self.passwords.clone(), password.to_owned());
-        tokio::task::spawn_blocking(move || cache.verify(user_id, &hash, &password))
+        let (cache, secret) = (self.verified.clone(), secret.to_owned());
+        tokio::task::spawn_blocking(move || cache.verify(subject, &hash, &secret))
             .await
-            .map_err(|e| AuthError::Internal(format!("password check failed: {e}")))
+            .map_err(|e| AuthError::Internal(format!("argon2 check failed: {e}")))
     }
 
     /// What `principal` may do to `repo`, at most `wanted` (checked without
@@ -292,6 +315,21 @@ impl AuthService {
             },
         };
         Ok((Some(user), token))
+    }
+
+    /// Whether `principal` may administer the whole registry (the
+    /// `/api/v1/admin/...` endpoints), doing `wanted` (`PULL` to read,
+    /// `READ_WRITE` to change): an enabled site admin, by password, or by a
+    /// personal access token whose scopes cover `wanted` and that is not
+    /// limited to some repositories (such a token never acts on the whole
+    /// site). Bearer JWTs from `/v2/token` grant repository access only, so
+    /// they never do. The user record was read when the request authenticated.
+    pub fn is_site_admin(&self, principal: &Principal, wanted: Actions) -> bool {
+        let Principal::User { user, token } = principal else { return false };
+        if !user.is_admin || user.disabled {
+            return false;
+        }
+        token.as_deref().is_none_or(|t| t.repositories.is_empty() && policy::scope_actions(&t.scopes).covers(wanted))
     }
 
     /// The token endpoint's grant for `scopes`.

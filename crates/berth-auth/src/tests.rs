@@ -154,3 +154,190 @@ async fn failed_logins_back_off() {
         "per user too"
     );
 }
+
+#[tokio::test]
+async fn only_enabled_site_admins_administer_the_site() {
+    let f = fixture().await;
+    let s: &dyn AuthStore = f.store.as_ref();
+    admin::create_user(s, "root", Some("pw"), true).await.unwrap();
+    admin::create_user(s, "alice", Some("pw"), false).await.unwrap();
+    let (read, write) = (Actions::PULL, Actions::READ_WRITE);
+    let root = f.auth.authenticate(basic("root", "pw"), None).await.unwrap();
+    assert!(f.auth.is_site_admin(&root, read) && f.auth.is_site_admin(&root, write));
+    let alice = f.auth.authenticate(basic("alice", "pw"), None).await.unwrap();
+    assert!(!f.auth.is_site_admin(&alice, read));
+    assert!(!f.auth.is_site_admin(&Principal::Anonymous, read));
+
+    // Tokens: the scope must cover the request, and no repository limit.
+    let token = |scopes: &[&str], repositories: &[&str]| TokenRequest {
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        repositories: repositories.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let (_, reader) = admin::create_token(s, "root", &token(&["read:package"], &[])).await.unwrap();
+    let reader = f.auth.authenticate(Credentials::Bearer(&reader), None).await.unwrap();
+    assert!(f.auth.is_site_admin(&reader, read) && !f.auth.is_site_admin(&reader, write));
+    let (_, writer) = admin::create_token(s, "root", &token(&["write:package"], &[])).await.unwrap();
+    let writer = f.auth.authenticate(Credentials::Bearer(&writer), None).await.unwrap();
+    assert!(f.auth.is_site_admin(&writer, write));
+    let (_, narrow) = admin::create_token(s, "root", &token(&["write:package"], &["acme/*"])).await.unwrap();
+    let narrow = f.auth.authenticate(Credentials::Bearer(&narrow), None).await.unwrap();
+    assert!(!f.auth.is_site_admin(&narrow, read), "a token limited to some repositories");
+
+    // A bearer JWT grants repository access only.
+    let issued = f.auth.issue_token(&root, &Scope::parse_all("repository:acme/app:pull")).await.unwrap();
+    let jwt = f.auth.authenticate(Credentials::Bearer(&issued.token), None).await.unwrap();
+    assert!(!f.auth.is_site_admin(&jwt, read));
+
+    // Disabled admins authenticate no more.
+    admin::set_disabled(s, "root", true).await.unwrap();
+    assert!(f.auth.authenticate(basic("root", "pw"), None).await.is_err());
+}
+
+/// The store's row for a token: its argon2id verifier and lookup key.
+async fn stored_token(f: &Fixture, secret: &str) -> berth_meta::auth::TokenCandidate {
+    let mut found = f.store.tokens_by_lookup_key(&secrets::token_lookup_key(secret)).await.unwrap();
+    assert_eq!(found.len(), 1);
+    found.remove(0)
+}
+
+#[tokio::test]
+async fn tokens_are_stored_as_argon2id_and_verified_against_it() {
+    let f = fixture().await;
+    let s: &dyn AuthStore = f.store.as_ref();
+    admin::create_user(s, "alice", None, false).await.unwrap();
+    let req = TokenRequest { scopes: vec!["read:package".into()], ..Default::default() };
+    let (id, secret) = admin::create_token(s, "alice", &req).await.unwrap();
+    assert!(secrets::looks_like_token(&secret));
+
+    // The row holds an argon2id PHC string (random salt) and an 8-byte key; never the secret.
+    let row = stored_token(&f, &secret).await;
+    assert_eq!(row.token.id, id);
+    assert!(row.secret_hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", row.secret_hash);
+    assert!(secrets::verify_password(&secret, &row.secret_hash));
+    assert!(!row.secret_hash.contains(&secret[secrets::TOKEN_PREFIX.len()..]));
+    let (_, again) = admin::create_token(s, "alice", &req).await.unwrap();
+    assert_ne!(stored_token(&f, &again).await.secret_hash, row.secret_hash);
+
+    // Right secret: in, and the use is recorded.
+    let p = f.auth.authenticate(Credentials::Bearer(&secret), None).await.unwrap();
+    assert_eq!(p.user_name(), Some("alice"));
+    assert!(s.get_token(id).await.unwrap().unwrap().last_used_at.is_some(), "last use recorded");
+    // Token as the Basic user name (Gitea style), and the /v2/token flow.
+    assert!(f.auth.authenticate(basic(&secret, ""), None).await.is_ok());
+    let p = f.auth.authenticate(basic("alice", &secret), None).await.unwrap();
+    let issued = f.auth.issue_token(&p, &Scope::parse_all("repository:alice/app:pull")).await.unwrap();
+    assert_eq!(f.auth.keys().verify(&issued.token).unwrap().pat, Some(id));
+
+    // Wrong secrets of the right shape: out. One differs in its last
+    // character (same prefix, different lookup key); none is cached as valid.
+    let mut wrong = secret.clone();
+    let last = if wrong.ends_with('A') { "B" } else { "A" };
+    wrong.replace_range(wrong.len() - 1.., last);
+    for bad in [wrong.as_str(), &secrets::new_token_secret().unwrap()] {
+        let r = f.auth.authenticate(Credentials::Bearer(bad), None).await;
+        assert!(matches!(r, Err(AuthError::InvalidCredentials)), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn revocation_expiry_and_disabling_beat_the_verified_cache() {
+    let f = fixture().await;
+    let s: &dyn AuthStore = f.store.as_ref();
+    admin::create_user(s, "alice", None, false).await.unwrap();
+    let req = TokenRequest { scopes: vec!["read:package".into()], ..Default::default() };
+    let (id, secret) = admin::create_token(s, "alice", &req).await.unwrap();
+
+    // A successful login fills the cache: the next one needs no argon2.
+    f.auth.authenticate(Credentials::Bearer(&secret), None).await.unwrap();
+    let row = stored_token(&f, &secret).await;
+    assert!(f.auth.verified.recently_verified(secrets::Subject::Token(id), &row.secret_hash, &secret));
+    f.auth.authenticate(basic("alice", &secret), None).await.unwrap();
+
+    // Revoked: refused at once, although the cache still vouches for the secret.
+    admin::revoke_token(s, id).await.unwrap();
+    assert!(f.auth.verified.recently_verified(secrets::Subject::Token(id), &row.secret_hash, &secret));
+    let r = f.auth.authenticate(basic("alice", &secret), None).await;
+    assert!(matches!(r, Err(AuthError::InvalidCredentials)), "revoked: {r:?}");
+    assert!(f.auth.authenticate(Credentials::Bearer(&secret), None).await.is_err(), "revoked");
+
+    // Expired: the same, while cached.
+    let short = TokenRequest { expires_in: Some(Duration::from_secs(1)), ..req.clone() };
+    let (_, expiring) = admin::create_token(s, "alice", &short).await.unwrap();
+    f.auth.authenticate(Credentials::Bearer(&expiring), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(f.auth.authenticate(Credentials::Bearer(&expiring), None).await.is_err(), "expired");
+
+    // A disabled user's cached token: refused; enabled again: accepted.
+    let (_, other) = admin::create_token(s, "alice", &req).await.unwrap();
+    f.auth.authenticate(Credentials::Bearer(&other), None).await.unwrap();
+    admin::set_disabled(s, "alice", true).await.unwrap();
+    assert!(f.auth.authenticate(Credentials::Bearer(&other), None).await.is_err(), "disabled");
+    admin::set_disabled(s, "alice", false).await.unwrap();
+    assert!(f.auth.authenticate(Credentials::Bearer(&other), None).await.is_ok());
+}
+
+#[tokio::test]
+async fn colliding_lookup_keys_are_each_verified() {
+    use berth_meta::auth::NewToken;
+    let f = fixture().await;
+    let s: &dyn AuthStore = f.store.as_ref();
+    admin::create_user(s, "mallory", None, true).await.unwrap();
+    admin::create_user(s, "alice", None, false).await.unwrap();
+    let mallory = s.get_user("mallory").await.unwrap().unwrap();
+    let secret = secrets::new_token_secret().unwrap();
+    // Rows carrying the key of alice's secret, created before hers: a
+    // usable one with another secret's verifier (a collision), and a revoked
+    // one with the right verifier.
+    let row = |name: &str, hash: String| NewToken {
+        user_id: mallory.id,
+        name: name.into(),
+        lookup_key: secrets::token_lookup_key(&secret),
+        secret_hash: hash,
+        scopes: vec!["write:package".into()],
+        repositories: Vec::new(),
+        expires_at: None,
+        created_at: 0,
+    };
+    s.create_token(&row("collision", secrets::hash_token("bpat_other").unwrap())).await.unwrap();
+    let revoked = s.create_token(&row("revoked", secrets::hash_token(&secret).unwrap())).await.unwrap();
+    s.revoke_token(revoked, 1).await.unwrap();
+    assert!(f.auth.authenticate(Credentials::Bearer(&secret), None).await.is_err(), "no usable match yet");
+
+    let alice = s.get_user("alice").await.unwrap().unwrap();
+    let mine = NewToken {
+        user_id: alice.id,
+        name: "mine".into(),
+        secret_hash: secrets::hash_token(&secret).unwrap(),
+        scopes: vec!["read:package".into()],
+        ..row("", String::new())
+    };
+    let id = s.create_token(&mine).await.unwrap();
+    let Principal::User { user, token } = f.auth.authenticate(Credentials::Bearer(&secret), None).await.unwrap() else {
+        panic!("a user")
+    };
+    assert_eq!((user.name.as_str(), token.map(|t| t.id)), ("alice", Some(id)));
+}
+
+#[tokio::test]
+async fn rows_without_an_argon2_verifier_match_nothing() {
+    // What migration 0006 leaves of older tokens: an empty key and verifier.
+    use berth_meta::auth::NewToken;
+    let f = fixture().await;
+    let s: &dyn AuthStore = f.store.as_ref();
+    admin::create_user(s, "alice", None, false).await.unwrap();
+    let alice = s.get_user("alice").await.unwrap().unwrap();
+    let secret = secrets::new_token_secret().unwrap();
+    let old = NewToken {
+        user_id: alice.id,
+        name: "old".into(),
+        lookup_key: secrets::token_lookup_key(&secret),
+        secret_hash: String::new(),
+        scopes: vec!["read:package".into()],
+        repositories: Vec::new(),
+        expires_at: None,
+        created_at: 0,
+    };
+    s.create_token(&old).await.unwrap();
+    assert!(f.auth.authenticate(Credentials::Bearer(&secret), None).await.is_err());
+}

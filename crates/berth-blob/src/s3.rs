@@ -7,7 +7,7 @@
 //! uploads/<id>/tail-<offset>                       bytes of a session not yet a part
 //! ```
 //! An upload session maps onto one S3 multipart upload. Each PATCH streams
-//! into parts of `part_size` (one part buffered, one in flight: bounded
+//! into parts of `part_size` (one part filling, one in flight: bounded
 //! memory, never the blob). Bytes left over at the end of a request that do
 //! not fill a part (S3 parts must be at least 5 MiB, except the last) are
 //! stored as a small tail object, named by the offset it starts at, and
@@ -27,13 +27,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, Hasher};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::{BlobBody, BlobError, BlobRead, BlobStore, ByteRange, ByteStream, Result, StoredBlob, UploadCursor};
@@ -60,6 +60,8 @@ pub struct S3Settings {
     pub part_size: usize,
     /// Answer blob GETs with a redirect to a URL presigned for this long.
     pub redirect: Option<Duration>,
+    /// A request fails (and is retried) after this long without a byte moving.
+    pub read_timeout: Duration,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -115,7 +117,15 @@ impl S3BlobStore {
         // provider (ring, as elsewhere in Berth; aws-lc is not built).
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Credentials may come from AWS_* variables; explicit settings win.
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(&s.bucket).with_allow_http(s.allow_http);
+        // object_store caps whole requests at 30 s by default, which cuts a
+        // multi-GiB GET or a slow CompleteMultipartUpload short: detect
+        // stalls instead. (Client options first: they replace allow_http.)
+        let client =
+            ClientOptions::new().with_timeout_disabled().with_read_timeout(s.read_timeout.max(Duration::from_secs(1)));
+        let mut b = AmazonS3Builder::from_env()
+            .with_client_options(client)
+            .with_bucket_name(&s.bucket)
+            .with_allow_http(s.allow_http);
         if !s.region.is_empty() {
             b = b.with_region(&s.region);
         }
@@ -312,12 +322,10 @@ impl BlobStore for S3BlobStore {
         Self::check_id(id)?;
         let mut state = parse_state(cursor)?;
         let data_key = self.data_key(id);
-        // Incoming chunks are kept as they arrive (no copying into one big
-        // buffer) until they add up to a part.
-        let mut buf = PartBuffer::default();
+        let mut buf = PartBuffer::new(self.part_size);
         if state.tail > 0 {
             // Already hashed when it arrived; only its bytes are needed.
-            buf.push(self.read_all(&self.tail_key(id, cursor.offset - state.tail), state.tail).await?);
+            buf.push(&self.read_all(&self.tail_key(id, cursor.offset - state.tail), state.tail).await?);
         }
         let mut received = 0u64;
         // One part uploading while the next one fills.
@@ -334,9 +342,9 @@ impl BlobStore for S3BlobStore {
             };
             hasher.update(&chunk);
             received += chunk.len() as u64;
-            buf.push(chunk);
-            while buf.len >= self.part_size {
-                let part = buf.take(self.part_size);
+            buf.push(&chunk);
+            drop(chunk);
+            while let Some(part) = buf.pop_full() {
                 if let Some(prev) = in_flight.take() {
                     state.parts.push(join_part(prev).await?.content_id);
                 }
@@ -362,11 +370,10 @@ impl BlobStore for S3BlobStore {
             return Err(BlobError::Source(e));
         }
         let offset = cursor.offset + received;
-        state.tail = buf.len as u64;
+        state.tail = buf.rest_len() as u64;
         if state.tail > 0 {
             let key = self.tail_key(id, offset - state.tail);
-            let len = buf.len;
-            self.store.put(&key, buf.take(len)).await.map_err(backend_err)?;
+            self.store.put(&key, buf.take_rest()).await.map_err(backend_err)?;
         }
         let state = serde_json::to_string(&state).map_err(|e| BlobError::Backend(e.to_string()))?;
         Ok((UploadCursor { offset, state }, hasher))
@@ -456,36 +463,48 @@ impl BlobStore for S3BlobStore {
     }
 }
 
-/// Chunks waiting to become a part, without copying them together.
-#[derive(Default)]
+/// Collects incoming bytes into parts of exactly `part_size`. Chunks are
+/// copied into one buffer per part: a memcpy costs far less than the part's
+/// upload, and it lets the HTTP layer reuse its read buffers at once, so an
+/// upload holds about two parts of memory (one filling, one in flight) and
+/// nothing else.
 struct PartBuffer {
-    chunks: std::collections::VecDeque<Bytes>,
-    len: usize,
+    part_size: usize,
+    filling: BytesMut,
+    full: std::collections::VecDeque<Bytes>,
 }
 
 impl PartBuffer {
-    fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks.push_back(chunk);
+    fn new(part_size: usize) -> Self {
+        PartBuffer { part_size, filling: BytesMut::new(), full: Default::default() }
+    }
+
+    fn push(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            if self.filling.capacity() == 0 {
+                self.filling = BytesMut::with_capacity(self.part_size);
+            }
+            let n = (self.part_size - self.filling.len()).min(chunk.len());
+            self.filling.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.filling.len() == self.part_size {
+                self.full.push_back(std::mem::take(&mut self.filling).freeze());
+            }
         }
     }
 
-    /// The first `n` bytes (`n <= len`), splitting a chunk if needed (zero-copy).
-    fn take(&mut self, n: usize) -> PutPayload {
-        let mut out = Vec::new();
-        let mut need = n;
-        while need > 0 {
-            let Some(mut c) = self.chunks.pop_front() else { break };
-            if c.len() > need {
-                let rest = c.split_off(need);
-                self.chunks.push_front(rest);
-            }
-            need -= c.len();
-            out.push(c);
-        }
-        self.len -= n - need;
-        out.into_iter().collect()
+    /// A completed part, if one is ready.
+    fn pop_full(&mut self) -> Option<PutPayload> {
+        self.full.pop_front().map(PutPayload::from)
+    }
+
+    /// Bytes received that do not fill a part.
+    fn rest_len(&self) -> usize {
+        self.filling.len()
+    }
+
+    fn take_rest(&mut self) -> PutPayload {
+        std::mem::take(&mut self.filling).freeze().into()
     }
 }
 

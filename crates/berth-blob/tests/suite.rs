@@ -44,6 +44,7 @@ fn s3_store() -> Option<Fixture> {
         allow_http: true,
         part_size: part,
         redirect: None,
+        read_timeout: std::time::Duration::from_secs(120),
     };
     Some(Fixture { store: Arc::new(S3BlobStore::open(&settings).unwrap()), _dir: None, part })
 }

@@ -182,6 +182,11 @@ pub struct S3Config {
     /// Answer blob downloads with a redirect to a presigned URL valid this long; `0s` streams through Berth.
     #[serde(with = "humantime_serde")]
     pub redirect_ttl: Duration,
+    /// A request to S3 fails (and is retried) when no byte moves for this
+    /// long. There is no cap on a whole request: a multi-GiB blob may take
+    /// minutes to stream, and completing a large multipart upload may too.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 impl Default for S3Config {
@@ -197,6 +202,7 @@ impl Default for S3Config {
             allow_http: false,
             part_size: 16 * 1024 * 1024,
             redirect_ttl: Duration::ZERO,
+            read_timeout: Duration::from_secs(120),
         }
     }
 }

@@ -12,7 +12,9 @@
 //! - revoking checks `revoked_at IS NULL` in its `WHERE`, which Postgres
 //!   re-evaluates against a concurrent revoker's row, so only one succeeds.
 
-use berth_meta::auth::{AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenRecord, UserRecord};
+use berth_meta::auth::{
+    AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord,
+};
 use berth_meta::{MetaError, Result};
 use berth_oci::RepositoryName;
 use sqlx::PgPool;
@@ -33,7 +35,7 @@ macro_rules! token_columns {
     };
 }
 
-/// Maps a unique violation (a name or secret hash already taken) to
+/// Maps a unique violation (a name already taken) to
 /// `Conflict`, naming what clashed; other errors stay to be classified.
 fn conflict(what: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     move |e| match &e {
@@ -109,6 +111,8 @@ struct TokenUserRow {
     is_admin: bool,
     disabled: bool,
     user_created_at: i64,
+    /// The token's argon2id PHC string.
+    secret_hash: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -404,14 +408,16 @@ pub(crate) async fn readable_repositories(
 
 // --- tokens ------------------------------------------------------------------------
 
-/// [`MetaError::Conflict`] if the secret hash is taken.
+/// Lookup keys need not be unique: nothing here conflicts.
 pub(crate) async fn create_token(pool: &PgPool, t: &NewToken) -> StoreResult<i64> {
     sqlx::query_scalar(
-        "INSERT INTO access_tokens (user_id, name, secret_hash, scopes, repositories, expires_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO access_tokens \
+         (user_id, name, lookup_key, secret_hash, scopes, repositories, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(t.user_id)
     .bind(&t.name)
+    .bind(&t.lookup_key)
     .bind(&t.secret_hash)
     .bind(t.scopes.join(","))
     .bind(t.repositories.join("\n"))
@@ -422,30 +428,35 @@ pub(crate) async fn create_token(pool: &PgPool, t: &NewToken) -> StoreResult<i64
     .map_err(conflict("token"))
 }
 
-/// A token (revoked or expired ones too: the caller judges) and its user.
-pub(crate) async fn token_by_secret_hash(pool: &PgPool, hash: &[u8]) -> Result<Option<(TokenRecord, UserRecord)>> {
-    let row: Option<TokenUserRow> = sqlx::query_as(concat!(
+/// The tokens with this lookup key (revoked or expired ones too: the caller
+/// judges), oldest first, each with its user and verifier.
+pub(crate) async fn tokens_by_lookup_key(pool: &PgPool, key: &[u8]) -> Result<Vec<TokenCandidate>> {
+    let rows: Vec<TokenUserRow> = sqlx::query_as(concat!(
         "SELECT ",
         token_columns!(),
-        ", o.name AS user_name, u.password_hash, u.is_admin, u.disabled, o.created_at AS user_created_at \
+        ", o.name AS user_name, u.password_hash, u.is_admin, u.disabled, o.created_at AS user_created_at, \
+         t.secret_hash \
          FROM access_tokens t JOIN owners o ON o.id = t.user_id JOIN users u ON u.owner_id = o.id \
-         WHERE t.secret_hash = $1"
+         WHERE t.lookup_key = $1 ORDER BY t.id"
     ))
-    .bind(hash)
-    .fetch_optional(pool)
+    .bind(key)
+    .fetch_all(pool)
     .await
     .map_err(db_err)?;
-    Ok(row.map(|r| {
-        let user = UserRecord {
-            id: r.token.user_id,
-            name: r.user_name,
-            password_hash: r.password_hash,
-            is_admin: r.is_admin,
-            disabled: r.disabled,
-            created_at: r.user_created_at,
-        };
-        (r.token.into(), user)
-    }))
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let user = UserRecord {
+                id: r.token.user_id,
+                name: r.user_name,
+                password_hash: r.password_hash,
+                is_admin: r.is_admin,
+                disabled: r.disabled,
+                created_at: r.user_created_at,
+            };
+            TokenCandidate { token: r.token.into(), user, secret_hash: r.secret_hash }
+        })
+        .collect())
 }
 
 pub(crate) async fn token(pool: &PgPool, id: i64) -> Result<Option<TokenRecord>> {

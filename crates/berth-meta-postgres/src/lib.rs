@@ -36,8 +36,12 @@ use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use berth_meta::auth::{AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenRecord, UserRecord};
-use berth_meta::maintenance::{BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord};
+use berth_meta::auth::{
+    AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord,
+};
+use berth_meta::maintenance::{
+    BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, NewRetentionRule, RepositoryGraph, RetentionRuleRecord, TagRecord,
+};
 use berth_meta::{
     AuthStore, MaintenanceStore, ManifestRecord, ManifestRef, MetaStore, NewManifest, PackageVersionRecord, Referrer,
     Result, StoreStats, TagGuard, UploadProgress, UploadSession,
@@ -390,6 +394,18 @@ impl MaintenanceStore for PostgresMetaStore {
         .await
     }
 
+    async fn list_retention_rules(&self) -> Result<Vec<RetentionRuleRecord>> {
+        maintenance::list_retention_rules(&self.pool).await
+    }
+
+    async fn add_retention_rule(&self, rule: &NewRetentionRule) -> Result<i64> {
+        retrying("add_retention_rule", move || maintenance::add_retention_rule(&self.pool, rule)).await
+    }
+
+    async fn remove_retention_rule(&self, id: i64) -> Result<bool> {
+        retrying("remove_retention_rule", move || maintenance::remove_retention_rule(&self.pool, id)).await
+    }
+
     async fn expire_upload(&self, id: &str, before: i64) -> Result<bool> {
         retrying("expire_upload", move || maintenance::expire_upload(&self.pool, id, before)).await
     }
@@ -469,8 +485,8 @@ impl AuthStore for PostgresMetaStore {
         retrying("create_token", move || auth::create_token(&self.pool, token)).await
     }
 
-    async fn token_by_secret_hash(&self, secret_hash: &[u8]) -> Result<Option<(TokenRecord, UserRecord)>> {
-        auth::token_by_secret_hash(&self.pool, secret_hash).await
+    async fn tokens_by_lookup_key(&self, lookup_key: &[u8]) -> Result<Vec<TokenCandidate>> {
+        auth::tokens_by_lookup_key(&self.pool, lookup_key).await
     }
 
     async fn get_token(&self, id: i64) -> Result<Option<TokenRecord>> {

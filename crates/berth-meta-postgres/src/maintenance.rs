@@ -21,7 +21,8 @@
 
 use berth_meta::Result;
 use berth_meta::maintenance::{
-    BlobUsage, GcBlob, GcLink, GcManifest, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord,
+    BlobUsage, GcBlob, GcLink, GcManifest, LeaseOutcome, LeaseRecord, NewRetentionRule, RepositoryGraph,
+    RetentionRuleRecord, RetentionRuleRow, TagRecord, globs_json,
 };
 use berth_oci::{Digest, RepositoryName, Tag};
 use sqlx::PgPool;
@@ -386,6 +387,40 @@ pub(crate) async fn delete_tag_if_unchanged(
     .bind(updated_at)
     .execute(pool)
     .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+// --- stored retention rules ------------------------------------------------------------------
+
+pub(crate) async fn list_retention_rules(pool: &PgPool) -> Result<Vec<RetentionRuleRecord>> {
+    let rows: Vec<RetentionRuleRow> =
+        sqlx::query_as("SELECT id, repositories, keep_last, keep_tags, remove_tags, remove_older_than, created_at, created_by FROM retention_rules ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .map_err(db_err)?;
+    rows.into_iter().map(RetentionRuleRecord::from_row).collect()
+}
+
+pub(crate) async fn add_retention_rule(pool: &PgPool, rule: &NewRetentionRule) -> StoreResult<i64> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO retention_rules \
+           (repositories, keep_last, keep_tags, remove_tags, remove_older_than, created_at, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(&rule.repositories)
+    .bind(rule.keep_last.map(i64::from))
+    .bind(globs_json(&rule.keep_tags)?)
+    .bind(globs_json(&rule.remove_tags)?)
+    .bind(rule.remove_older_than)
+    .bind(rule.created_at)
+    .bind(&rule.created_by)
+    .fetch_one(pool)
+    .await?;
+    Ok(id)
+}
+
+pub(crate) async fn remove_retention_rule(pool: &PgPool, id: i64) -> StoreResult<bool> {
+    let result = sqlx::query("DELETE FROM retention_rules WHERE id = $1").bind(id).execute(pool).await?;
     Ok(result.rows_affected() > 0)
 }
 

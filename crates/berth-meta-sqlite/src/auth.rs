@@ -1,7 +1,9 @@
 //! Accounts, tokens and visibility (`berth_meta::AuthStore`).
 
 use async_trait::async_trait;
-use berth_meta::auth::{AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenRecord, UserRecord};
+use berth_meta::auth::{
+    AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord,
+};
 use berth_meta::{AuthStore, MetaError, Result};
 use berth_oci::RepositoryName;
 use sqlx::Row;
@@ -282,11 +284,13 @@ impl SqliteMetaStore {
     pub(crate) async fn auth_create_token(&self, t: &NewToken) -> Result<i64> {
         let mut tx = self.begin_write().await?;
         let id = sqlx::query_scalar(
-            "INSERT INTO access_tokens (user_id, name, secret_hash, scopes, repositories, expires_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO access_tokens \
+             (user_id, name, lookup_key, secret_hash, scopes, repositories, expires_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(t.user_id)
         .bind(&t.name)
+        .bind(&t.lookup_key)
         .bind(&t.secret_hash)
         .bind(t.scopes.join(","))
         .bind(t.repositories.join("\n"))
@@ -299,14 +303,22 @@ impl SqliteMetaStore {
         Ok(id)
     }
 
-    pub(crate) async fn auth_token_by_hash(&self, hash: &[u8]) -> Result<Option<(TokenRecord, UserRecord)>> {
+    pub(crate) async fn auth_tokens_by_lookup_key(&self, key: &[u8]) -> Result<Vec<TokenCandidate>> {
         let sql = format!(
-            "SELECT {TOKEN_COLUMNS}, {USER_COLUMNS} FROM access_tokens t \
-             JOIN owners o ON o.id = t.user_id JOIN users u ON u.owner_id = o.id WHERE t.secret_hash = ?"
+            "SELECT {TOKEN_COLUMNS}, {USER_COLUMNS}, t.secret_hash FROM access_tokens t \
+             JOIN owners o ON o.id = t.user_id JOIN users u ON u.owner_id = o.id \
+             WHERE t.lookup_key = ? ORDER BY t.id"
         );
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.reader).await.map_err(db_err)?;
-        row.map(|r| Ok((token_from(&r)?, user_from(&r, 9)?))).transpose()
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(key).fetch_all(&self.reader).await.map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenCandidate {
+                    token: token_from(r)?,
+                    user: user_from(r, 9)?,
+                    secret_hash: r.try_get(15).map_err(db_err)?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn auth_token(&self, id: i64) -> Result<Option<TokenRecord>> {
@@ -418,8 +430,8 @@ impl AuthStore for SqliteMetaStore {
         self.auth_create_token(token).await
     }
 
-    async fn token_by_secret_hash(&self, secret_hash: &[u8]) -> Result<Option<(TokenRecord, UserRecord)>> {
-        self.auth_token_by_hash(secret_hash).await
+    async fn tokens_by_lookup_key(&self, lookup_key: &[u8]) -> Result<Vec<TokenCandidate>> {
+        self.auth_tokens_by_lookup_key(lookup_key).await
     }
 
     async fn get_token(&self, id: i64) -> Result<Option<TokenRecord>> {
@@ -436,5 +448,59 @@ impl AuthStore for SqliteMetaStore {
 
     async fn touch_token(&self, id: i64, now: i64) -> Result<()> {
         self.auth_token_update(id, now, false).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::{MIGRATOR, SqliteSettings};
+
+    /// Migration 6 (argon2 token verifiers) cannot convert tokens stored as
+    /// a SHA-256: it revokes them, keeping their ids and revocation times.
+    #[tokio::test]
+    async fn migration_6_revokes_tokens_stored_the_old_way() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            SqliteMetaStore::connect(&SqliteSettings::for_path(dir.path().join("b.db"))).await.expect("connect");
+        let before = sqlx::migrate::Migrator {
+            migrations: Cow::Owned(MIGRATOR.iter().filter(|m| m.version < 6).cloned().collect()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run(&store.writer).await.expect("migrations 1 to 5");
+        sqlx::raw_sql(
+            "INSERT INTO owners (id, name, kind, created_at) VALUES (1, 'alice', 'user', 0); \
+             INSERT INTO users (owner_id) VALUES (1); \
+             INSERT INTO access_tokens (id, user_id, name, secret_hash, scopes, repositories, revoked_at, created_at) \
+             VALUES (3, 1, 'old', X'0102', 'read:package', '', 5, 0), \
+                    (7, 1, 'live', X'0304', 'read:package', 'alice/*', NULL, 0);",
+        )
+        .execute(&store.writer)
+        .await
+        .expect("old tokens");
+
+        store.migrate().await.expect("migration 6");
+        let tokens = store.list_tokens("alice").await.expect("list");
+        let seen: Vec<_> = tokens.iter().map(|t| (t.id, t.name.as_str(), t.revoked_at.is_some())).collect();
+        assert_eq!(seen, vec![(3, "old", true), (7, "live", true)]);
+        assert_eq!(tokens[0].revoked_at, Some(5), "an earlier revocation stays");
+        assert_eq!(tokens[1].repositories, vec!["alice/*".to_owned()]);
+        let stale = store.tokens_by_lookup_key(&[]).await.expect("lookup");
+        assert!(stale.iter().all(|c| c.secret_hash.is_empty()), "no verifier: matches no secret");
+
+        // New tokens never reuse an old id.
+        let new = NewToken {
+            user_id: 1,
+            name: "new".into(),
+            lookup_key: vec![1; 8],
+            secret_hash: "$argon2id$...".into(),
+            scopes: vec!["read:package".into()],
+            repositories: Vec::new(),
+            expires_at: None,
+            created_at: 1,
+        };
+        assert!(store.create_token(&new).await.expect("create") > 7);
     }
 }

@@ -28,7 +28,9 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use berth_meta::maintenance::{BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord};
+use berth_meta::maintenance::{
+    BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, NewRetentionRule, RepositoryGraph, RetentionRuleRecord, TagRecord,
+};
 use berth_meta::{
     MaintenanceStore, ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer,
     Result, StoreStats, TagGuard, UploadProgress, UploadSession,
@@ -454,6 +456,18 @@ impl MaintenanceStore for SqliteMetaStore {
         updated_at: i64,
     ) -> Result<bool> {
         maintenance::delete_tag_if_unchanged(&self.writer, repo, tag, digest, updated_at).await
+    }
+
+    async fn list_retention_rules(&self) -> Result<Vec<RetentionRuleRecord>> {
+        maintenance::list_retention_rules(&self.reader).await
+    }
+
+    async fn add_retention_rule(&self, rule: &NewRetentionRule) -> Result<i64> {
+        maintenance::add_retention_rule(&self.writer, rule).await
+    }
+
+    async fn remove_retention_rule(&self, id: i64) -> Result<bool> {
+        maintenance::remove_retention_rule(&self.writer, id).await
     }
 
     async fn expire_upload(&self, id: &str, before: i64) -> Result<bool> {

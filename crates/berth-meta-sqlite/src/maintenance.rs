@@ -7,7 +7,8 @@
 //! wants the same rows runs wholly before or wholly after it.
 
 use berth_meta::maintenance::{
-    BlobUsage, GcBlob, GcLink, GcManifest, LeaseOutcome, LeaseRecord, RepositoryGraph, TagRecord,
+    BlobUsage, GcBlob, GcLink, GcManifest, LeaseOutcome, LeaseRecord, NewRetentionRule, RepositoryGraph,
+    RetentionRuleRecord, RetentionRuleRow, TagRecord, globs_json,
 };
 use berth_meta::{MetaError, Result};
 use berth_oci::{Digest, RepositoryName, Tag};
@@ -372,6 +373,41 @@ pub(crate) async fn delete_tag_if_unchanged(
     .execute(writer)
     .await
     .map_err(db_err)?;
+    Ok(result.rows_affected() > 0)
+}
+
+// --- stored retention rules ------------------------------------------------------------------
+
+pub(crate) async fn list_retention_rules(pool: &SqlitePool) -> Result<Vec<RetentionRuleRecord>> {
+    let rows: Vec<RetentionRuleRow> =
+        sqlx::query_as("SELECT id, repositories, keep_last, keep_tags, remove_tags, remove_older_than, created_at, created_by FROM retention_rules ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .map_err(db_err)?;
+    rows.into_iter().map(RetentionRuleRecord::from_row).collect()
+}
+
+pub(crate) async fn add_retention_rule(writer: &SqlitePool, rule: &NewRetentionRule) -> Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO retention_rules \
+           (repositories, keep_last, keep_tags, remove_tags, remove_older_than, created_at, created_by) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&rule.repositories)
+    .bind(rule.keep_last.map(i64::from))
+    .bind(globs_json(&rule.keep_tags)?)
+    .bind(globs_json(&rule.remove_tags)?)
+    .bind(rule.remove_older_than)
+    .bind(rule.created_at)
+    .bind(&rule.created_by)
+    .fetch_one(writer)
+    .await
+    .map_err(db_err)
+}
+
+pub(crate) async fn remove_retention_rule(writer: &SqlitePool, id: i64) -> Result<bool> {
+    let result =
+        sqlx::query("DELETE FROM retention_rules WHERE id = ?").bind(id).execute(writer).await.map_err(db_err)?;
     Ok(result.rows_affected() > 0)
 }
 

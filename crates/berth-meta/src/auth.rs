@@ -106,12 +106,25 @@ pub struct TokenRecord {
 pub struct NewToken {
     pub user_id: i64,
     pub name: String,
-    /// Hash of the secret (the secret itself is never stored).
-    pub secret_hash: Vec<u8>,
+    /// A short, non-secret key derived from the secret that finds the token
+    /// (`berth_auth::secrets::token_lookup_key`); not unique.
+    pub lookup_key: Vec<u8>,
+    /// argon2id PHC string of the secret (the secret itself is never stored).
+    pub secret_hash: String,
     pub scopes: Vec<String>,
     pub repositories: Vec<String>,
     pub expires_at: Option<i64>,
     pub created_at: i64,
+}
+
+/// A token found by its lookup key: the record, its user as it is now, and
+/// the stored verifier of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenCandidate {
+    pub token: TokenRecord,
+    pub user: UserRecord,
+    /// argon2id PHC string of the secret.
+    pub secret_hash: String,
 }
 
 /// A member of an organization, for listings.
@@ -173,8 +186,11 @@ pub trait AuthStore: Send + Sync + 'static {
 
     async fn create_token(&self, token: &NewToken) -> Result<i64>;
 
-    /// A token and its user, by the hash of its secret.
-    async fn token_by_secret_hash(&self, secret_hash: &[u8]) -> Result<Option<(TokenRecord, UserRecord)>>;
+    /// Every token whose lookup key is `lookup_key` (usually none or one;
+    /// several only if keys collide), oldest first, with its user and stored
+    /// verifier, in one indexed query. Revoked and expired tokens are
+    /// returned too: the caller judges them.
+    async fn tokens_by_lookup_key(&self, lookup_key: &[u8]) -> Result<Vec<TokenCandidate>>;
 
     async fn get_token(&self, id: i64) -> Result<Option<TokenRecord>>;
 

@@ -7,11 +7,14 @@
 //! a concurrent push has started to use. Each backend documents how its
 //! transactions make those re-checks hold (SQLite: one writer; Postgres: row
 //! locks taken before the re-checking statement).
+//!
+//! The store also keeps the retention rules added through the CLI or the
+//! API (`retention_rules`); those of the config file are never stored.
 
 use async_trait::async_trait;
 use berth_oci::{Digest, RepositoryName, Tag};
 
-use crate::Result;
+use crate::{MetaError, Result};
 
 /// What [`MaintenanceStore::acquire_lease`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +90,74 @@ pub struct TagRecord {
     pub updated_at: i64,
     /// An index in the same repository references the tagged manifest.
     pub in_index: bool,
+}
+
+/// A retention rule added through the CLI or the API, as stored. The
+/// registry service validates it before it is stored and compiles it when
+/// it builds the effective policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRuleRecord {
+    /// Assigned by the store, increasing, never reused.
+    pub id: i64,
+    /// Glob over repository names.
+    pub repositories: String,
+    pub keep_last: Option<u32>,
+    /// Tag globs always kept.
+    pub keep_tags: Vec<String>,
+    /// Tag globs that alone may be removed (empty: any).
+    pub remove_tags: Vec<String>,
+    /// Only tags older than this (ms) may be removed.
+    pub remove_older_than: Option<i64>,
+    pub created_at: i64,
+    /// Who added it: a user name, or `cli`.
+    pub created_by: String,
+}
+
+/// The columns of a stored rule as both SQL backends keep them, in this
+/// order: id, repositories, keep_last, keep_tags, remove_tags,
+/// remove_older_than, created_at, created_by (tag globs as JSON arrays in
+/// TEXT, durations and times in ms).
+pub type RetentionRuleRow = (i64, String, Option<i64>, String, String, Option<i64>, i64, String);
+
+impl RetentionRuleRecord {
+    /// Decodes a stored row.
+    pub fn from_row(row: RetentionRuleRow) -> Result<Self> {
+        let (id, repositories, keep_last, keep_tags, remove_tags, remove_older_than, created_at, created_by) = row;
+        let keep_last = keep_last
+            .map(|n| u32::try_from(n).map_err(|_| MetaError::Backend(format!("stored keep_last {n} out of range"))))
+            .transpose()?;
+        Ok(RetentionRuleRecord {
+            id,
+            repositories,
+            keep_last,
+            keep_tags: globs_from_json(&keep_tags)?,
+            remove_tags: globs_from_json(&remove_tags)?,
+            remove_older_than,
+            created_at,
+            created_by,
+        })
+    }
+}
+
+/// A rule's tag globs as stored: a JSON array of strings.
+pub fn globs_json(list: &[String]) -> Result<String> {
+    serde_json::to_string(list).map_err(|e| MetaError::Backend(format!("retention rule globs: {e}")))
+}
+
+fn globs_from_json(json: &str) -> Result<Vec<String>> {
+    serde_json::from_str(json).map_err(|e| MetaError::Backend(format!("stored retention rule globs: {e}")))
+}
+
+/// A retention rule to store; the store assigns its id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewRetentionRule {
+    pub repositories: String,
+    pub keep_last: Option<u32>,
+    pub keep_tags: Vec<String>,
+    pub remove_tags: Vec<String>,
+    pub remove_older_than: Option<i64>,
+    pub created_at: i64,
+    pub created_by: String,
 }
 
 #[async_trait]
@@ -167,6 +238,17 @@ pub trait MaintenanceStore: Send + Sync + 'static {
         digest: &Digest,
         updated_at: i64,
     ) -> Result<bool>;
+
+    // --- stored retention rules ----------------------------------------------------------
+
+    /// Every stored rule, by id (the order in which they were added).
+    async fn list_retention_rules(&self) -> Result<Vec<RetentionRuleRecord>>;
+
+    /// Stores a rule; returns its id, greater than any id given out before.
+    async fn add_retention_rule(&self, rule: &NewRetentionRule) -> Result<i64>;
+
+    /// Deletes the rule `id`; `false` if there is none.
+    async fn remove_retention_rule(&self, id: i64) -> Result<bool>;
 
     // --- upload expiry ----------------------------------------------------------------
 

@@ -142,7 +142,7 @@ macro_rules! meta_store_suite {
             tokens_create_lookup_and_list,
             revoke_token_only_once,
             touch_token_records_last_use,
-            token_secret_hash_is_unique,
+            token_lookup_keys_may_collide,
         ], maintenance [
             lease_is_exclusive_until_released_or_expired,
             reserve_and_link_refuse_a_deleting_blob,
@@ -155,6 +155,7 @@ macro_rules! meta_store_suite {
             repository_graph_lists_manifests_references_and_links,
             unlinked_blobs_paginate_in_digest_order,
             retention_tags_and_conditional_delete,
+            stored_retention_rules_round_trip,
             expire_upload_only_when_idle,
             link_racing_mark_never_both_win,
             push_racing_unlink_never_both_win,

@@ -37,6 +37,10 @@ pub enum RegistryError {
     Body(std::io::Error),
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The blob store has no room left (ENOSPC, quota): the operator's
+    /// problem, reported as such rather than as an unknown error.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -64,8 +68,14 @@ impl From<BlobError> for RegistryError {
                 RegistryError::SizeInvalid(e.to_string())
             }
             BlobError::Source(e) => RegistryError::Body(e),
+            BlobError::Io(e) if is_storage_full(&e) => RegistryError::StorageFull(e.to_string()),
             BlobError::Io(e) => RegistryError::Internal(format!("storage: {e}")),
             BlobError::Backend(m) => RegistryError::Internal(format!("storage: {m}")),
         }
     }
+}
+
+/// ENOSPC or EDQUOT: out of disk or over quota.
+fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }

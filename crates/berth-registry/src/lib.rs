@@ -6,7 +6,8 @@
 //! - manifests, tags and referrers ([`manifests`])
 //! - tag immutability ([`immutability`])
 //! - maintenance: garbage collection ([`gc`]), retention rules
-//!   ([`retention`]), upload expiry ([`expiry`]), under cluster-wide
+//!   ([`retention`], from the config file and the database:
+//!   [`retention_rules`]), upload expiry ([`expiry`]), under cluster-wide
 //!   leases ([`maintenance`])
 
 pub mod blobs;
@@ -19,6 +20,7 @@ pub mod maintenance;
 pub mod manifests;
 pub mod packages;
 pub mod retention;
+pub mod retention_rules;
 pub mod uploads;
 pub mod webhooks;
 

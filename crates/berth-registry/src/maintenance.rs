@@ -18,6 +18,7 @@ use berth_meta::maintenance::LeaseOutcome;
 use berth_meta::{MaintenanceStore, MetaStore};
 use tokio::task::JoinHandle;
 
+use crate::retention::RetentionPolicy;
 use crate::{Registry, RegistryError, Result, now_ms};
 
 /// Lease names, one per job.
@@ -35,11 +36,14 @@ pub struct Maintenance {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     registry: Registry,
     store: Arc<dyn MaintenanceStore>,
     holder: String,
     lease_ttl: Duration,
+    /// The config file's retention rules; stored ones are read per run.
+    config_rules: RetentionPolicy,
 }
 
 /// Someone else holds a lease.
@@ -53,12 +57,26 @@ pub struct LeaseHeld {
 impl Maintenance {
     /// `store` is the same database as the registry's metadata store.
     pub fn new(registry: Registry, store: Arc<dyn MaintenanceStore>) -> Self {
-        Maintenance { inner: Arc::new(Inner { registry, store, holder: holder_id(), lease_ttl: LEASE_TTL }) }
+        Maintenance::with_lease_ttl(registry, store, LEASE_TTL)
     }
 
     /// The same, with another lease lifetime (tests).
     pub fn with_lease_ttl(registry: Registry, store: Arc<dyn MaintenanceStore>, ttl: Duration) -> Self {
-        Maintenance { inner: Arc::new(Inner { registry, store, holder: holder_id(), lease_ttl: ttl }) }
+        let config_rules = RetentionPolicy::default();
+        Maintenance { inner: Arc::new(Inner { registry, store, holder: holder_id(), lease_ttl: ttl, config_rules }) }
+    }
+
+    /// The same, with the config file's retention rules (`[[retention.rules]]`),
+    /// which come before the stored ones.
+    pub fn with_config_rules(self, rules: RetentionPolicy) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.config_rules = rules;
+        Maintenance { inner: Arc::new(inner) }
+    }
+
+    /// The config file's retention rules.
+    pub fn config_rules(&self) -> &RetentionPolicy {
+        &self.inner.config_rules
     }
 
     pub fn registry(&self) -> &Registry {

@@ -1,6 +1,8 @@
 //! Retention rules: which tags to remove, repository by repository.
 //!
-//! The first rule whose `repositories` glob matches a repository governs it
+//! The rules come from the config file and from the database, config rules
+//! first ([`crate::retention_rules`] builds that effective policy). The
+//! first rule whose `repositories` glob matches a repository governs it
 //! (`*` crosses `/`). A tag is removed iff, under that rule, it is not
 //! `latest`, does not match `keep_tags`, is not among the `keep_last` newest
 //! (by the time a push last set it), matches `remove_tags` (if given), is
@@ -25,7 +27,7 @@ use crate::immutability::ImmutableTags;
 use crate::maintenance::{Lease, Maintenance, ensure_held};
 use crate::{RegistryError, Result, now_ms};
 
-/// One rule as configured.
+/// One rule: what it keeps and what it may remove.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionRule {
     /// Glob over repository names.
@@ -40,15 +42,45 @@ pub struct RetentionRule {
     pub remove_tags: Vec<String>,
 }
 
+/// Where a rule of the policy comes from (see [`crate::retention_rules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleSource {
+    /// `[[retention.rules]]` of the config file, at this 1-based position;
+    /// read-only while the server runs.
+    Config { position: usize },
+    /// Added with `berth retention add` or through the API, and stored.
+    Stored { id: i64, created_at: i64, created_by: String },
+}
+
+impl RuleSource {
+    /// What error messages call the rule.
+    fn label(&self) -> String {
+        match self {
+            RuleSource::Config { position } => format!("retention rule {position}"),
+            RuleSource::Stored { id, .. } => format!("stored retention rule {id}"),
+        }
+    }
+}
+
+impl std::fmt::Display for RuleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuleSource::Config { position } => write!(f, "config rule {position}"),
+            RuleSource::Stored { id, .. } => write!(f, "stored rule {id}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Compiled {
+    source: RuleSource,
     rule: RetentionRule,
     repositories: glob::Pattern,
     keep_tags: Vec<glob::Pattern>,
     remove_tags: Vec<glob::Pattern>,
 }
 
-/// The configured rules, validated.
+/// Rules, validated, in the order they are tried.
 #[derive(Debug, Clone, Default)]
 pub struct RetentionPolicy {
     rules: Vec<Compiled>,
@@ -57,26 +89,48 @@ pub struct RetentionPolicy {
 const MATCH: glob::MatchOptions =
     glob::MatchOptions { case_sensitive: true, require_literal_separator: false, require_literal_leading_dot: false };
 
-fn patterns(list: &[String], what: &str, rule: usize) -> std::result::Result<Vec<glob::Pattern>, String> {
-    list.iter()
-        .map(|p| glob::Pattern::new(p).map_err(|e| format!("retention rule {}: {what} {p:?}: {e}", rule + 1)))
-        .collect()
+fn patterns(list: &[String], what: &str, label: &str) -> std::result::Result<Vec<glob::Pattern>, String> {
+    list.iter().map(|p| glob::Pattern::new(p).map_err(|e| format!("{label}: {what} {p:?}: {e}"))).collect()
+}
+
+type Globs = (glob::Pattern, Vec<glob::Pattern>, Vec<glob::Pattern>);
+
+/// The rule's globs, compiled; `label` names the rule in errors.
+fn globs(rule: &RetentionRule, label: &str) -> std::result::Result<Globs, String> {
+    if rule.repositories.is_empty() {
+        return Err(format!("{label}: repositories must not be empty"));
+    }
+    let repositories = patterns(std::slice::from_ref(&rule.repositories), "repositories", label)?.remove(0);
+    Ok((
+        repositories,
+        patterns(&rule.keep_tags, "keep_tags", label)?,
+        patterns(&rule.remove_tags, "remove_tags", label)?,
+    ))
+}
+
+fn compile(source: RuleSource, rule: RetentionRule) -> std::result::Result<Compiled, String> {
+    let (repositories, keep_tags, remove_tags) = globs(&rule, &source.label())?;
+    Ok(Compiled { source, rule, repositories, keep_tags, remove_tags })
+}
+
+/// Checks a rule as [`RetentionPolicy::new`] does; `label` names it in errors.
+pub(crate) fn check(rule: &RetentionRule, label: &str) -> std::result::Result<(), String> {
+    globs(rule, label).map(|_| ())
 }
 
 impl RetentionPolicy {
+    /// The config file's rules, in file order.
     pub fn new(rules: Vec<RetentionRule>) -> std::result::Result<Self, String> {
+        RetentionPolicy::with_sources(
+            rules.into_iter().enumerate().map(|(i, rule)| (RuleSource::Config { position: i + 1 }, rule)).collect(),
+        )
+    }
+
+    /// Rules from anywhere, tried in the order given.
+    pub fn with_sources(rules: Vec<(RuleSource, RetentionRule)>) -> std::result::Result<Self, String> {
         let rules = rules
             .into_iter()
-            .enumerate()
-            .map(|(i, rule)| {
-                if rule.repositories.is_empty() {
-                    return Err(format!("retention rule {}: repositories must not be empty", i + 1));
-                }
-                let repositories = patterns(std::slice::from_ref(&rule.repositories), "repositories", i)?.remove(0);
-                let keep_tags = patterns(&rule.keep_tags, "keep_tags", i)?;
-                let remove_tags = patterns(&rule.remove_tags, "remove_tags", i)?;
-                Ok(Compiled { rule, repositories, keep_tags, remove_tags })
-            })
+            .map(|(source, rule)| compile(source, rule))
             .collect::<std::result::Result<_, String>>()?;
         Ok(RetentionPolicy { rules })
     }
@@ -87,6 +141,11 @@ impl RetentionPolicy {
 
     pub fn rules(&self) -> impl Iterator<Item = &RetentionRule> {
         self.rules.iter().map(|c| &c.rule)
+    }
+
+    /// The rules with where each comes from, in the order they are tried.
+    pub fn entries(&self) -> impl Iterator<Item = (&RuleSource, &RetentionRule)> {
+        self.rules.iter().map(|c| (&c.source, &c.rule))
     }
 
     /// The rule governing `repo` and its position (0-based), if any.
@@ -111,8 +170,10 @@ pub struct RemovedTag {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositoryRetention {
     pub repository: RepositoryName,
-    /// 0-based position of the governing rule.
+    /// 0-based position of the governing rule in the policy.
     pub rule: usize,
+    /// Where the governing rule comes from.
+    pub source: RuleSource,
     pub removed: Vec<RemovedTag>,
     pub kept: u64,
     /// Tags the rule would remove but an immutability rule protects.
@@ -247,6 +308,7 @@ impl Maintenance {
                 let mut outcome = RepositoryRetention {
                     repository: repo.clone(),
                     rule: index,
+                    source: policy.rules[index].source.clone(),
                     removed: Vec::new(),
                     kept: decision.kept,
                     immutable: decision.immutable,

@@ -60,7 +60,8 @@ pub enum MemberCommand {
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Create a personal access token; the secret is printed once, alone on the last line.
+    /// Create a personal access token; the secret is printed once, alone on the last line
+    /// (the database keeps only its argon2id hash).
     Create(TokenCreate),
     /// List a user's tokens (never their secrets).
     List { user: String },

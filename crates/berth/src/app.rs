@@ -68,9 +68,9 @@ impl App {
             tls: config.tls.cert.is_some(),
             metrics_on_main: config.metrics.enabled && config.metrics.listen.is_none(),
         };
-        let state = AppState::new(registry.clone(), settings, auth.clone());
-        let maintenance = Maintenance::new(registry.clone(), stores.maintenance.clone());
-        let jobs = scheduler::jobs(&config, &retention);
+        let maintenance = Maintenance::new(registry.clone(), stores.maintenance.clone()).with_config_rules(retention);
+        let state = AppState::new(maintenance.clone(), settings, auth.clone());
+        let jobs = scheduler::jobs(&config);
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Some(load_tls(cert, key).map_err(StartError::Config)?),
             _ => None,

@@ -81,6 +81,7 @@ pub async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BackendEr
                 allow_http: c.allow_http,
                 part_size: c.part_size,
                 redirect: (!c.redirect_ttl.is_zero()).then_some(c.redirect_ttl),
+                read_timeout: c.read_timeout,
             };
             let store = S3BlobStore::open(&settings).map_err(|e| BackendError::Storage(e.to_string()))?;
             Ok(Arc::new(store))

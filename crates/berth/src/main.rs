@@ -62,7 +62,7 @@ enum Command {
     /// `berth gc` is running, this waits for it (or, with --no-wait, exits with
     /// status 3). Prints what it freed, per kind; progress on a terminal.
     Gc(maintenance::GcArgs),
-    /// Retention rules ([[retention.rules]]): show them, or apply them now.
+    /// Retention rules ([[retention.rules]] and stored ones): list, add, remove, or apply them now.
     #[command(subcommand)]
     Retention(maintenance::RetentionCommand),
     /// Probe a running server's /livez (for container health checks); exit 0 if alive.

@@ -2,7 +2,9 @@
 //! the configured database and storage (safe while the server runs). They
 //! use the registry service directly, not the HTTP API, and take the same
 //! cluster-wide leases as the server's schedule: a second collector waits
-//! for the first instead of running beside it.
+//! for the first instead of running beside it. `berth retention add` and
+//! `remove` change the stored rules, which every replica reads at its next
+//! run.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -11,7 +13,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use berth_config::Config;
 use berth_registry::gc::{Freed, GcOptions, GcPhase, GcReport};
 use berth_registry::maintenance::{GC_LEASE, LeaseHeld, RETENTION_LEASE};
-use berth_registry::retention::{RetentionPolicy, RetentionRule};
+use berth_registry::retention::{RetentionPolicy, RetentionRule, RuleSource};
+use berth_registry::retention_rules::{RuleError, SourcedRule};
 use berth_registry::{Maintenance, Registry};
 use clap::{Args, Subcommand};
 
@@ -39,9 +42,38 @@ pub enum RetentionCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Show the effective retention rules (from the config file and BERTH_RETENTION_RULES).
+    /// Show the effective retention rules: the config file's (and BERTH_RETENTION_RULES), then the stored ones.
     List,
+    /// Store a rule (tried after every existing one); prints its id alone on the last line.
+    ///
+    /// A rule must limit what it removes: --keep-last (at least 1),
+    /// --remove-older-than or --remove-tag ('*' to allow every tag).
+    Add(RetentionAdd),
+    /// Remove a stored rule by id (config file rules are removed from the file).
+    Remove { id: i64 },
 }
+
+#[derive(Args)]
+pub struct RetentionAdd {
+    /// Glob over repository names ('*' crosses '/'), e.g. 'acme/*'.
+    #[arg(long, value_name = "GLOB")]
+    pub repositories: String,
+    /// Keep this many most recently pushed tags.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Always keep tags matching this glob (repeatable).
+    #[arg(long = "keep-tag", value_name = "GLOB")]
+    pub keep_tags: Vec<String>,
+    /// Only tags last pushed longer ago than this may be removed, e.g. 30d.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub remove_older_than: Option<Duration>,
+    /// Only tags matching this glob may be removed (repeatable).
+    #[arg(long = "remove-tag", value_name = "GLOB")]
+    pub remove_tags: Vec<String>,
+}
+
+/// Who `berth retention add` and `remove` record as the author.
+const CLI_AUTHOR: &str = "cli";
 
 /// The rules of `[[retention.rules]]`, validated.
 pub fn retention_policy(config: &Config) -> Result<RetentionPolicy, String> {
@@ -61,10 +93,11 @@ pub fn retention_policy(config: &Config) -> Result<RetentionPolicy, String> {
 }
 
 async fn open(config: &Config) -> Result<Maintenance, String> {
+    let rules = retention_policy(config)?;
     let stores = open_meta(config, true).await.map_err(|e| e.to_string())?;
     let blobs = open_blobs(config).await.map_err(|e| e.to_string())?;
     let policy = registry_policy(config).map_err(|e| e.to_string())?;
-    Ok(Maintenance::new(Registry::new(stores.meta, blobs, policy), stores.maintenance))
+    Ok(Maintenance::new(Registry::new(stores.meta, blobs, policy), stores.maintenance).with_config_rules(rules))
 }
 
 /// A process exit status other than success or failure.
@@ -202,18 +235,47 @@ fn time(ms: i64) -> String {
 }
 
 pub async fn retention(config: &Config, command: RetentionCommand) -> Result<(), String> {
-    let policy = retention_policy(config)?;
+    let maintenance = open(config).await?;
     match command {
         RetentionCommand::List => {
-            print!("{}", list(config, &policy));
+            let rules = maintenance.retention_rules().await.map_err(|e| e.to_string())?;
+            print!("{}", list(config, &rules));
+            Ok(())
+        }
+        RetentionCommand::Add(a) => {
+            let rule = RetentionRule {
+                repositories: a.repositories,
+                keep_last: a.keep_last,
+                keep_tags: a.keep_tags,
+                remove_older_than: a.remove_older_than,
+                remove_tags: a.remove_tags,
+            };
+            let stored = maintenance.add_retention_rule(rule, CLI_AUTHOR).await.map_err(|e| match e {
+                RuleError::Invalid(m) => format!("rule refused: {m}"),
+                RuleError::Registry(e) => e.to_string(),
+            })?;
+            let RuleSource::Stored { id, .. } = &stored.source else { return Err("no id for the stored rule".into()) };
+            print!("added {}, tried after every earlier rule:\n{}", stored.source, describe_rule(&stored.rule));
+            println!("it applies from the next run; `berth retention apply --dry-run` shows what it would remove");
+            println!("{id}");
+            Ok(())
+        }
+        RetentionCommand::Remove { id } => {
+            if !maintenance.remove_retention_rule(id, CLI_AUTHOR).await.map_err(|e| e.to_string())? {
+                return Err(format!(
+                    "no stored retention rule {id} (`berth retention list` shows them; config file rules are removed from the file)"
+                ));
+            }
+            println!("removed stored rule {id}");
             Ok(())
         }
         RetentionCommand::Apply { dry_run } => {
+            // The rules as they are now: the config file's, then the stored ones.
+            let policy = maintenance.retention_policy().await.map_err(|e| e.to_string())?;
             if policy.is_empty() {
                 println!("no retention rules are configured: nothing to do");
                 return Ok(());
             }
-            let maintenance = open(config).await?;
             let lease = if dry_run {
                 None
             } else {
@@ -230,9 +292,9 @@ pub async fn retention(config: &Config, command: RetentionCommand) -> Result<(),
             let verb = if dry_run { "would remove" } else { "removed" };
             for repo in &report.repositories {
                 println!(
-                    "{} (rule {}): {verb} {}, kept {}{}",
+                    "{} ({}): {verb} {}, kept {}{}",
                     repo.repository,
-                    repo.rule + 1,
+                    repo.source,
                     repo.removed.len(),
                     repo.kept,
                     if repo.immutable.is_empty() {
@@ -258,33 +320,48 @@ pub async fn retention(config: &Config, command: RetentionCommand) -> Result<(),
     }
 }
 
-fn list(config: &Config, policy: &RetentionPolicy) -> String {
+/// A rule's settings, one indented line each.
+fn describe_rule(r: &RetentionRule) -> String {
+    let mut out = format!("   repositories = {:?}\n", r.repositories);
+    if let Some(n) = r.keep_last {
+        out.push_str(&format!("   keep_last = {n}\n"));
+    }
+    if !r.keep_tags.is_empty() {
+        out.push_str(&format!("   keep_tags = {:?}\n", r.keep_tags));
+    }
+    if let Some(age) = r.remove_older_than {
+        out.push_str(&format!("   remove_older_than = {:?}\n", humantime::format_duration(age).to_string()));
+    }
+    if !r.remove_tags.is_empty() {
+        out.push_str(&format!("   remove_tags = {:?}\n", r.remove_tags));
+    }
+    out
+}
+
+fn list(config: &Config, rules: &[SourcedRule]) -> String {
     let interval = config.retention.interval;
     let schedule = if interval.is_zero() {
         "the server does not apply them on a schedule (retention.interval = 0s)".to_owned()
     } else {
         format!("the server applies them every {}", humantime::format_duration(interval))
     };
-    if policy.is_empty() {
+    if rules.is_empty() {
         return format!(
-            "no retention rules are configured ([[retention.rules]] in the config file, or BERTH_RETENTION_RULES)\n{schedule}\n"
+            "no retention rules are configured ([[retention.rules]] in the config file, BERTH_RETENTION_RULES, \
+             or `berth retention add`)\n{schedule}\n"
         );
     }
-    let mut out = format!("retention rules (the first whose repositories match governs); {schedule}\n");
-    for (i, r) in policy.rules().enumerate() {
-        out.push_str(&format!("{}. repositories = {:?}\n", i + 1, r.repositories));
-        if let Some(n) = r.keep_last {
-            out.push_str(&format!("   keep_last = {n}\n"));
-        }
-        if !r.keep_tags.is_empty() {
-            out.push_str(&format!("   keep_tags = {:?}\n", r.keep_tags));
-        }
-        if let Some(age) = r.remove_older_than {
-            out.push_str(&format!("   remove_older_than = {:?}\n", humantime::format_duration(age).to_string()));
-        }
-        if !r.remove_tags.is_empty() {
-            out.push_str(&format!("   remove_tags = {:?}\n", r.remove_tags));
-        }
+    let mut out = format!(
+        "retention rules, in the order they are tried (the first whose repositories match governs); {schedule}\n"
+    );
+    for r in rules {
+        let origin = match &r.source {
+            RuleSource::Config { .. } => "config file, read-only here".to_owned(),
+            RuleSource::Stored { id, created_at, created_by } => {
+                format!("added by {created_by} at {}; `berth retention remove {id}`", time(*created_at))
+            }
+        };
+        out.push_str(&format!("{} ({origin}):\n{}", r.source, describe_rule(&r.rule)));
     }
     out.push_str("always kept: \"latest\", immutable tags, tags of manifests an index references, and cosign signatures/attestations of tagged images\n");
     out

@@ -2,6 +2,11 @@
 //! retention rules (`[retention] interval`) and upload expiry (`[uploads]
 //! expiry_interval`), each in a background task of every replica.
 //!
+//! Retention is scheduled whether or not any rule exists when the server
+//! starts: each run reads the effective rules (config file, then the
+//! database) afresh, so rules added through the CLI or the API apply from
+//! the next run on.
+//!
 //! A job is due when its interval has passed since it last finished
 //! anywhere in the cluster (the `last_run_at` of its lease row; a cluster
 //! that never ran it counts from this process's start). The replica that
@@ -14,17 +19,21 @@ use std::time::Duration;
 
 use berth_registry::Maintenance;
 use berth_registry::gc::{GcOptions, no_progress};
-use berth_registry::maintenance::{EXPIRY_LEASE, GC_LEASE, RETENTION_LEASE};
-use berth_registry::retention::RetentionPolicy;
+use berth_registry::maintenance::{EXPIRY_LEASE, GC_LEASE, Lease, RETENTION_LEASE};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// What a job does.
 #[derive(Debug, Clone)]
 pub enum Task {
-    Gc { min_age: Duration },
-    Retention(RetentionPolicy),
-    ExpireUploads { expire_after: Duration },
+    Gc {
+        min_age: Duration,
+    },
+    /// Apply the effective retention rules, read at each run.
+    Retention,
+    ExpireUploads {
+        expire_after: Duration,
+    },
 }
 
 /// A scheduled job.
@@ -35,9 +44,10 @@ pub struct Job {
     pub task: Task,
 }
 
-/// The jobs the configuration enables (an interval of 0 disables one;
-/// retention without rules has nothing to do).
-pub fn jobs(config: &berth_config::Config, retention: &RetentionPolicy) -> Vec<Job> {
+/// The jobs the configuration enables (an interval of 0 disables one).
+/// Retention is among them even without rules yet: they may be added to the
+/// database at any time.
+pub fn jobs(config: &berth_config::Config) -> Vec<Job> {
     let mut jobs = vec![
         Job { lease: GC_LEASE, interval: config.gc.interval, task: Task::Gc { min_age: config.gc.min_age } },
         Job {
@@ -45,14 +55,8 @@ pub fn jobs(config: &berth_config::Config, retention: &RetentionPolicy) -> Vec<J
             interval: config.uploads.expiry_interval,
             task: Task::ExpireUploads { expire_after: config.uploads.expire_after },
         },
+        Job { lease: RETENTION_LEASE, interval: config.retention.interval, task: Task::Retention },
     ];
-    if !retention.is_empty() {
-        jobs.push(Job {
-            lease: RETENTION_LEASE,
-            interval: config.retention.interval,
-            task: Task::Retention(retention.clone()),
-        });
-    }
     jobs.retain(|j| !j.interval.is_zero());
     jobs
 }
@@ -124,7 +128,7 @@ async fn tick_once(maintenance: &Maintenance, job: &Job, started: i64) {
             let options = GcOptions { min_age: *min_age, dry_run: false };
             maintenance.collect_garbage(&options, Some(&lease), &no_progress).await.map(|_| ())
         }
-        Task::Retention(policy) => maintenance.apply_retention(policy, false, Some(&lease)).await.map(|_| ()),
+        Task::Retention => retention(maintenance, &lease).await,
         Task::ExpireUploads { expire_after } => {
             maintenance.expire_uploads(*expire_after, Some(&lease)).await.map(|_| ())
         }
@@ -134,5 +138,31 @@ async fn tick_once(maintenance: &Maintenance, job: &Job, started: i64) {
     }
     if let Err(e) = lease.release(result.is_ok()).await {
         tracing::warn!(job = job.lease, error = %e, "cannot release the maintenance lease");
+    }
+}
+
+/// One retention run over the rules as they are now; without any, nothing
+/// to do (the run still counts, so the next comes an interval later).
+async fn retention(maintenance: &Maintenance, lease: &Lease) -> berth_registry::Result<()> {
+    let policy = maintenance.retention_policy().await?;
+    if policy.is_empty() {
+        tracing::debug!("no retention rules in the config file or the database; nothing to do");
+        return Ok(());
+    }
+    maintenance.apply_retention(&policy, false, Some(lease)).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_scheduled_without_config_rules() {
+        let mut config = berth_config::Config::default();
+        assert!(config.retention.rules.is_empty());
+        let leases: Vec<&str> = jobs(&config).iter().map(|j| j.lease).collect();
+        assert!(leases.contains(&RETENTION_LEASE), "{leases:?}");
+        config.retention.interval = Duration::ZERO;
+        assert!(!jobs(&config).iter().any(|j| j.lease == RETENTION_LEASE));
     }
 }

@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use berth_registry::maintenance::GC_LEASE;
 use berth_testkit::TestServer;
 use berth_testkit::backends::{Database, Storage, postgres_and_s3_configured};
 use berth_testkit::fixtures::{blob, image_manifest};
-use common::client;
+use common::{berth, client};
 use reqwest::StatusCode;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -427,20 +426,6 @@ async fn the_server_collects_garbage_on_its_schedule() {
 
 // --- the CLI ----------------------------------------------------------------------------
 
-fn berth(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cmd.args(args).env_clear().env("BERTH_DATA_DIR", data_dir).env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run berth");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_and_retention_commands_work_beside_the_server() {
     let server = TestServer::start_on(Database::Sqlite, Storage::Filesystem, |_| {}).await;
@@ -502,3 +487,5 @@ async fn gc_and_retention_commands_work_beside_the_server() {
     assert_eq!(tags, vec!["b".to_owned(), "stable".to_owned()]);
     server.stop().await;
 }
+
+// --- retention rules added at run time ----------------------------------------------------

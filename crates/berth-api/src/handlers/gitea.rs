@@ -37,8 +37,8 @@ const MAX_LIMIT: usize = 50;
 const X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 const EXPOSE: HeaderName = HeaderName::from_static("access-control-expose-headers");
 
-/// An error in Gitea's shape.
-struct GiteaError(StatusCode, String);
+/// An error in Gitea's shape (every `/api/v1` handler answers with it).
+pub(super) struct GiteaError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for GiteaError {
     fn into_response(self) -> Response {
@@ -77,7 +77,7 @@ fn forbidden() -> GiteaError {
 }
 
 /// The caller: credentials are required when auth is on.
-async fn caller(state: &AppState, c: Caller<'_>) -> Result<Principal, GiteaError> {
+pub(super) async fn caller(state: &AppState, c: Caller<'_>) -> Result<Principal, GiteaError> {
     if state.auth().is_none() {
         return Ok(Principal::Anonymous);
     }
@@ -123,7 +123,7 @@ fn ghost() -> Value {
     user_json(-1, "Ghost", 0, false)
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 

@@ -7,6 +7,7 @@ pub mod gitea;
 pub mod health;
 pub mod manifests;
 pub mod referrers;
+pub mod retention;
 pub mod tags;
 pub mod token;
 pub mod uploads;

@@ -8,7 +8,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use super::{T0, repo, strings};
-use crate::auth::{AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenRecord, UserRecord};
+use crate::auth::{
+    AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord,
+};
 use crate::{AuthStore, MetaError, Result};
 
 // --- helpers -------------------------------------------------------------------
@@ -63,12 +65,18 @@ async fn owner(store: &dyn AuthStore, name: &str) -> OwnerRecord {
     store.get_owner(name).await.expect("get_owner").expect("owner exists")
 }
 
-/// A read-only token for every repository.
-fn token(user_id: i64, name: &str, secret_hash: &[u8]) -> NewToken {
+/// A stand-in for a token's argon2id verifier (the store keeps it verbatim).
+fn phc(name: &str) -> String {
+    format!("$argon2id$v=19$m=19456,t=2,p=1$salt-of-{name}$hash-of-{name}")
+}
+
+/// A read-only token for every repository, found by `lookup_key`.
+fn token(user_id: i64, name: &str, lookup_key: &[u8]) -> NewToken {
     NewToken {
         user_id,
         name: name.to_owned(),
-        secret_hash: secret_hash.to_vec(),
+        lookup_key: lookup_key.to_vec(),
+        secret_hash: phc(name),
         scopes: strings(&["read:package"]),
         repositories: Vec::new(),
         expires_at: None,
@@ -78,6 +86,17 @@ fn token(user_id: i64, name: &str, secret_hash: &[u8]) -> NewToken {
 
 async fn get_token(store: &dyn AuthStore, id: i64) -> TokenRecord {
     store.get_token(id).await.expect("get_token").expect("token exists")
+}
+
+async fn by_key(store: &dyn AuthStore, key: &[u8]) -> Vec<TokenCandidate> {
+    store.tokens_by_lookup_key(key).await.expect("tokens_by_lookup_key")
+}
+
+/// The one token with this lookup key.
+async fn one_by_key(store: &dyn AuthStore, key: &[u8]) -> TokenCandidate {
+    let mut found = by_key(store, key).await;
+    assert_eq!(found.len(), 1, "tokens with key {key:?}: {found:?}");
+    found.remove(0)
 }
 
 // --- users and organizations -----------------------------------------------------
@@ -483,7 +502,8 @@ pub async fn tokens_create_lookup_and_list(store: Arc<dyn AuthStore>) {
     let ci = NewToken {
         user_id: alice.id,
         name: "ci".into(),
-        secret_hash: vec![1, 2, 3, 0, 255],
+        lookup_key: vec![1, 2, 3, 0, 255, 6, 7, 8],
+        secret_hash: phc("ci"),
         scopes: strings(&["read:package", "write:package"]),
         repositories: strings(&["alice/ci-*", "alice/app"]),
         expires_at: Some(T0 + 86_400_000),
@@ -513,18 +533,19 @@ pub async fn tokens_create_lookup_and_list(store: Arc<dyn AuthStore>) {
     assert_eq!((laptop.expires_at, laptop.created_at), (None, T0 + 1));
     assert_eq!(store.get_token(i64::MAX).await.expect("get_token"), None);
 
-    // By secret hash, with the token's user.
-    let found = store.token_by_secret_hash(&[1, 2, 3, 0, 255]).await.expect("by hash");
-    assert_eq!(found, Some((ci_record.clone(), alice.clone())));
-    let found = store.token_by_secret_hash(b"bob").await.expect("by hash").expect("bob's token");
-    assert_eq!((found.0.id, found.1), (bob_id, bob));
-    assert_eq!(store.token_by_secret_hash(b"unknown").await.expect("by hash"), None);
-    assert_eq!(store.token_by_secret_hash(&[1, 2, 3]).await.expect("by hash"), None, "a prefix is not the hash");
+    // By lookup key, with the token's user and its verifier, kept verbatim.
+    let found = by_key(&*store, &[1, 2, 3, 0, 255, 6, 7, 8]).await;
+    assert_eq!(found, vec![TokenCandidate { token: ci_record.clone(), user: alice.clone(), secret_hash: phc("ci") }]);
+    let found = one_by_key(&*store, b"bob").await;
+    assert_eq!((found.token.id, found.user, found.secret_hash), (bob_id, bob, phc("bob")));
+    assert_eq!(by_key(&*store, b"unknown").await, Vec::new());
+    assert_eq!(by_key(&*store, &[1, 2, 3]).await, Vec::new(), "a prefix is not the key");
+    assert_eq!(by_key(&*store, &[]).await, Vec::new());
 
     // The user comes as it is now.
     assert!(store.set_user_disabled("alice", true).await.expect("disable alice"));
-    let (_, owner) = store.token_by_secret_hash(b"laptop").await.expect("by hash").expect("found");
-    assert_eq!(owner, UserRecord { disabled: true, ..alice });
+    let found = one_by_key(&*store, b"laptop").await;
+    assert_eq!((found.token.id, found.user), (laptop_id, UserRecord { disabled: true, ..alice }));
 
     let ids = |tokens: Vec<TokenRecord>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
     let alices = store.list_tokens("alice").await.expect("list");
@@ -547,8 +568,8 @@ pub async fn revoke_token_only_once(store: Arc<dyn AuthStore>) {
     assert_eq!(get_token(&*store, other).await.revoked_at, None);
 
     // Revoked tokens are still found and listed; the caller refuses them.
-    let (found, _) = store.token_by_secret_hash(b"first").await.expect("by hash").expect("found");
-    assert_eq!(found.revoked_at, Some(T0 + 10));
+    let found = one_by_key(&*store, b"first").await;
+    assert_eq!((found.token.id, found.token.revoked_at), (id, Some(T0 + 10)));
     assert_eq!(store.list_tokens("alice").await.expect("list").len(), 2);
 
     // Of concurrent revocations, exactly one reports it.
@@ -582,18 +603,30 @@ pub async fn touch_token_records_last_use(store: Arc<dyn AuthStore>) {
     store.touch_token(i64::MAX, T0).await.expect("touching an unknown token is not an error");
 }
 
-pub async fn token_secret_hash_is_unique(store: Arc<dyn AuthStore>) {
+pub async fn token_lookup_keys_may_collide(store: Arc<dyn AuthStore>) {
     let alice = new_user(&*store, "alice").await;
     let bob = new_user(&*store, "bob").await;
-    let id = store.create_token(&token(alice.id, "first", b"same")).await.expect("create");
+    let first = store.create_token(&token(alice.id, "first", b"same")).await.expect("create");
+    // Another token (another secret and verifier) whose key is the same:
+    // both are stored, and the lookup returns both, oldest first, each with
+    // its own verifier and user, for the caller to verify each.
+    let second = store.create_token(&token(bob.id, "second", b"same")).await.expect("a colliding key is no conflict");
+    let third = store.create_token(&token(alice.id, "third", b"same")).await.expect("and again");
+    let found = by_key(&*store, b"same").await;
+    let seen: Vec<_> = found.iter().map(|c| (c.token.id, c.user.id, c.secret_hash.clone())).collect();
+    assert_eq!(
+        seen,
+        vec![(first, alice.id, phc("first")), (second, bob.id, phc("second")), (third, alice.id, phc("third"))]
+    );
+    assert_eq!(store.list_tokens("bob").await.expect("list").len(), 1);
 
-    expect_conflict(store.create_token(&token(bob.id, "second", b"same")).await);
-    expect_conflict(store.create_token(&token(alice.id, "first", b"same")).await);
-    let (found, owner) = store.token_by_secret_hash(b"same").await.expect("by hash").expect("found");
-    assert_eq!((found.id, found.name.as_str(), owner.id), (id, "first", alice.id));
-    assert_eq!(store.list_tokens("bob").await.expect("list"), Vec::new());
+    // Revoking one leaves the others as they were.
+    assert!(store.revoke_token(second, T0 + 5).await.expect("revoke"));
+    let revoked: Vec<_> = by_key(&*store, b"same").await.into_iter().map(|c| c.token.revoked_at).collect();
+    assert_eq!(revoked, vec![None, Some(T0 + 5), None]);
 
-    // Names need not be unique.
-    store.create_token(&token(alice.id, "first", b"different")).await.expect("same name, other secret");
-    assert_eq!(store.list_tokens("alice").await.expect("list").len(), 2);
+    // Names need not be unique either.
+    store.create_token(&token(alice.id, "first", b"different")).await.expect("same name, other key");
+    assert_eq!(store.list_tokens("alice").await.expect("list").len(), 3);
+    assert_eq!(one_by_key(&*store, b"different").await.token.name, "first");
 }

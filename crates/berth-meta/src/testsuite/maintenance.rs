@@ -17,7 +17,7 @@ use std::sync::Arc;
 use berth_oci::Digest;
 
 use super::{OCI_INDEX, SIGNATURE, T0, blob, link, manifest, put, referrer, repo, reserve, tag, tags, upload};
-use crate::maintenance::{GcBlob, LeaseOutcome, TagRecord};
+use crate::maintenance::{GcBlob, LeaseOutcome, NewRetentionRule, RetentionRuleRecord, TagRecord};
 use crate::{BlobRef, MaintenanceStore, MetaError, MetaStore, NewManifest, no_guard};
 
 /// A cutoff every row is older than.
@@ -314,6 +314,50 @@ pub async fn retention_tags_and_conditional_delete(meta: Arc<dyn MetaStore>, sto
     assert!(store.delete_tag_if_unchanged(&r, &tag("a"), &lone.digest, T0 + 5).await.expect("delete"));
     assert!(!store.delete_tag_if_unchanged(&r, &tag("a"), &lone.digest, T0 + 5).await.expect("twice"));
     assert_eq!(store.repository_tags(&r).await.expect("tags").len(), 2);
+}
+
+/// Stored rules come back as added (globs, optional limits, author), by
+/// id; a removed rule's id is not given out again.
+pub async fn stored_retention_rules_round_trip(_meta: Arc<dyn MetaStore>, store: Arc<dyn MaintenanceStore>) {
+    assert_eq!(store.list_retention_rules().await.expect("empty"), Vec::new());
+    let full = NewRetentionRule {
+        repositories: "acme/*".into(),
+        keep_last: Some(u32::MAX),
+        keep_tags: vec!["v*".into(), "stable".into(), "quote\"and,comma".into()],
+        remove_tags: vec!["pr-*".into()],
+        remove_older_than: Some(30 * 24 * 3600 * 1000),
+        created_at: T0,
+        created_by: "alice".into(),
+    };
+    let bare = NewRetentionRule {
+        repositories: "*".into(),
+        keep_last: Some(0),
+        created_at: T0 + 1,
+        created_by: "cli".into(),
+        ..NewRetentionRule::default()
+    };
+    let first = store.add_retention_rule(&full).await.expect("add");
+    let second = store.add_retention_rule(&bare).await.expect("add");
+    assert!(second > first, "ids increase: {first} then {second}");
+    let record = |id: i64, r: &NewRetentionRule| RetentionRuleRecord {
+        id,
+        repositories: r.repositories.clone(),
+        keep_last: r.keep_last,
+        keep_tags: r.keep_tags.clone(),
+        remove_tags: r.remove_tags.clone(),
+        remove_older_than: r.remove_older_than,
+        created_at: r.created_at,
+        created_by: r.created_by.clone(),
+    };
+    assert_eq!(store.list_retention_rules().await.expect("list"), vec![record(first, &full), record(second, &bare)]);
+
+    assert!(store.remove_retention_rule(second).await.expect("remove"));
+    assert!(!store.remove_retention_rule(second).await.expect("twice"));
+    assert!(!store.remove_retention_rule(second + 1000).await.expect("unknown"));
+    // The newest id is not reused once its rule is gone.
+    let third = store.add_retention_rule(&bare).await.expect("add again");
+    assert!(third > second, "{third} reuses an id (after {second})");
+    assert_eq!(store.list_retention_rules().await.expect("list"), vec![record(first, &full), record(third, &bare)]);
 }
 
 pub async fn expire_upload_only_when_idle(meta: Arc<dyn MetaStore>, store: Arc<dyn MaintenanceStore>) {

@@ -16,7 +16,8 @@ use serde_json::json;
 use super::{body, repo};
 use crate::gc::{GcOptions, GcReport, no_progress};
 use crate::maintenance::{GC_LEASE, Maintenance};
-use crate::retention::{RetentionPolicy, RetentionRule};
+use crate::retention::{RetentionPolicy, RetentionRule, RuleSource};
+use crate::retention_rules::{RuleError, SourcedRule};
 use crate::uploads::ChunkInfo;
 use crate::{ImmutableTags, Policy, Registry, RegistryError, now_ms};
 
@@ -391,6 +392,57 @@ async fn retention_keeps_the_30_newest_plus_latest_and_protected_tags() {
     let again = e.maintenance.apply_retention(&policy, false, None).await.unwrap();
     let removed: Vec<&str> = again.repositories.iter().flat_map(|r| &r.removed).map(|t| t.tag.as_str()).collect();
     assert_eq!(removed, vec!["child-tag"]);
+}
+
+#[tokio::test]
+async fn the_effective_policy_is_config_rules_then_stored_ones_read_per_run() {
+    let e = env(Policy::default()).await;
+    let rule = |repositories: &str, keep_last: Option<u32>| RetentionRule {
+        repositories: repositories.into(),
+        keep_last,
+        ..RetentionRule::default()
+    };
+    let config = RetentionPolicy::new(vec![rule("acme/special", Some(5))]).unwrap();
+    let m = e.maintenance.clone().with_config_rules(config);
+    // Refused before anything is stored.
+    let refused = m.add_retention_rule(rule("acme/*", None), "alice").await;
+    assert!(matches!(refused, Err(RuleError::Invalid(ref m)) if m.contains("must limit")), "{refused:?}");
+    assert!(e.store.list_retention_rules().await.unwrap().is_empty());
+
+    let id = |r: &SourcedRule| match &r.source {
+        RuleSource::Stored { id, created_by, .. } => {
+            assert!(!created_by.is_empty());
+            *id
+        }
+        RuleSource::Config { .. } => panic!("a stored rule has an id"),
+    };
+    let acme = m.add_retention_rule(rule("acme/*", Some(1)), "alice").await.unwrap();
+    let any = m.add_retention_rule(rule("*", Some(2)), "cli").await.unwrap();
+    assert!(matches!(&acme.source, RuleSource::Stored { created_by, .. } if created_by == "alice"));
+    let policy = m.retention_policy().await.unwrap();
+    let order: Vec<String> = policy.entries().map(|(s, _)| s.to_string()).collect();
+    assert_eq!(
+        order,
+        ["config rule 1".to_owned(), format!("stored rule {}", id(&acme)), format!("stored rule {}", id(&any))]
+    );
+    let governing = |p: &RetentionPolicy, name: &str| p.rule_for(&repo(name)).map(|(i, _)| i);
+    assert_eq!(governing(&policy, "acme/special"), Some(0), "config rules come first");
+    assert_eq!(governing(&policy, "acme/app"), Some(1));
+    assert_eq!(governing(&policy, "other/app"), Some(2));
+
+    // Another handle on the same database (the CLI, a replica) removes a
+    // rule: the next read no longer has it. That handle has no config rules.
+    assert!(e.maintenance.remove_retention_rule(id(&acme), "bob").await.unwrap());
+    assert!(!e.maintenance.remove_retention_rule(id(&acme), "bob").await.unwrap());
+    assert_eq!(e.maintenance.retention_rules().await.unwrap(), vec![any.clone()]);
+    let policy = m.retention_policy().await.unwrap();
+    assert_eq!(governing(&policy, "acme/app"), Some(1), "now the catch-all rule");
+
+    // A run reports which rule governed each repository.
+    push(&e.registry, "acme/app", &tag("t1"), b"c1", &[], None).await;
+    let report = m.apply_retention(&policy, true, None).await.unwrap();
+    assert_eq!(report.repositories.len(), 1);
+    assert_eq!(report.repositories[0].source, any.source);
 }
 
 #[tokio::test]

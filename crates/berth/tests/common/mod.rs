@@ -3,17 +3,22 @@
 
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub struct BerthProcess {
     child: Child,
     pub base: String,
     pub data_dir: PathBuf,
+    /// The server's last log lines, printed if the test fails.
+    recent_logs: Arc<Mutex<VecDeque<String>>>,
 }
+
+const KEPT_LOG_LINES: usize = 40;
 
 impl BerthProcess {
     /// Starts `berth serve` on a kernel-chosen loopback port over `data_dir`
@@ -36,6 +41,8 @@ impl BerthProcess {
         let mut child = cmd.spawn().expect("spawn berth");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel::<String>();
+        let recent_logs = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LOG_LINES)));
+        let kept = recent_logs.clone();
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sent = false;
@@ -48,10 +55,15 @@ impl BerthProcess {
                 if std::env::var_os("BERTH_TEST_SHOW_LOGS").is_some() {
                     eprintln!("[berth] {line}");
                 }
+                let mut kept = kept.lock().unwrap();
+                if kept.len() == KEPT_LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(30)).expect("berth did not report ready within 30 s");
-        BerthProcess { child, base: format!("http://{addr}"), data_dir: data_dir.to_owned() }
+        BerthProcess { child, base: format!("http://{addr}"), data_dir: data_dir.to_owned(), recent_logs }
     }
 
     pub fn pid(&self) -> u32 {
@@ -89,6 +101,12 @@ impl BerthProcess {
 
 impl Drop for BerthProcess {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- last log lines of berth at {} ----", self.base);
+            for line in self.recent_logs.lock().unwrap().iter() {
+                eprintln!("[berth] {line}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -117,4 +135,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 pub fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a `berth` subcommand over `data_dir`: (exit code, stdout, stderr).
+pub fn berth(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.args(args).env_clear().env("BERTH_DATA_DIR", data_dir).env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run berth");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
