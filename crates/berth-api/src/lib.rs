@@ -27,8 +27,8 @@ pub struct AppState {
 }
 
 pub struct StateInner {
-    pub registry: Registry,
-    /// The maintenance jobs over the same stores (the admin API's retention rules).
+    /// The registry the handlers serve, with the maintenance jobs over the
+    /// same stores (the admin API's retention rules).
     pub maintenance: Maintenance,
     pub settings: ApiSettings,
     /// `None` when authentication is disabled (`auth.enabled = false`).
@@ -66,11 +66,9 @@ impl Default for ApiSettings {
 }
 
 impl AppState {
-    /// `maintenance` carries the registry the handlers serve.
     pub fn new(maintenance: Maintenance, mut settings: ApiSettings, auth: Option<Arc<AuthService>>) -> Self {
         settings.public_url = settings.public_url.trim_end_matches('/').to_owned();
-        let registry = maintenance.registry().clone();
-        AppState { inner: Arc::new(StateInner { registry, maintenance, settings, auth }) }
+        AppState { inner: Arc::new(StateInner { maintenance, settings, auth }) }
     }
 
     pub fn auth(&self) -> Option<&Arc<AuthService>> {
@@ -78,7 +76,7 @@ impl AppState {
     }
 
     pub fn registry(&self) -> &Registry {
-        &self.inner.registry
+        self.inner.maintenance.registry()
     }
 
     pub fn maintenance(&self) -> &Maintenance {

@@ -52,16 +52,6 @@ pub enum RuleSource {
     Stored { id: i64, created_at: i64, created_by: String },
 }
 
-impl RuleSource {
-    /// What error messages call the rule.
-    fn label(&self) -> String {
-        match self {
-            RuleSource::Config { position } => format!("retention rule {position}"),
-            RuleSource::Stored { id, .. } => format!("stored retention rule {id}"),
-        }
-    }
-}
-
 impl std::fmt::Display for RuleSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -109,7 +99,7 @@ fn globs(rule: &RetentionRule, label: &str) -> std::result::Result<Globs, String
 }
 
 fn compile(source: RuleSource, rule: RetentionRule) -> std::result::Result<Compiled, String> {
-    let (repositories, keep_tags, remove_tags) = globs(&rule, &source.label())?;
+    let (repositories, keep_tags, remove_tags) = globs(&rule, &source.to_string())?;
     Ok(Compiled { source, rule, repositories, keep_tags, remove_tags })
 }
 
