@@ -4,27 +4,37 @@
 //!
 //! - No credentials and not allowed: 401 with a Bearer challenge naming the
 //!   scope the request needs (private and missing repositories look the same).
+//! - A bearer token lacking the scope: 401 `insufficient_scope` naming it.
 //! - Credentials valid but not allowed: 403 DENIED, saying nothing more.
-//! - Invalid credentials: 401; repeated failures: 429 with Retry-After.
+//! - Invalid credentials: 401; locked out or too many logins in progress:
+//!   429 with Retry-After.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::LazyLock;
 
 use axum::extract::ConnectInfo;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_auth::access::scope_string;
-use berth_auth::{Actions, AuthError, Credentials, Principal};
+use berth_auth::{Actions, AuthError, Credentials, Principal, granted_by_claims};
 use berth_oci::{ErrorCode, RepositoryName};
 use http::header::{AUTHORIZATION, HOST, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Request, StatusCode};
 
 use crate::AppState;
+use crate::client::{ClientInfo, valid_host};
 use crate::error::ApiError;
 use crate::headers;
 
-/// The client address, as recorded by the connection loop.
+/// The client address: the peer, or the client behind a trusted proxy.
 pub fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    client_of(req.extensions()).ip
+}
+
+fn client_of(ext: &http::Extensions) -> ClientInfo {
+    ext.get::<ClientInfo>()
+        .cloned()
+        .unwrap_or_else(|| ClientInfo { ip: ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()), origin: None })
 }
 
 /// Parses `Authorization`: `Basic`, `Bearer` or Gitea's `token`.
@@ -49,21 +59,25 @@ pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     Some((user.to_owned(), secret.to_owned()))
 }
 
-/// The externally visible base URL: configured, or derived from `Host`.
-pub fn base_url(state: &AppState, h: &HeaderMap) -> String {
+/// The externally visible base URL: configured; else the scheme and host a
+/// trusted proxy reports; else derived from `Host`.
+pub fn base_url(state: &AppState, caller: &Caller<'_>) -> String {
     let configured = &state.settings().public_url;
     if !configured.is_empty() {
         return configured.clone();
     }
+    if let Some(origin) = &caller.client.origin {
+        return origin.clone();
+    }
     let scheme = if state.settings().tls { "https" } else { "http" };
-    let host = headers::get(h, HOST).filter(|h| !h.is_empty() && !h.contains(['"', ' ', '/'])).unwrap_or("localhost");
+    let host = headers::get(caller.headers, HOST).filter(|h| valid_host(h)).unwrap_or("localhost");
     format!("{scheme}://{host}")
 }
 
 /// 401 with `WWW-Authenticate: Bearer realm=...,service=...[,scope=...][,error=...]`.
-pub fn challenge(state: &AppState, h: &HeaderMap, scope: Option<&str>, error: Option<&str>) -> ApiError {
+pub fn challenge(state: &AppState, caller: &Caller<'_>, scope: Option<&str>, error: Option<&str>) -> ApiError {
     let mut value =
-        format!("Bearer realm=\"{}/v2/token\",service=\"{}\"", base_url(state, h), state.settings().auth_service);
+        format!("Bearer realm=\"{}/v2/token\",service=\"{}\"", base_url(state, caller), state.settings().auth_service);
     if let Some(s) = scope.filter(|s| !s.is_empty()) {
         value.push_str(&format!(",scope=\"{s}\""));
     }
@@ -74,18 +88,21 @@ pub fn challenge(state: &AppState, h: &HeaderMap, scope: Option<&str>, error: Op
 }
 
 /// Maps an authentication failure to its response.
-pub fn auth_error(state: &AppState, h: &HeaderMap, scope: Option<&str>, e: AuthError) -> ApiError {
+pub fn auth_error(state: &AppState, caller: &Caller<'_>, scope: Option<&str>, e: AuthError) -> ApiError {
     match e {
         AuthError::InvalidCredentials => {
-            challenge(state, h, scope, None).message("invalid username, password or token")
+            challenge(state, caller, scope, None).message("invalid username, password or token")
         }
         AuthError::InvalidToken(_) => {
-            challenge(state, h, scope, Some("invalid_token")).message("invalid or expired token")
+            challenge(state, caller, scope, Some("invalid_token")).message("invalid or expired token")
         }
         AuthError::TooManyAttempts(wait) => ApiError::new(ErrorCode::TooManyRequests)
             .message("too many failed logins; try again later")
             // Rounded up: a client that waits exactly this long must not be refused again.
             .header(RETRY_AFTER, &(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1).to_string()),
+        AuthError::Busy => ApiError::new(ErrorCode::TooManyRequests)
+            .message("too many logins in progress; try again in a second")
+            .header(RETRY_AFTER, "1"),
         AuthError::Store(e) => ApiError::from(berth_registry::RegistryError::from(e)),
         AuthError::Internal(m) => ApiError::internal("authentication", m),
     }
@@ -93,38 +110,48 @@ pub fn auth_error(state: &AppState, h: &HeaderMap, scope: Option<&str>, e: AuthE
 
 /// The parts of a request authentication looks at (borrowed across awaits,
 /// so they must be `Sync`, which a request body is not).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Caller<'a> {
     pub headers: &'a HeaderMap,
-    pub ip: Option<IpAddr>,
+    pub client: ClientInfo,
 }
+
+static NO_HEADERS: LazyLock<HeaderMap> = LazyLock::new(HeaderMap::new);
 
 impl<'a> Caller<'a> {
     pub fn of<B>(req: &'a Request<B>) -> Self {
-        Caller { headers: req.headers(), ip: client_ip(req) }
+        Caller { headers: req.headers(), client: client_of(req.extensions()) }
     }
 
     pub fn of_parts(parts: &'a http::request::Parts) -> Self {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        Caller { headers: &parts.headers, ip }
+        Caller { headers: &parts.headers, client: client_of(&parts.extensions) }
+    }
+
+    /// A caller with no request at hand (errors past authentication).
+    pub fn none() -> Caller<'static> {
+        Caller { headers: &NO_HEADERS, client: ClientInfo::default() }
+    }
+
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.client.ip
     }
 }
 
 /// Authenticates the request's credentials (anonymous without any).
-pub async fn principal(state: &AppState, caller: Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
+pub async fn principal(state: &AppState, caller: &Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
     let Some(auth) = state.auth() else { return Ok(Principal::Anonymous) };
-    let (h, ip) = (caller.headers, caller.ip);
-    let creds =
-        credentials(h).map_err(|_| challenge(state, h, scope, None).message("unsupported authorization scheme"))?;
+    let (h, ip) = (caller.headers, caller.ip());
+    let creds = credentials(h)
+        .map_err(|_| challenge(state, caller, scope, None).message("unsupported authorization scheme"))?;
     let result = match creds {
         Credentials::Basic { secret: encoded, .. } => {
             let (user, secret) = decode_basic(encoded)
-                .ok_or_else(|| challenge(state, h, scope, None).message("malformed Basic credentials"))?;
+                .ok_or_else(|| challenge(state, caller, scope, None).message("malformed Basic credentials"))?;
             auth.authenticate(Credentials::Basic { user: &user, secret: &secret }, ip).await
         }
         other => auth.authenticate(other, ip).await,
     };
-    result.map_err(|e| auth_error(state, h, scope, e))
+    result.map_err(|e| auth_error(state, caller, scope, e))
 }
 
 /// What one request needs: `actions` on `repo`.
@@ -135,14 +162,24 @@ pub struct Need<'a> {
 
 /// Authenticates and checks `need`; returns the principal for handlers that
 /// need it (mount sources, audit lines). With auth disabled everything passes.
-pub async fn require(state: &AppState, caller: Caller<'_>, need: Need<'_>) -> Result<Principal, ApiError> {
+///
+/// A bearer token that does not list what the request needs is answered 401
+/// `insufficient_scope` with the scope to ask for, whoever holds it: it
+/// grants exactly its claim, never its holder's other rights.
+pub async fn require(state: &AppState, caller: &Caller<'_>, need: Need<'_>) -> Result<Principal, ApiError> {
     let Some(auth) = state.auth() else { return Ok(Principal::Anonymous) };
     let scope = scope_string(need.repo, need.actions);
     let principal = principal(state, caller, Some(&scope)).await?;
+    if let Principal::Bearer(claims) = &principal
+        && !granted_by_claims(claims, need.repo).covers(need.actions)
+    {
+        return Err(challenge(state, caller, Some(&scope), Some("insufficient_scope"))
+            .message("the bearer token does not grant this; request a token for the scope named in the challenge"));
+    }
     let allowed = auth
         .allowed(&principal, need.repo, need.actions)
         .await
-        .map_err(|e| auth_error(state, caller.headers, Some(&scope), e))?;
+        .map_err(|e| auth_error(state, caller, Some(&scope), e))?;
     if allowed.covers(need.actions) {
         return Ok(principal);
     }
@@ -150,7 +187,7 @@ pub async fn require(state: &AppState, caller: Caller<'_>, need: Need<'_>) -> Re
         Err(ApiError::new(ErrorCode::Denied).with_status(StatusCode::FORBIDDEN))
     } else {
         // Anonymous (or an anonymous bearer token): log in and try again.
-        Err(challenge(state, caller.headers, Some(&scope), anonymous_error(&principal)))
+        Err(challenge(state, caller, Some(&scope), anonymous_error(&principal)))
     }
 }
 
@@ -161,12 +198,12 @@ fn anonymous_error(p: &Principal) -> Option<&'static str> {
 /// `/v2/` and the catalog: any valid credentials (an anonymous bearer token
 /// counts), but a request without any is challenged so `docker login` can
 /// check a password.
-pub async fn require_any(state: &AppState, caller: Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
+pub async fn require_any(state: &AppState, caller: &Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
     if state.auth().is_none() {
         return Ok(Principal::Anonymous);
     }
     if !caller.headers.contains_key(AUTHORIZATION) {
-        return Err(challenge(state, caller.headers, scope, None));
+        return Err(challenge(state, caller, scope, None));
     }
     principal(state, caller, scope).await
 }

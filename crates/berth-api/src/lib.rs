@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod body;
+pub mod client;
 pub mod error;
 mod handlers;
 mod headers;
@@ -50,6 +51,8 @@ pub struct ApiSettings {
     pub tls: bool,
     /// Serve `GET /metrics` on the main listener.
     pub metrics_on_main: bool,
+    /// Reverse proxies whose forwarding headers are believed (see [`client`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ApiSettings {
@@ -61,6 +64,7 @@ impl Default for ApiSettings {
             auth_service: "berth".into(),
             tls: false,
             metrics_on_main: true,
+            trusted_proxies: Vec::new(),
         }
     }
 }

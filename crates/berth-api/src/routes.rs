@@ -183,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route("/metrics", get(crate::metrics::serve));
     }
     router
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::client::resolve_layer))
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(SetResponseHeaderLayer::overriding(API_VERSION, HeaderValue::from_static("registry/2.0")))
@@ -223,7 +224,7 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let Some(actions) = endpoint.need(req.method()) else { return ApiError::method_not_allowed().into_response() };
-    let principal = match require(&state, Caller::of(&req), Need { repo: endpoint.name(), actions }).await {
+    let principal = match require(&state, &Caller::of(&req), Need { repo: endpoint.name(), actions }).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };

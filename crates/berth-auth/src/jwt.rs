@@ -241,6 +241,12 @@ impl JwtKeys {
         if header.alg != Algorithm::EdDSA {
             return Err(format!("algorithm {:?} is not accepted", header.alg));
         }
+        // Keys come from configuration only: a token naming or carrying its
+        // own key (CVE-2025-24976 in Distribution) is refused outright, even
+        // when its `kid` is one of ours.
+        if header.jwk.is_some() || header.jku.is_some() || header.x5c.is_some() || header.x5u.is_some() {
+            return Err("tokens carrying or pointing to a key (jwk, jku, x5c, x5u) are not accepted".into());
+        }
         let key = header.kid.as_deref().and_then(|k| self.verifying.get(k)).ok_or("unknown signing key")?;
         let mut v = Validation::new(Algorithm::EdDSA);
         v.set_issuer(&[&self.issuer]);
@@ -320,6 +326,25 @@ mod tests {
         let other_aud =
             JwtKeys::load(&dir.path().join("k.pem"), &[], "berth", "elsewhere", Duration::from_secs(60)).unwrap();
         assert!(other_aud.verify(&good).is_err());
+    }
+
+    #[test]
+    fn tokens_carrying_their_own_key_are_refused_even_with_our_kid() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys(dir.path(), "k.pem");
+        let claims = k.verify(&k.issue("alice", entry(), None).unwrap().token).unwrap();
+        for field in ["jku", "x5u", "x5c"] {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(k.kid().to_owned());
+            match field {
+                "jku" => header.jku = Some("https://evil.example/keys".into()),
+                "x5u" => header.x5u = Some("https://evil.example/cert".into()),
+                _ => header.x5c = Some(vec!["MIIB".into()]),
+            }
+            // Signed with the registry's own key: only the header is at fault.
+            let t = jsonwebtoken::encode(&header, &claims, &k.signing).unwrap();
+            assert!(k.verify(&t).unwrap_err().contains("key"), "{field}");
+        }
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //!
 //! - [`AuthService::authenticate`] turns request credentials (Basic with a
 //!   password or personal access token, Bearer with a JWT or a token) into a
-//!   [`Principal`].
-//! - [`AuthService::authorize`] decides whether a principal may act on a
-//!   repository ([`policy`] holds the rules).
+//!   [`Principal`] ([`login`]); password logins are bounded before any
+//!   argon2 work ([`limiter`]).
+//! - [`AuthService::allowed`] decides whether a principal may act on a
+//!   repository ([`policy`] holds the rules; a bearer JWT grants exactly its
+//!   claim, checked against live rights: [`bearer`]).
 //! - [`AuthService::issue_token`] implements the token endpoint's grant:
 //!   the intersection of what was asked, the token's scopes and repository
 //!   patterns, and the user's rights.
@@ -14,24 +16,29 @@
 
 pub mod access;
 pub mod admin;
+mod bearer;
 pub mod jwt;
 pub mod limiter;
+mod login;
 pub mod policy;
 pub mod secrets;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::auth::{TokenCandidate, TokenRecord, UserRecord};
+use berth_meta::auth::{TokenRecord, UserRecord};
 use berth_meta::{AuthStore, MetaError};
 use berth_oci::RepositoryName;
 
 pub use access::{Action, Actions, Scope};
 pub use jwt::{AccessEntry, Claims, IssuedToken, JwtKeys};
 
-use crate::limiter::FailureLimiter;
-use crate::secrets::{Subject, VerifiedCache};
+use crate::limiter::LoginLimiter;
+use crate::login::HashingPool;
+use crate::secrets::VerifiedCache;
+
+pub use bearer::{LIVE_CHECK_TTL, granted_by_claims, grants_catalog};
+pub use login::loggable_user;
 
 /// Settings taken from `[auth]`.
 #[derive(Debug, Clone)]
@@ -91,6 +98,10 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("too many failed logins; retry after {0:?}")]
     TooManyAttempts(Duration),
+    /// Too many logins are being checked right now (for this address, this
+    /// user, or the whole process): retry shortly.
+    #[error("too many logins in progress")]
+    Busy,
     #[error(transparent)]
     Store(#[from] MetaError),
     #[error("{0}")]
@@ -103,38 +114,28 @@ pub struct AuthService {
     store: Arc<dyn AuthStore>,
     keys: JwtKeys,
     settings: AuthSettings,
-    limiter: FailureLimiter,
+    limiter: LoginLimiter,
     /// Recent successful argon2 checks of passwords and token secrets.
     verified: Arc<VerifiedCache>,
-    /// Bounds concurrent argon2 checks, of passwords and token secrets
-    /// alike (each takes ~19 MiB and a core).
-    argon2_slots: Arc<tokio::sync::Semaphore>,
+    /// The bounded queue of argon2 checks.
+    hashing: HashingPool,
+    /// Recent live checks of bearer tokens.
+    live: bearer::LiveChecks,
 }
 
-/// A valid argon2id hash (default cost) of a password nobody has, verified
-/// when the user does not exist so unknown and known names take equal time.
-const DECOY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$30XBP3ya3tldfhUXfBwKDw$WUXdxewXtt1osJ+vneIH+2G3EpLSb8mRYs6v04lSylM";
-
-/// How often a token's `last_used_at` is written at most.
-const TOUCH_INTERVAL_MS: i64 = 60_000;
-
-fn now_ms() -> i64 {
+pub(crate) fn login_now_ms() -> i64 {
     (jwt::now_secs() as i64) * 1000
 }
 
 impl AuthService {
     pub fn new(store: Arc<dyn AuthStore>, keys: JwtKeys, settings: AuthSettings) -> Result<Self> {
-        debug_assert!(DECOY_HASH.starts_with("$argon2id$"));
         Ok(AuthService {
             store,
             keys,
-            limiter: FailureLimiter::new(settings.failed_login_limit, settings.lockout_max),
-            verified: Arc::new(VerifiedCache::new(Duration::from_secs(60))),
-            argon2_slots: Arc::new(tokio::sync::Semaphore::new(
-                // Half the cores: logins must not starve the registry's own work.
-                (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).clamp(1, 4),
-            )),
+            limiter: LoginLimiter::new(settings.failed_login_limit, settings.lockout_max),
+            verified: login::verified_cache(),
+            hashing: HashingPool::new(),
+            live: bearer::LiveChecks::default(),
             settings,
         })
     }
@@ -147,174 +148,38 @@ impl AuthService {
         &self.keys
     }
 
-    /// Turns credentials into a principal. Failed logins are rate limited
-    /// per user and per client address.
-    pub async fn authenticate(&self, creds: Credentials<'_>, ip: Option<IpAddr>) -> Result<Principal> {
-        match creds {
-            Credentials::None => Ok(Principal::Anonymous),
-            Credentials::Bearer(t) if t.matches('.').count() == 2 => {
-                self.keys.verify(t).map(|c| Principal::Bearer(Box::new(c))).map_err(|e| {
-                    berth_metrics::metrics().auth_failure("bearer");
-                    tracing::info!(target: "audit", event = "auth_failure", kind = "bearer", ip = %ip_text(ip), reason = %e);
-                    AuthError::InvalidToken(e)
-                })
-            }
-            Credentials::Bearer(t) => self.login(None, t, ip).await,
-            // Gitea also accepts the token as the user name.
-            Credentials::Basic { user, secret } if secrets::looks_like_token(user) && !secrets::looks_like_token(secret) => {
-                self.login(None, user, ip).await
-            }
-            Credentials::Basic { user, secret } => self.login(Some(user), secret, ip).await,
-        }
-    }
-
-    async fn login(&self, user: Option<&str>, secret: &str, ip: Option<IpAddr>) -> Result<Principal> {
-        let is_token = secrets::looks_like_token(secret);
-        // Tokens carry 256 random bits: guessing one is hopeless, so a
-        // failed token login only counts against the address, and a user's
-        // mistyped password never locks out their CI tokens.
-        let limited_user = if is_token { None } else { user };
-        if let Some(wait) = self.limiter.check(limited_user, ip) {
-            berth_metrics::metrics().auth_failure("throttled");
-            tracing::info!(target: "audit", event = "auth_throttled", user = user.unwrap_or("-"), ip = %ip_text(ip));
-            return Err(AuthError::TooManyAttempts(wait));
-        }
-        let outcome = if is_token {
-            self.login_token(secret).await?
-        } else if let Some(name) = user.filter(|_| self.settings.allow_password) {
-            self.login_password(name, secret).await?
-        } else {
-            None
-        };
-        match outcome {
-            Some(p) => {
-                if let Some(u) = p.user_name().filter(|_| !is_token) {
-                    self.limiter.record_success(u);
-                }
-                Ok(p)
-            }
-            None => {
-                berth_metrics::metrics().auth_failure(if is_token { "token" } else { "password" });
-                self.limiter.record_failure(limited_user, ip);
-                tracing::info!(target: "audit", event = "auth_failure", kind = if is_token { "token" } else { "password" }, user = user.unwrap_or("-"), ip = %ip_text(ip));
-                Err(AuthError::InvalidCredentials)
-            }
-        }
-    }
-
-    /// A token login: one indexed query by the secret's lookup key, then
-    /// for each row carrying that key (several only if keys collide) that
-    /// is usable right now, an argon2 check of the secret against the row's
-    /// verifier. Revocation, expiry and a disabled user are read from the
-    /// row on every request, before and independently of the verified-cache,
-    /// so they take effect at once; the cache only spares argon2 when this
-    /// secret matched this row within the last minute.
-    ///
-    /// An unknown token costs no argon2 check (unlike an unknown user name,
-    /// which gets the decoy hash): timing can at most reveal whether some
-    /// row carries the presented secret's lookup key, which an attacker
-    /// could only exploit by guessing 64 random bits, and even then 192
-    /// bits of the secret remain. A decoy would only let well-formed garbage
-    /// tokens buy argon2 work. Failed token logins are throttled per address.
-    async fn login_token(&self, secret: &str) -> Result<Option<Principal>> {
-        let key = secrets::token_lookup_key(secret);
-        let now = now_ms();
-        for candidate in self.store.tokens_by_lookup_key(&key).await? {
-            let TokenCandidate { token, user, secret_hash } = candidate;
-            if !token_usable(&token, now) || user.disabled {
-                continue;
-            }
-            if !self.verify_blocking(Subject::Token(token.id), secret_hash, secret).await? {
-                continue;
-            }
-            if token.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MS) {
-                // Best effort: failing to record use must not fail the request.
-                if let Err(e) = self.store.touch_token(token.id, now).await {
-                    tracing::warn!(error = %e, "could not record token use");
-                }
-            }
-            return Ok(Some(Principal::User { user: Box::new(user), token: Some(Box::new(token)) }));
-        }
-        Ok(None)
-    }
-
-    async fn login_password(&self, name: &str, password: &str) -> Result<Option<Principal>> {
-        let user = self.store.get_user(name).await?;
-        let ok = match &user {
-            Some(u) if !u.disabled => match &u.password_hash {
-                Some(h) => self.verify_blocking(Subject::Password(u.id), h.clone(), password).await?,
-                None => false,
-            },
-            _ => {
-                // Same work as a real check, so timing does not reveal which names exist.
-                self.verify_blocking(Subject::Password(-1), DECOY_HASH.to_owned(), password).await?;
-                false
-            }
-        };
-        Ok(if ok { user.map(|user| Principal::User { user: Box::new(user), token: None }) } else { None })
-    }
-
-    /// Checks a password or token secret against its argon2 hash. argon2
-    /// takes tens of milliseconds and ~19 MiB: recent successes are
-    /// answered from the cache inline; otherwise at most a few checks run at
-    /// once (per core), off the async workers. A caller that waited for a
-    /// slot re-checks the cache, so a burst of identical logins costs one check.
-    async fn verify_blocking(&self, subject: Subject, hash: String, secret: &str) -> Result<bool> {
-        if self.verified.recently_verified(subject, &hash, secret) {
-            return Ok(true);
-        }
-        let _slot = self.argon2_slots.acquire().await.map_err(|e| AuthError::Internal(e.to_string()))?;
-        let (cache, secret) = (self.verified.clone(), secret.to_owned());
-        tokio::task::spawn_blocking(move || cache.verify(subject, &hash, &secret))
-            .await
-            .map_err(|e| AuthError::Internal(format!("argon2 check failed: {e}")))
-    }
-
-    /// What `principal` may do to `repo`, at most `wanted` (checked without
-    /// the database when a bearer token already grants it).
+    /// What `principal` may do to `repo`, at most `wanted`. A bearer token
+    /// grants exactly its `access` claim, intersected with the live rights
+    /// of the user and token behind it (see [`bearer`]): what the claim
+    /// lacks is refused even where the user could do it.
     pub async fn allowed(&self, principal: &Principal, repo: &RepositoryName, wanted: Actions) -> Result<Actions> {
-        if let Principal::Bearer(claims) = principal {
-            let granted = granted_by_claims(claims, repo);
-            if granted.covers(wanted) {
-                return Ok(wanted);
-            }
-        }
         Ok(self.rights(principal, repo).await?.and(wanted))
     }
 
     /// Everything `principal` may do to `repo`, from the accounts' current state.
     pub async fn rights(&self, principal: &Principal, repo: &RepositoryName) -> Result<Actions> {
-        let (user, token) = match principal {
-            Principal::Anonymous => (None, None),
-            Principal::User { user, token } => (Some((**user).clone()), token.as_deref().cloned()),
-            Principal::Bearer(claims) => self.bearer_identity(claims).await?,
-        };
-        let facts = self.store.access_facts(repo, user.as_ref().map(|u| u.id)).await?;
-        let mut rights = policy::user_rights(user.as_ref(), &facts);
-        if let Some(t) = &token {
-            rights = rights.and(policy::token_limit(t, repo));
+        match principal {
+            Principal::Anonymous => self.rights_of(None, None, repo).await,
+            Principal::User { user, token } => self.rights_of(Some(user), token.as_deref(), repo).await,
+            Principal::Bearer(claims) => {
+                let claimed = granted_by_claims(claims, repo);
+                if claimed.is_empty() {
+                    return Ok(Actions::NONE);
+                }
+                Ok(self.bearer_rights(claims, repo).await?.and(claimed))
+            }
         }
-        Ok(rights)
     }
 
-    /// The user and token behind a bearer token, reloaded so that a revoked
-    /// token or disabled user loses the rights not already in the JWT.
-    async fn bearer_identity(&self, claims: &Claims) -> Result<(Option<UserRecord>, Option<TokenRecord>)> {
-        if claims.sub.is_empty() {
-            return Ok((None, None));
+    /// Whether `principal`'s holder could obtain `wanted` on `repo` at the
+    /// token endpoint now: for a bearer token, the live rights behind it,
+    /// regardless of its claim (to tell a client which scope to ask for;
+    /// never to grant). For other principals, the same as [`Self::allowed`].
+    pub async fn could_obtain(&self, principal: &Principal, repo: &RepositoryName, wanted: Actions) -> Result<bool> {
+        match principal {
+            Principal::Bearer(claims) => Ok(self.bearer_rights(claims, repo).await?.covers(wanted)),
+            other => Ok(self.allowed(other, repo, wanted).await?.covers(wanted)),
         }
-        let Some(user) = self.store.get_user(&claims.sub).await?.filter(|u| !u.disabled) else {
-            return Ok((None, None));
-        };
-        let token = match claims.pat {
-            None => None,
-            Some(id) => match self.store.get_token(id).await? {
-                Some(t) if t.user_id == user.id && token_usable(&t, now_ms()) => Some(t),
-                // The token is gone: nothing beyond anonymous rights.
-                _ => return Ok((None, None)),
-            },
-        };
-        Ok((Some(user), token))
     }
 
     /// Whether `principal` may administer the whole registry (the
@@ -379,7 +244,7 @@ impl AuthService {
         let (user, token) = match principal {
             Principal::Anonymous => (None, None),
             Principal::User { user, token } => (Some((**user).clone()), token.as_deref().cloned()),
-            Principal::Bearer(c) => self.bearer_identity(c).await?,
+            Principal::Bearer(c) => self.bearer_identity(c).await?.map_err(AuthError::InvalidToken)?,
         };
         let mut out = Vec::new();
         let mut cursor = after.map(str::to_owned);
@@ -405,22 +270,8 @@ impl AuthService {
     }
 }
 
-/// A client address for audit lines.
-fn ip_text(ip: Option<IpAddr>) -> String {
-    ip.map_or_else(|| "-".to_owned(), |i| i.to_string())
-}
-
 fn token_usable(t: &TokenRecord, now: i64) -> bool {
     t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now)
-}
-
-/// The actions a bearer token's `access` claim grants on `repo`.
-pub fn granted_by_claims(claims: &Claims, repo: &RepositoryName) -> Actions {
-    claims
-        .access
-        .iter()
-        .filter(|a| a.kind == "repository" && a.name == repo.as_str())
-        .fold(Actions::NONE, |acc, a| acc.or(Actions::parse_list(&a.actions.join(","))))
 }
 
 #[cfg(test)]

@@ -101,13 +101,58 @@ pub enum Subject {
 pub struct VerifiedCache {
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Per-process random key for [`VerifiedCache::recent_login`] entries,
+    /// which have no stored hash (and so no per-user salt) in them.
+    salt: [u8; 16],
 }
 
 const CACHE_LIMIT: usize = 4096;
 
 impl VerifiedCache {
     pub fn new(ttl: Duration) -> Self {
-        VerifiedCache { ttl, entries: Mutex::new(HashMap::new()) }
+        let mut salt = [0u8; 16];
+        // Without randomness the entries are still keyed by the secret; only
+        // their resistance to a memory dump is lost.
+        let _ = getrandom::fill(&mut salt);
+        VerifiedCache { ttl, entries: Mutex::new(HashMap::new()), salt }
+    }
+
+    fn login_key(&self, name: &str, secret: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(b"n");
+        h.update(name.to_ascii_lowercase().as_bytes());
+        h.update([0]);
+        h.update(secret.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Whether `name` logged in with `secret` within the TTL: lets a repeat
+    /// login skip the limiter's queue (it still reloads the account and
+    /// checks [`VerifiedCache::recently_verified`] against its current hash).
+    pub fn recent_login(&self, name: &str, secret: &str) -> bool {
+        let key = self.login_key(name, secret);
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(&key).is_some_and(|t| t.elapsed() < self.ttl)
+    }
+
+    /// Records a successful login of `name` with `secret`.
+    pub fn remember_login(&self, name: &str, secret: &str) {
+        let key = self.login_key(name, secret);
+        self.insert(key);
+    }
+
+    fn insert(&self, key: [u8; 32]) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= CACHE_LIMIT {
+            let ttl = self.ttl;
+            entries.retain(|_, t| now.duration_since(*t) < ttl);
+            if entries.len() >= CACHE_LIMIT {
+                entries.clear();
+            }
+        }
+        entries.insert(key, now);
     }
 
     fn key(subject: Subject, stored_hash: &str, secret: &str) -> [u8; 32] {
@@ -140,16 +185,7 @@ impl VerifiedCache {
         if !verify_password(secret, stored_hash) {
             return false;
         }
-        let (key, now) = (Self::key(subject, stored_hash, secret), Instant::now());
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= CACHE_LIMIT {
-            let ttl = self.ttl;
-            entries.retain(|_, t| now.duration_since(*t) < ttl);
-            if entries.len() >= CACHE_LIMIT {
-                entries.clear();
-            }
-        }
-        entries.insert(key, now);
+        self.insert(Self::key(subject, stored_hash, secret));
         true
     }
 }
@@ -173,6 +209,13 @@ mod tests {
         assert!(!cache.verify(alice, &h, "wrong"));
         assert!(!cache.verify(alice, "other-hash", "correct horse"), "a changed hash misses the cache");
         assert!(!cache.recently_verified(Subject::Token(1), &h, "correct horse"), "token 1 is not user 1");
+
+        assert!(!cache.recent_login("alice", "correct horse"));
+        cache.remember_login("Alice", "correct horse");
+        assert!(cache.recent_login("alice", "correct horse"));
+        assert!(!cache.recent_login("alice", "wrong"));
+        assert!(!cache.recent_login("bob", "correct horse"));
+        assert!(!VerifiedCache::new(Duration::from_secs(60)).recent_login("alice", "correct horse"), "per process");
     }
 
     #[test]

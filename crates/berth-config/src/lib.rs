@@ -122,10 +122,18 @@ impl Config {
                 return bad(format!("retention.rules[{i}]: repositories must not be empty (use \"*\" for all)"));
             }
         }
+        if let Err(e) = self.http.trusted_proxy_nets() {
+            return bad(e);
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());
         }
         Ok(())
+    }
+
+    /// Whether `listen` only accepts connections from this machine.
+    pub fn listens_on_loopback_only(&self) -> bool {
+        self.listen.ip().is_loopback()
     }
 
     /// The effective configuration as TOML-like JSON, secrets masked.

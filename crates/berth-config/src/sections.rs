@@ -89,6 +89,13 @@ pub struct HttpConfig {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Reverse proxies (addresses or CIDR ranges) whose forwarding headers
+    /// are believed: only when the connection comes from one of them is the
+    /// client address taken from `Forwarded` / `X-Forwarded-For` (the
+    /// rightmost hop that is not itself listed), and, with `public_url`
+    /// empty, the scheme and host of the auth realm from `Forwarded` /
+    /// `X-Forwarded-Proto` / `X-Forwarded-Host`. Empty: headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -98,7 +105,23 @@ impl Default for HttpConfig {
             body_idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
         }
+    }
+}
+
+impl HttpConfig {
+    /// `trusted_proxies` parsed; a bare address means just that address.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("http.trusted_proxies: {p:?} is not an address or CIDR range"))
+            })
+            .collect()
     }
 }
 

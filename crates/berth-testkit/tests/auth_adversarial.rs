@@ -16,12 +16,12 @@
 //!   `insufficient_scope`; valid credentials without the right → 403
 //!   DENIED, identical whether or not the repository exists;
 //! - bearer JWTs: EdDSA only, known `kid`, `exp`, `nbf`, `aud`, `iss`;
-//! - repeated failed logins → 429 TOOMANYREQUESTS with `Retry-After`, per
-//!   user and per client address.
+//! - bearer JWTs grant exactly their `access` claim, checked against live
+//!   rights; what they lack is 401 `insufficient_scope`;
+//! - login limits are in `login_limits.rs`.
 
 mod common;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use base64::Engine;
@@ -54,10 +54,6 @@ async fn two_users(customize: impl FnOnce(&mut berth_config::Config)) -> (H, Ima
     let a = h.push_image("alice/app", "latest", &alice(), 1).await;
     let b = h.push_image("bob/app", "latest", &bob(), 2).await;
     (h, a, b)
-}
-
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::from([127, 0, 0, last])
 }
 
 /// The `access` claim of a JWT.
@@ -127,14 +123,20 @@ async fn read_package_token_can_pull_but_not_push_or_delete() {
     );
     assert_denied(&h.delete(&up, &rc).await);
 
-    // A JWT obtained with the read token carries pull only and cannot push either.
+    // A JWT obtained with the read token carries pull only and cannot push
+    // either: it is told which scope it lacks.
     let jwt = h.jwt(&rc, &[&scope("alice/app", "pull,push,delete")]).await;
     assert_eq!(access_of(&jwt), json!([{ "type": "repository", "name": "alice/app", "actions": ["pull"] }]));
     let bearer = Cred::bearer(&jwt);
     assert_eq!(h.get_manifest("alice/app", "latest", &bearer).await.status, 200);
-    assert_denied(&h.start_upload("alice/app", &bearer).await);
-    assert_denied(&h.put_manifest("alice/app", "evil", &bearer, &a.manifest).await);
-    assert_denied(&h.delete("/v2/alice/app/manifests/latest", &bearer).await);
+    let (push, del) = (scope("alice/app", "pull,push"), scope("alice/app", "delete"));
+    h.assert_401(&h.start_upload("alice/app", &bearer).await, Some(&push), Some("insufficient_scope"));
+    h.assert_401(
+        &h.put_manifest("alice/app", "evil", &bearer, &a.manifest).await,
+        Some(&push),
+        Some("insufficient_scope"),
+    );
+    h.assert_401(&h.delete("/v2/alice/app/manifests/latest", &bearer).await, Some(&del), Some("insufficient_scope"));
 
     // Nothing changed.
     assert_eq!(tags(&h, "alice/app", &alice()).await, json!(["latest"]));
@@ -172,8 +174,10 @@ async fn cross_namespace_push_is_denied_for_password_and_token() {
     // The token endpoint grants nothing there either.
     let jwt = h.jwt(&alice(), &[&scope("bob/app", "pull,push"), &scope("nosuchowner/app", "pull,push")]).await;
     assert_eq!(access_of(&jwt), json!([]));
-    assert_denied(&h.start_upload("bob/app", &Cred::bearer(&jwt)).await);
-    assert_denied(&h.start_upload("nosuchowner/app", &Cred::bearer(&jwt)).await);
+    for repo in ["bob/app", "nosuchowner/app"] {
+        let r = h.start_upload(repo, &Cred::bearer(&jwt)).await;
+        h.assert_401(&r, Some(&scope(repo, "pull,push")), Some("insufficient_scope"));
+    }
 
     // Nothing was created or changed.
     assert_eq!(tags(&h, "bob/app", &bob()).await, json!(["latest"]));
@@ -639,44 +643,112 @@ async fn user_jwt_for_repository_a_on_repository_b() {
     let jwt = h.jwt(&alice(), &[&scope("alice/app", "pull")]).await;
     assert_eq!(access_of(&jwt), json!([{ "type": "repository", "name": "alice/app", "actions": ["pull"] }]));
     let c = Cred::bearer(&jwt);
-    // Another user's repository: the JWT lacks it and alice has no rights: 403.
-    assert_denied(&h.get_manifest("bob/app", "latest", &c).await);
-    assert_denied(&h.start_upload("bob/app", &c).await);
-    // Her own repositories: the JWT lacks them, so her live rights decide (documented rule).
-    assert_eq!(h.get_manifest("alice/other", "latest", &c).await.status, 200);
-    assert_eq!(h.start_upload("alice/other", &c).await.status, 202);
-    assert_eq!(h.start_upload("alice/app", &c).await.status, 202);
+    // A bearer token grants exactly its claim: anything else, even what its
+    // holder may do, is 401 insufficient_scope naming the scope to ask for.
+    let cases = [
+        ("bob/app", h.get_manifest("bob/app", "latest", &c).await, "pull"),
+        ("bob/app", h.start_upload("bob/app", &c).await, "pull,push"),
+        ("alice/other", h.get_manifest("alice/other", "latest", &c).await, "pull"),
+        ("alice/other", h.start_upload("alice/other", &c).await, "pull,push"),
+        ("alice/app", h.start_upload("alice/app", &c).await, "pull,push"),
+        ("alice/app", h.delete("/v2/alice/app/manifests/latest", &c).await, "delete"),
+    ];
+    for (repo, r, actions) in cases {
+        h.assert_401(&r, Some(&scope(repo, actions)), Some("insufficient_scope"));
+    }
+    assert_eq!(h.get_manifest("alice/app", "latest", &c).await.status, 200);
+    // The challenge's scope, asked for with the same credentials, works.
+    let push = h.jwt(&alice(), &[&scope("alice/app", "pull,push")]).await;
+    assert_eq!(h.start_upload("alice/app", &Cred::bearer(&push)).await.status, 202);
 }
 
 #[tokio::test]
-async fn pat_restrictions_apply_to_jwts_beyond_their_access_claim() {
+async fn a_leaked_pull_token_is_never_a_push_or_delete_credential() {
+    let (h, _, _) = two_users(|_| {}).await;
+    h.org("acme").await;
+    h.member("acme", "alice", "write").await;
+    h.push_image("acme/app", "latest", &alice(), 53).await;
+    // The JWT a CI job logged: pull on alice/app.
+    let jwt = h.jwt(&alice(), &[&scope("alice/app", "pull")]).await;
+    let c = Cred::bearer(&jwt);
+    let fresh = Image::new(54);
+    h.assert_401(
+        &h.start_upload("acme/app", &c).await,
+        Some(&scope("acme/app", "pull,push")),
+        Some("insufficient_scope"),
+    );
+    let r = h.put_manifest("acme/app", "latest", &c, &fresh.manifest).await;
+    h.assert_401(&r, Some(&scope("acme/app", "pull,push")), Some("insufficient_scope"));
+    let r = h.delete("/v2/alice/app/manifests/latest", &c).await;
+    h.assert_401(&r, Some(&scope("alice/app", "delete")), Some("insufficient_scope"));
+    // The Gitea package API and its deletes refuse it too.
+    let r = h.delete("/api/v1/packages/alice/container/app/latest", &c).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(tags(&h, "alice/app", &alice()).await, json!(["latest"]));
+    assert_eq!(tags(&h, "acme/app", &alice()).await, json!(["latest"]));
+}
+
+#[tokio::test]
+async fn pat_restrictions_and_revocation_apply_to_jwts() {
     let (h, _, _) = two_users(|_| {}).await;
     h.push_image("alice/other", "latest", &alice(), 52).await;
     // A write token limited to alice/app.
     let (id, pat) = h.pat("alice", &[WRITE], &["alice/app"], None).await;
-    let jwt =
-        h.jwt(&Cred::basic("alice", &pat), &[&scope("alice/app", "pull"), &scope("alice/other", "pull,push")]).await;
-    assert_eq!(access_of(&jwt), json!([{ "type": "repository", "name": "alice/app", "actions": ["pull"] }]));
+    let jwt = h
+        .jwt(&Cred::basic("alice", &pat), &[&scope("alice/app", "pull,push"), &scope("alice/other", "pull,push")])
+        .await;
+    assert_eq!(access_of(&jwt), json!([{ "type": "repository", "name": "alice/app", "actions": ["pull", "push"] }]));
     let c = Cred::bearer(&jwt);
-    assert_denied(&h.get_manifest("alice/other", "latest", &c).await);
-    assert_denied(&h.start_upload("alice/other", &c).await);
-    assert_denied(&h.get_manifest("bob/app", "latest", &c).await);
-    // Push on alice/app is not in the JWT but within the token's limits: live re-check allows it.
     assert_eq!(h.start_upload("alice/app", &c).await.status, 202);
+    h.assert_401(
+        &h.get_manifest("alice/other", "latest", &c).await,
+        Some(&scope("alice/other", "pull")),
+        Some("insufficient_scope"),
+    );
 
-    // A read token's JWT never pushes.
-    let (_, read) = h.pat("alice", &[READ], &[], None).await;
-    let rjwt = h.jwt(&Cred::basic("alice", &read), &[&scope("alice/app", "pull")]).await;
-    assert_denied(&h.start_upload("alice/app", &Cred::bearer(&rjwt)).await);
-    assert_denied(&h.delete("/v2/alice/app/manifests/latest", &Cred::bearer(&rjwt)).await);
-
-    // After revocation the JWT keeps what it lists until it expires (by design),
-    // but nothing beyond it.
+    // Revoking the token behind the JWT ends the JWT within LIVE_CHECK_TTL.
     h.revoke(id).await;
-    assert_eq!(h.get_manifest("alice/app", "latest", &c).await.status, 200);
-    assert_denied(&h.start_upload("alice/app", &c).await);
+    tokio::time::sleep(berth_auth::LIVE_CHECK_TTL + Duration::from_millis(200)).await;
+    for r in [h.get_manifest("alice/app", "latest", &c).await, h.start_upload("alice/app", &c).await] {
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert!(r.www().unwrap_or_default().contains("error=\"invalid_token\""), "{:?}", r.www());
+    }
     // And it cannot be exchanged for a fresh JWT at all.
     assert_error(&h.token(&c, &[&scope("alice/app", "pull,push")]).await, 401, "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_jwts_within_seconds() {
+    let h = H::default().await;
+    h.user("dave", "dave-pw-1").await;
+    let dave = Cred::basic("dave", "dave-pw-1");
+    h.push_image("dave/app", "latest", &dave, 55).await;
+    let (_, pat) = h.pat("dave", &[WRITE], &[], None).await;
+    let all = scope("dave/app", "pull,push,delete");
+    let by_password = Cred::bearer(&h.jwt(&dave, &[&all]).await);
+    let by_token = Cred::bearer(&h.jwt(&Cred::basic("dave", &pat), &[&all]).await);
+    for c in [&by_password, &by_token] {
+        assert_eq!(h.get_manifest("dave/app", "latest", c).await.status, 200);
+    }
+    h.disable("dave").await;
+    let disabled_at = std::time::Instant::now();
+    // Poll: refused within LIVE_CHECK_TTL (plus scheduling slack).
+    loop {
+        let r = h.get_manifest("dave/app", "latest", &by_password).await;
+        if r.status == 401 {
+            break;
+        }
+        assert_eq!(r.status, 200);
+        assert!(disabled_at.elapsed() < berth_auth::LIVE_CHECK_TTL + Duration::from_secs(1), "still served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let img = Image::new(56);
+    for c in [&by_password, &by_token] {
+        assert_eq!(h.get_manifest("dave/app", "latest", c).await.status, 401);
+        assert_eq!(h.upload_blob("dave/app", c, &img.layer).await.status, 401);
+        assert_eq!(h.delete("/v2/dave/app/manifests/latest", c).await.status, 401);
+    }
+    assert!(disabled_at.elapsed() <= berth_auth::LIVE_CHECK_TTL + Duration::from_secs(1));
 }
 
 // ---------------------------------------------------------------------------
@@ -921,149 +993,7 @@ async fn authenticated_outsider_cannot_tell_private_from_missing() {
     }
 }
 
-// ---------------------------------------------------------------------------
-// 11. Failed-login backoff
-// ---------------------------------------------------------------------------
-
-const LIMIT: u32 = 2;
-
-async fn limited() -> (H, Image, Image) {
-    two_users(|c| {
-        c.auth.failed_login_limit = LIMIT;
-        c.auth.lockout_max = Duration::from_secs(300);
-    })
-    .await
-}
-
-#[track_caller]
-fn assert_throttled(r: &Resp) -> u64 {
-    assert_error(r, 429, "TOOMANYREQUESTS");
-    let after = r.header("retry-after").expect("Retry-After header");
-    let secs: u64 = after.parse().unwrap_or_else(|_| panic!("Retry-After is a number of seconds: {after:?}"));
-    assert!(secs >= 1, "Retry-After {secs}");
-    secs
-}
-
-/// A GET from a client bound to `client`'s local address (build clients
-/// before a lock starts: the first lock lasts only 1 s).
-async fn get_from(h: &H, client: &reqwest::Client, path: &str, cred: &Cred) -> Resp {
-    send_with(client, Method::GET, &h.url(path), cred, &[], None).await
-}
-
-#[tokio::test]
-async fn failed_logins_lock_out_the_user() {
-    let (h, _, _) = limited().await;
-    let other_ip = client(Some(loopback(3)));
-    let wrong = Cred::basic("alice", "wrong password");
-    // The first LIMIT failures, and the one that crosses the limit, are plain 401s.
-    for _ in 0..=LIMIT {
-        h.assert_401(&h.get("/v2/", &wrong).await, None, None);
-    }
-    // Locked (for 1 s at first): even the right password is refused, on every
-    // endpoint and from any address.
-    assert_eq!(assert_throttled(&h.get("/v2/", &alice()).await), 1);
-    assert_throttled(&get_from(&h, &other_ip, "/v2/", &alice()).await);
-    assert_throttled(&h.get_manifest("alice/app", "latest", &alice()).await);
-    assert_throttled(&h.token(&alice(), &[&scope("alice/app", "pull")]).await);
-    assert_throttled(&h.get("/v2/", &wrong).await);
-    // Another user from another address is not affected.
-    assert_eq!(get_from(&h, &other_ip, "/v2/", &bob()).await.status, 200);
-    // The lock ends: the right password works again.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert_eq!(h.get("/v2/", &alice()).await.status, 200);
-}
-
-#[tokio::test]
-async fn failed_logins_back_off_and_retry_after_covers_the_lock() {
-    let (h, _, _) = limited().await;
-    let wrong = Cred::basic("alice", "wrong password");
-    for _ in 0..=LIMIT {
-        h.assert_401(&h.get("/v2/", &wrong).await, None, None);
-    }
-    let first = assert_throttled(&h.get("/v2/", &alice()).await);
-    tokio::time::sleep(Duration::from_secs(first) + Duration::from_millis(100)).await;
-    // One more failure after the lock ended doubles it (2 s).
-    h.assert_401(&h.get("/v2/", &wrong).await, None, None);
-    let second = assert_throttled(&h.get("/v2/", &alice()).await);
-    // A client that waits as told is let in.
-    tokio::time::sleep(Duration::from_secs(second) + Duration::from_millis(100)).await;
-    let r = h.get("/v2/", &alice()).await;
-    assert_eq!(
-        r.status,
-        200,
-        "the second lock lasts 2 s; the client waited Retry-After = {second} s (+100 ms) and was refused again: {} (Retry-After {:?})",
-        r.text(),
-        r.header("retry-after")
-    );
-    assert!(second >= 2, "Retry-After {second} for a lock of 2 s");
-}
-
-#[tokio::test]
-async fn failed_logins_lock_out_the_address_for_every_user() {
-    let (h, _, _) = limited().await;
-    let (_, pat) = h.pat("bob", &[READ], &[], None).await;
-    let ip_client = client(Some(loopback(2)));
-    for (i, user) in ["u1", "u2", "alice"].into_iter().enumerate() {
-        // Forwarding headers do not make a client another address.
-        let fwd = format!("10.9.8.{i}");
-        let forwarded = format!("for={fwd}");
-        let headers =
-            [("x-forwarded-for", fwd.as_str()), ("x-real-ip", fwd.as_str()), ("forwarded", forwarded.as_str())];
-        let cred = Cred::basic(user, &format!("guess-{i}"));
-        let r = send_with(&ip_client, Method::GET, &h.url("/v2/"), &cred, &headers, None).await;
-        h.assert_401(&r, None, None);
-    }
-    // That address is locked, whichever user it tries.
-    assert_throttled(&get_from(&h, &ip_client, "/v2/", &bob()).await);
-    assert_throttled(&get_from(&h, &ip_client, "/v2/bob/app/tags/list", &bob()).await);
-    // Tokens from that address too.
-    assert_throttled(&get_from(&h, &ip_client, "/v2/", &Cred::bearer(&pat)).await);
-    // bob from another address is fine.
-    assert_eq!(h.get("/v2/", &bob()).await.status, 200);
-}
-
-#[tokio::test]
-async fn failed_logins_spread_over_addresses_still_lock_the_user() {
-    let (h, _, _) = limited().await;
-    let (c20, c21) = (client(Some(loopback(20))), client(Some(loopback(21))));
-    // One failure per address: no address reaches the limit, the user does.
-    for last in 2..=(2 + LIMIT as u8) {
-        let r = get_from(&h, &client(Some(loopback(last))), "/v2/", &Cred::basic("alice", "wrong")).await;
-        h.assert_401(&r, None, None);
-    }
-    assert_throttled(&get_from(&h, &c20, "/v2/", &alice()).await);
-    // The user name is matched case-insensitively by the limiter, so a
-    // case variant does not dodge it either.
-    assert_throttled(&get_from(&h, &c21, "/v2/", &Cred::basic("ALICE", "wrong")).await);
-    assert_eq!(get_from(&h, &c20, "/v2/", &bob()).await.status, 200);
-}
-
-#[tokio::test]
-async fn token_guessing_and_token_endpoint_logins_are_rate_limited() {
-    let (h, _, _) = limited().await;
-    let (_, pat) = h.pat("alice", &[READ], &[], None).await;
-    // Guessed token secrets (well-formed, unknown) from one address.
-    let ip = client(Some(loopback(6)));
-    for i in 0..=LIMIT {
-        let guess = format!("bpat_{i:0>43}");
-        let r = get_from(&h, &ip, "/v2/", &Cred::bearer(&guess)).await;
-        h.assert_401(&r, None, None);
-    }
-    assert_throttled(&get_from(&h, &ip, "/v2/", &Cred::bearer(&pat)).await);
-
-    // The OAuth2 form at the token endpoint counts failures as well.
-    for _ in 0..=LIMIT {
-        let r = h
-            .token_form(&[("grant_type", "password"), ("username", "bob"), ("password", "nope"), ("service", "berth")])
-            .await;
-        h.assert_401(&r, None, None);
-    }
-    let r = h
-        .token_form(&[("grant_type", "password"), ("username", "bob"), ("password", BOB_PW), ("service", "berth")])
-        .await;
-    assert_throttled(&r);
-    assert_throttled(&h.token(&bob(), &[]).await);
-}
+// 11. Failed-login limits: see login_limits.rs.
 
 // ---------------------------------------------------------------------------
 // 12. The token endpoint
@@ -1259,8 +1189,14 @@ async fn catalog_lists_only_readable_repositories() {
 
     h.assert_401(&h.get("/v2/_catalog", &Cred::Anon).await, Some("registry:catalog:*"), None);
     h.assert_401(&h.get("/v2/_catalog", &Cred::basic("alice", "wrong")).await, Some("registry:catalog:*"), None);
+    // Anonymous callers get no catalog grant, so their token lists nothing.
     let anon = h.jwt(&Cred::Anon, &["registry:catalog:*"]).await;
-    assert_eq!(catalog(&h, &Cred::bearer(&anon)).await, json!(["bob/pub"]));
+    let r = h.get("/v2/_catalog", &Cred::bearer(&anon)).await;
+    h.assert_401(&r, Some("registry:catalog:*"), Some("insufficient_scope"));
+    // Nor does a user's token issued for something else.
+    let other = h.jwt(&alice(), &[&scope("alice/app", "pull")]).await;
+    let r = h.get("/v2/_catalog", &Cred::bearer(&other)).await;
+    h.assert_401(&r, Some("registry:catalog:*"), Some("insufficient_scope"));
     assert_eq!(catalog(&h, &alice()).await, json!(["alice/app", "alice/lib", "bob/pub"]));
     assert_eq!(catalog(&h, &bob()).await, json!(["bob/app", "bob/pub"]));
     assert_eq!(catalog(&h, &carol).await, json!(["acme/app", "bob/pub"]));
@@ -1381,6 +1317,35 @@ async fn cross_repository_mount_requires_pull_on_the_source() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(h.head(&blob, &alice()).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_bearer_mount_needs_pull_on_the_source_in_the_token() {
+    let (h, _, b) = two_users(|_| {}).await;
+    h.push_image("alice/base", "latest", &alice(), 57).await;
+    let base = Image::new(57);
+    let push = scope("alice/new", "pull,push");
+    let only_target = Cred::bearer(&h.jwt(&alice(), &[&push]).await);
+    let with_source = Cred::bearer(&h.jwt(&alice(), &[&push, &scope("alice/base", "pull")]).await);
+    let mount = |digest: &str, from: Option<&str>| match from {
+        Some(f) => format!("/v2/alice/new/blobs/uploads/?mount={digest}&from={f}"),
+        None => format!("/v2/alice/new/blobs/uploads/?mount={digest}"),
+    };
+    // A source the holder may read but the token does not list: asked for.
+    for from in [Some("alice/base"), None] {
+        let r = h.send(Method::POST, &mount(&base.layer_digest, from), &only_target, &[], None).await;
+        let wanted = format!("{push} {}", scope("alice/base", "pull"));
+        h.assert_401(&r, Some(&wanted), Some("insufficient_scope"));
+    }
+    // With the source in the token: mounted.
+    let r = h.send(Method::POST, &mount(&base.layer_digest, Some("alice/base")), &with_source, &[], None).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // A source the holder may not read: an ordinary upload, no hint.
+    let r = h.send(Method::POST, &mount(&b.layer_digest, Some("bob/app")), &only_target, &[], None).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = h.send(Method::POST, &mount(&b.layer_digest, None), &only_target, &[], None).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(h.head(&format!("/v2/alice/new/blobs/{}", b.layer_digest), &alice()).await.status, 404);
 }
 
 #[tokio::test]

@@ -67,6 +67,7 @@ impl App {
             auth_service: config.auth.service.clone(),
             tls: config.tls.cert.is_some(),
             metrics_on_main: config.metrics.enabled && config.metrics.listen.is_none(),
+            trusted_proxies: config.http.trusted_proxy_nets().map_err(StartError::Config)?,
         };
         let maintenance = Maintenance::new(registry.clone(), stores.maintenance.clone()).with_config_rules(retention);
         let state = AppState::new(maintenance.clone(), settings, auth.clone());
@@ -164,9 +165,34 @@ async fn build_auth(config: &Config, stores: &Stores) -> Result<Option<Arc<AuthS
     {
         tracing::info!("created the site admin \"admin\" from admin_password");
     }
+    warn_about_realm(config);
     let service =
         AuthService::new(stores.auth.clone(), keys, settings).map_err(|e| StartError::Config(e.to_string()))?;
     Ok(Some(Arc::new(service)))
+}
+
+/// With `public_url` empty, clients are sent to a token realm built from
+/// each request's `Host` (and scheme, which behind a TLS-terminating proxy
+/// is `http` unless the proxy is trusted): say so when that can matter.
+fn warn_about_realm(config: &Config) {
+    if !config.public_url.is_empty() || config.listens_on_loopback_only() {
+        return;
+    }
+    let scheme = if config.tls.cert.is_some() { "https" } else { "http" };
+    if config.http.trusted_proxies.is_empty() {
+        tracing::warn!(
+            realm = %format!("{scheme}://<Host header>/v2/token"),
+            "public_url is empty: clients are sent to this token realm; behind a TLS-terminating proxy they \
+             would be sent to plain http. Set public_url, or list the proxy in http.trusted_proxies so its \
+             X-Forwarded-Proto/-Host (or Forwarded) headers are used"
+        );
+    } else {
+        tracing::warn!(
+            realm = %format!("<X-Forwarded-Proto or {scheme}>://<X-Forwarded-Host or Host>/v2/token"),
+            "public_url is empty: the token realm comes from each request's forwarding headers \
+             (from http.trusted_proxies) or Host; set public_url to pin it"
+        );
+    }
 }
 
 /// Builds the app, binds `config.listen` and serves until `shutdown`.

@@ -10,7 +10,7 @@ use crate::auth::{Caller, require_any};
 /// a request without credentials is challenged (that is how `docker login`
 /// learns where to get a token); any valid credentials pass.
 pub async fn version(State(state): State<AppState>, req: Request) -> Response {
-    match require_any(&state, Caller::of(&req), None).await {
+    match require_any(&state, &Caller::of(&req), None).await {
         Ok(_) => Json(json!({})).into_response(),
         Err(e) => e.into_response(),
     }

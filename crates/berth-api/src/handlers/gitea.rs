@@ -77,7 +77,7 @@ fn forbidden() -> GiteaError {
 }
 
 /// The caller: credentials are required when auth is on.
-pub(super) async fn caller(state: &AppState, c: Caller<'_>) -> Result<Principal, GiteaError> {
+pub(super) async fn caller(state: &AppState, c: &Caller<'_>) -> Result<Principal, GiteaError> {
     if state.auth().is_none() {
         return Ok(Principal::Anonymous);
     }
@@ -202,7 +202,7 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Response {
 async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, GiteaError> {
     let owner = req.uri.path().trim_start_matches("/api/v1/packages/").trim_end_matches('/');
     let owner = percent_decode_str(owner).decode_utf8_lossy().into_owned();
-    let who = caller(state, Caller::of_parts(req)).await?;
+    let who = caller(state, &Caller::of_parts(req)).await?;
     let pairs = query_pairs(req.uri.query()).map_err(|_| GiteaError(StatusCode::BAD_REQUEST, "bad query".into()))?;
     let kind = query_get(&pairs, "type").unwrap_or("container");
     let q = query_get(&pairs, "q").unwrap_or("").to_lowercase();
@@ -232,7 +232,7 @@ async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, GiteaErro
         }
     }
     let total = visible.len();
-    let base = base_url(state, &req.headers);
+    let base = base_url(state, &Caller::of_parts(req));
     let mut entries = Entries::new(state, base.clone());
     let mut body = Vec::new();
     for v in visible.iter().skip((page - 1) * limit).take(limit) {
@@ -304,13 +304,13 @@ fn not_found() -> GiteaError {
 pub async fn get(State(state): State<AppState>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     async {
-        let who = caller(&state, Caller::of_parts(&req)).await?;
+        let who = caller(&state, &Caller::of_parts(&req)).await?;
         let (repo, version) = parse_version_path(req.uri.path()).ok_or_else(not_found)?;
         if !may(&state, &who, &repo, Actions::PULL).await? {
             return Err(forbidden());
         }
         let v = state.registry().package_version(&repo, &version).await?;
-        let mut entries = Entries::new(&state, base_url(&state, &req.headers));
+        let mut entries = Entries::new(&state, base_url(&state, &Caller::of_parts(&req)));
         let body = entries.entry(&v).await;
         respond(StatusCode::OK, &[(CONTENT_TYPE, "application/json".into())], Body::from(body.to_string()))
             .map_err(|_| GiteaError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))
@@ -323,7 +323,7 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
 pub async fn delete(State(state): State<AppState>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     async {
-        let who = caller(&state, Caller::of_parts(&req)).await?;
+        let who = caller(&state, &Caller::of_parts(&req)).await?;
         let (repo, version) = parse_version_path(req.uri.path()).ok_or_else(not_found)?;
         if !may(&state, &who, &repo, Actions::of(&[berth_auth::Action::Delete])).await? {
             return Err(forbidden());

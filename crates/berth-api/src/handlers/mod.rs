@@ -45,9 +45,15 @@ pub(crate) fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// The most entries one tag or catalog page holds, whatever `n` asks for:
+/// a huge `n` must not buy a huge answer (CVE-2023-2253 in Distribution).
+/// A longer list is paged with `Link` headers.
+pub(crate) const MAX_PAGE: u32 = 10_000;
+
 /// Pagination parameters `n` and `last` shared by tag and catalog lists.
 pub(crate) struct Page {
-    pub n: Option<u32>,
+    /// Entries to return: `n`, at most [`MAX_PAGE`] (also without `n`).
+    pub limit: u32,
     pub last: Option<String>,
 }
 
@@ -62,17 +68,16 @@ impl Page {
             })?),
         };
         let last = query_get(pairs, "last").filter(|l| !l.is_empty()).map(str::to_owned);
-        Ok(Page { n, last })
+        Ok(Page { limit: n.map_or(MAX_PAGE, |n| n.min(MAX_PAGE)), last })
     }
 
     /// `Link: <path?n=N&last=LAST>; rel="next"` when a full page was returned.
     pub fn next_link(&self, path: &str, items: &[String]) -> Option<String> {
-        let n = self.n?;
-        if n == 0 || items.len() < n as usize {
+        if self.limit == 0 || items.len() < self.limit as usize {
             return None;
         }
         let last = items.last()?;
-        let q = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.clone())]).ok()?;
+        let q = serde_urlencoded::to_string([("n", self.limit.to_string()), ("last", last.clone())]).ok()?;
         Some(format!("<{path}?{q}>; rel=\"next\""))
     }
 }

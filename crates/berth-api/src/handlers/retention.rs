@@ -80,7 +80,7 @@ fn forbidden() -> GiteaError {
 
 /// The caller, if a site admin may do `wanted` (see the module documentation).
 async fn admin(state: &AppState, req: &Parts, wanted: Actions) -> Result<Principal, GiteaError> {
-    let who = caller(state, Caller::of_parts(req)).await?;
+    let who = caller(state, &Caller::of_parts(req)).await?;
     match state.auth() {
         Some(auth) if !auth.is_site_admin(&who, wanted) => Err(forbidden()),
         _ => Ok(who),

@@ -12,13 +12,13 @@ use crate::error::ApiError;
 /// `GET /v2/<name>/tags/list?n=&last=`
 pub async fn list(state: &AppState, name: &RepositoryName, query: Option<&str>) -> Result<Response, ApiError> {
     let page = Page::from_query(&query_pairs(query)?)?;
-    let tags = match page.n {
+    let tags = match page.limit {
         // n=0 asks for nothing, but the repository must still exist.
-        Some(0) => {
+        0 => {
             state.registry().list_tags(name, page.last.as_deref(), Some(1)).await?;
             Vec::new()
         }
-        n => state.registry().list_tags(name, page.last.as_deref(), n).await?,
+        n => state.registry().list_tags(name, page.last.as_deref(), Some(n)).await?,
     };
     let mut headers = vec![(CONTENT_TYPE, "application/json".to_owned())];
     if let Some(link) = page.next_link(&format!("/v2/{name}/tags/list"), &tags) {

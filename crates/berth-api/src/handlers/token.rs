@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::{query_pairs, respond};
 use crate::AppState;
-use crate::auth::{Caller, auth_error, challenge, client_ip, principal};
+use crate::auth::{Caller, auth_error, challenge, principal};
 use crate::body::read_limited;
 use crate::error::ApiError;
 
@@ -33,11 +33,11 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
     let caller = Caller::of_parts(&parts);
     let result = async {
         let pairs = query_pairs(parts.uri.query())?;
-        let principal = principal(&state, caller, None).await?;
+        let principal = principal(&state, &caller, None).await?;
         // A bearer token cannot buy a fresh one: that would let a leaked
         // short-lived token renew itself for ever.
         if matches!(principal, Principal::Bearer(_)) {
-            return Err(challenge(&state, caller.headers, None, Some("invalid_request"))
+            return Err(challenge(&state, &caller, None, Some("invalid_request"))
                 .message("log in with a password or personal access token"));
         }
         issue(&state, &auth, &principal, &scopes(&pairs)).await
@@ -48,10 +48,10 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
 
 pub async fn post(State(state): State<AppState>, req: Request) -> Response {
     let Some(auth) = state.auth().cloned() else { return disabled() };
-    let ip = client_ip(&req);
-    let headers = req.headers().clone();
+    let (parts, body) = req.into_parts();
+    let caller = Caller::of_parts(&parts);
     let result = async {
-        let body = read_limited(req.into_body(), 64 * 1024, state.settings().request_timeout)
+        let body = read_limited(body, 64 * 1024, state.settings().request_timeout)
             .await
             .ok()
             .flatten()
@@ -62,9 +62,9 @@ pub async fn post(State(state): State<AppState>, req: Request) -> Response {
         let principal = match field("grant_type") {
             Some("password") => {
                 let (user, secret) = (field("username").unwrap_or(""), field("password").unwrap_or(""));
-                auth.authenticate(Credentials::Basic { user, secret }, ip)
+                auth.authenticate(Credentials::Basic { user, secret }, caller.ip())
                     .await
-                    .map_err(|e| auth_error(&state, &headers, None, e))?
+                    .map_err(|e| auth_error(&state, &caller, None, e))?
             }
             _ => return Err(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type")),
         };
@@ -80,8 +80,7 @@ async fn issue(
     principal: &Principal,
     scopes: &[Scope],
 ) -> Result<Response, ApiError> {
-    let issued =
-        auth.issue_token(principal, scopes).await.map_err(|e| auth_error(state, &http::HeaderMap::new(), None, e))?;
+    let issued = auth.issue_token(principal, scopes).await.map_err(|e| auth_error(state, &Caller::none(), None, e))?;
     let body = json!({
         "token": issued.token,
         "access_token": issued.token,

@@ -1,7 +1,8 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use berth_auth::{Actions, Principal};
+use berth_auth::access::scope_string;
+use berth_auth::{Action, Actions, Principal};
 use berth_oci::{Algorithm, Digest, ErrorCode, RepositoryName};
 use berth_registry::uploads::{ChunkInfo, UploadStatus};
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE, TRANSFER_ENCODING};
@@ -9,7 +10,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::{query_get, query_pairs, respond};
 use crate::AppState;
-use crate::auth::auth_error;
+use crate::auth::{Caller, auth_error, challenge};
 use crate::body::byte_stream;
 use crate::error::{ApiError, upload_range};
 use crate::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
@@ -28,11 +29,25 @@ pub async fn start(
     let registry = state.registry();
     if let Some(mount) = query_get(&pairs, "mount") {
         let digest = Digest::parse(mount).map_err(digest_error)?;
-        if let Some(source) = mount_source(state, who, &digest, query_get(&pairs, "from")).await?
-            && registry.mount_blob(name, &digest, Some(&source)).await?.is_some()
-        {
-            audit_blob(who, name, &digest, "mount");
-            return blob_created(state, name, &digest);
+        match mount_source(state, who, &digest, query_get(&pairs, "from")).await? {
+            MountSource::Readable(source) => {
+                if registry.mount_blob(name, &digest, Some(&source)).await?.is_some() {
+                    audit_blob(who, name, &digest, "mount");
+                    return blob_created(state, name, &digest);
+                }
+            }
+            MountSource::NeedsScope(source) => {
+                // The token lacks pull on a source its holder may read: ask
+                // for a token naming both, as Distribution does.
+                let scopes = format!(
+                    "{} {}",
+                    scope_string(name, Actions::of(&[Action::Pull, Action::Push])),
+                    scope_string(&source, Actions::PULL)
+                );
+                return Err(challenge(state, &Caller::of(&req), Some(&scopes), Some("insufficient_scope"))
+                    .message("mounting needs pull on the source repository in the token"));
+            }
+            MountSource::None => {}
         }
         // Nothing the caller may mount: an ordinary upload, as the spec says.
         return new_session(state, name, digest.algorithm()).await;
@@ -52,6 +67,17 @@ pub async fn start(
     new_session(state, name, algorithm).await
 }
 
+/// Where a mount may take its blob from.
+enum MountSource {
+    /// A repository holding the blob that the caller may pull.
+    Readable(RepositoryName),
+    /// One the caller's bearer token does not list, but its holder may
+    /// pull: the client should get a token naming it.
+    NeedsScope(RepositoryName),
+    /// None: the caller uploads the blob instead.
+    None,
+}
+
 /// The repository to mount `digest` from: `from` if the caller may pull it,
 /// or without `from`, any repository holding the blob that the caller may
 /// pull (so a digest alone never opens another namespace's content).
@@ -60,21 +86,29 @@ async fn mount_source(
     who: &Principal,
     digest: &Digest,
     from: Option<&str>,
-) -> Result<Option<RepositoryName>, ApiError> {
+) -> Result<MountSource, ApiError> {
     let candidates = match from {
         // An invalid `from` cannot hold the blob.
         Some(f) => RepositoryName::parse(f).ok().into_iter().collect(),
         None => state.registry().blob_repositories(digest, 100).await?,
     };
-    let Some(auth) = state.auth() else { return Ok(candidates.into_iter().next()) };
-    for repo in candidates {
-        let allowed =
-            auth.allowed(who, &repo, Actions::PULL).await.map_err(|e| auth_error(state, &HeaderMap::new(), None, e))?;
-        if !allowed.is_empty() {
-            return Ok(Some(repo));
+    let Some(auth) = state.auth() else {
+        return Ok(candidates.into_iter().next().map_or(MountSource::None, MountSource::Readable));
+    };
+    let fail = |e| auth_error(state, &Caller::none(), None, e);
+    for repo in &candidates {
+        if auth.allowed(who, repo, Actions::PULL).await.map_err(fail)?.covers(Actions::PULL) {
+            return Ok(MountSource::Readable(repo.clone()));
         }
     }
-    Ok(None)
+    if matches!(who, Principal::Bearer(_)) {
+        for repo in candidates {
+            if auth.could_obtain(who, &repo, Actions::PULL).await.map_err(fail)? {
+                return Ok(MountSource::NeedsScope(repo));
+            }
+        }
+    }
+    Ok(MountSource::None)
 }
 
 fn audit_blob(who: &Principal, name: &RepositoryName, digest: &Digest, how: &str) {

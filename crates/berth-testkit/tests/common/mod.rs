@@ -377,10 +377,15 @@ impl H {
 
     /// `GET /v2/token?service=berth&scope=...` (one `scope` parameter per entry).
     pub async fn token(&self, cred: &Cred, scopes: &[&str]) -> Resp {
+        self.token_with(&self.http, cred, scopes).await
+    }
+
+    /// [`H::token`] through a given client (e.g. bound to another address).
+    pub async fn token_with(&self, client: &reqwest::Client, cred: &Cred, scopes: &[&str]) -> Resp {
         let mut pairs = vec![("service", "berth")];
         pairs.extend(scopes.iter().map(|s| ("scope", *s)));
         let q = serde_urlencoded::to_string(&pairs).expect("query");
-        self.get(&format!("/v2/token?{q}"), cred).await
+        send_with(client, Method::GET, &self.url(&format!("/v2/token?{q}")), cred, &[], None).await
     }
 
     /// The JWT from a successful token request.
