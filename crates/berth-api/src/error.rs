@@ -126,6 +126,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::ImmutableTag { tag, rule } => ApiError::new(C::Denied)
                 .message(format!("tag {tag:?} is immutable (rule {rule:?})"))
                 .detail(json!({ "tag": tag, "rule": rule })),
+            RegistryError::Protected { ref digest, ref repository, ref tag, ref rule } => ApiError::new(C::Denied)
+                .message(e.to_string())
+                .detail(json!({ "digest": digest.as_str(), "repository": repository, "tag": tag, "rule": rule })),
+            RegistryError::Referenced { ref digest, ref by } => ApiError::new(C::Denied)
+                .message(e.to_string())
+                .detail(json!({ "digest": digest.as_str(), "manifest": by.as_str() })),
             RegistryError::Body(e) => {
                 tracing::debug!(error = %e, "request body failed");
                 ApiError::new(C::BlobUploadInvalid).message(format!("reading request body: {e}"))
@@ -167,7 +173,30 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use berth_oci::Digest;
+
     use super::*;
+
+    #[test]
+    fn protected_and_referenced_content_is_403_denied_naming_why() {
+        let (digest, by) = (Digest::sha256_of(b"layer"), Digest::sha256_of(b"manifest"));
+        let e = RegistryError::Protected {
+            digest: digest.clone(),
+            repository: "alice/rel".into(),
+            tag: "v1.0".into(),
+            rule: "*:v*".into(),
+        };
+        let api = ApiError::from(e);
+        assert_eq!((api.status(), api.code()), (StatusCode::FORBIDDEN, ErrorCode::Denied));
+        let message = api.0.message.clone().unwrap_or_default();
+        assert_eq!(message, format!("{digest} is part of alice/rel:v1.0, which is immutable (rule \"*:v*\")"));
+        assert_eq!(api.0.detail.as_ref().map(|d| d["rule"].clone()), Some(json!("*:v*")));
+
+        let api = ApiError::from(RegistryError::Referenced { digest: digest.clone(), by: by.clone() });
+        assert_eq!((api.status(), api.code()), (StatusCode::FORBIDDEN, ErrorCode::Denied));
+        assert!(api.0.message.as_deref().unwrap_or_default().contains(by.as_str()));
+        assert_eq!(api.0.detail.as_ref().map(|d| d["manifest"].clone()), Some(json!(by.as_str())));
+    }
 
     #[test]
     fn a_full_disk_is_507_with_a_plain_message() {

@@ -1,11 +1,11 @@
 //! Blobs (global, by digest) and their links to repositories.
 
-use berth_meta::Result;
+use berth_meta::{MetaError, Result, TagGuard, protection};
 use berth_oci::{Digest, RepositoryName};
 use sqlx::PgPool;
 
 use crate::error::{StoreResult, db_err, from_sql_int, parse_repository, to_sql_int};
-use crate::{Tx, repositories};
+use crate::{Tx, holders, repositories};
 
 /// Size of `digest` if it is linked to `repo`.
 pub(crate) async fn size_in(pool: &PgPool, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
@@ -139,14 +139,36 @@ pub(crate) async fn link(
 }
 
 /// Removes the link only; the blob row stays for garbage collection.
-pub(crate) async fn unlink(pool: &PgPool, repo: &RepositoryName, digest: &Digest) -> StoreResult<bool> {
-    let result = sqlx::query(
-        "DELETE FROM repository_blobs \
-         WHERE repository_id = (SELECT id FROM repositories WHERE name = $1) AND digest = $2",
-    )
-    .bind(repo.as_str())
-    .bind(digest.as_str())
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() > 0)
+/// Refused while a manifest of the repository references the blob (see
+/// [`berth_meta::protection::blob_refusal`]).
+///
+/// The read locks the link `FOR UPDATE`, which a checked push relying on
+/// it (`FOR KEY SHARE`) waits for, or made this read wait. References
+/// committed during that wait are missed by the read but not by the
+/// delete's own re-check; if that finds one, the next pass reports it.
+pub(crate) async fn unlink(
+    tx: &mut Tx,
+    repo: &RepositoryName,
+    digest: &Digest,
+    guard: TagGuard<'_>,
+) -> StoreResult<bool> {
+    for _ in 0..holders::PASSES {
+        let Some((repository_id, holders)) = holders::of_blob(tx, repo, digest).await? else { return Ok(false) };
+        if let Some(refusal) = protection::blob_refusal(repo, digest, &holders, guard)? {
+            return Err(refusal.into());
+        }
+        let result = sqlx::query(
+            "DELETE FROM repository_blobs WHERE repository_id = $1 AND digest = $2 \
+             AND NOT EXISTS (SELECT 1 FROM manifest_references \
+                             WHERE repository_id = $1 AND target_digest = $2 AND kind = 'blob')",
+        )
+        .bind(repository_id)
+        .bind(digest.as_str())
+        .execute(&mut **tx)
+        .await?;
+        if result.rows_affected() > 0 {
+            return Ok(true);
+        }
+    }
+    Err(MetaError::Backend(format!("blob {digest} kept gaining references while being unlinked")).into())
 }

@@ -23,6 +23,7 @@ mod auth;
 mod blobs;
 mod error;
 mod events;
+mod holders;
 mod maintenance;
 mod manifests;
 mod packages;
@@ -203,8 +204,14 @@ impl MetaStore for PostgresMetaStore {
         self.link(repo, digest, blobs::LinkCondition::Linked).await
     }
 
-    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
-        retrying("unlink_blob", move || blobs::unlink(&self.pool, repo, digest)).await
+    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
+        retrying("unlink_blob", move || async move {
+            let mut tx = self.begin().await?;
+            let unlinked = blobs::unlink(&mut tx, repo, digest, guard).await?;
+            tx.commit().await?;
+            Ok(unlinked)
+        })
+        .await
     }
 
     async fn create_upload(&self, upload: &UploadSession) -> Result<()> {

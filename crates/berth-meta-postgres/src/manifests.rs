@@ -2,17 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use berth_meta::{ManifestRecord, ManifestRef, MetaError, NewManifest, RefProblem, Referrer, Result, TagGuard};
+use berth_meta::{
+    ManifestRecord, ManifestRef, MetaError, NewManifest, RefProblem, Referrer, Result, TagGuard, protection,
+};
 use berth_oci::{Digest, RepositoryName};
 use sqlx::PgPool;
 
 use crate::error::{StoreResult, db_err, from_sql_int, parse_digest, to_sql_int};
-use crate::{Tx, repositories, tags};
-
-/// How often [`delete`] re-reads the tags if new ones appeared while it
-/// waited for the manifest's row lock. Once it holds the lock no tag can be
-/// added, so the second pass always settles it.
-const DELETE_PASSES: usize = 2;
+use crate::{Tx, holders, repositories, tags};
 
 #[derive(sqlx::FromRow)]
 struct ManifestRow {
@@ -239,62 +236,51 @@ async fn insert_references(tx: &mut Tx, repository_id: i64, manifest: &NewManife
 }
 
 /// Deletes the manifest and, by cascade, its tags and references. Refused
-/// if `guard` protects one of the tags.
+/// if `guard` protects one of its tags or a tag of an index above it.
 ///
-/// The first query locks the manifest row FOR UPDATE, which conflicts with
-/// the KEY SHARE lock that adding or moving a tag to it takes (the foreign
-/// key check): from then on no tag can join the manifest until this
-/// transaction ends. Tags committed while the query waited for that lock are
-/// not in its snapshot, so the delete re-checks that no tag outside the
-/// approved list points at the manifest; if one does, the tags are read
-/// again, now under the lock.
+/// The read locks the manifest and every index above it `FOR UPDATE`
+/// (see [`holders`]): from then on no tag can join them and no checked push
+/// can list them as children. The delete re-checks, in its own snapshot,
+/// that no manifest or tag above it appeared that the read did not approve
+/// (one committed while the read waited for its locks); if one did, the
+/// next pass reads again, now under those locks.
 pub(crate) async fn delete(
     tx: &mut Tx,
     repo: &RepositoryName,
     digest: &Digest,
     guard: TagGuard<'_>,
 ) -> StoreResult<bool> {
-    for _ in 0..DELETE_PASSES {
-        // One row per tag (or one row with a NULL tag): the manifest's
-        // existence and its tags in a single query.
-        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT m.repository_id, t.name FROM repositories r \
-             JOIN manifests m ON m.repository_id = r.id \
-             LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.digest = m.digest \
-             WHERE r.name = $1 AND m.digest = $2 \
-             FOR UPDATE OF m",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_all(&mut **tx)
-        .await?;
-        let Some(&(repository_id, _)) = rows.first() else {
+    for _ in 0..holders::PASSES {
+        let Some((repository_id, holders)) = holders::of_manifest(tx, repo, digest).await? else {
             return Ok(false);
         };
-        // Sorted here rather than in SQL, as in SQLite: the order makes the
-        // reported tag deterministic.
-        let mut tag_names: Vec<&str> = rows.iter().filter_map(|(_, tag)| tag.as_deref()).collect();
-        tag_names.sort_unstable();
-        for tag in &tag_names {
-            if let Some(rule) = guard(repo, tag) {
-                return Err(MetaError::ImmutableTag { tag: (*tag).to_owned(), rule }.into());
-            }
+        if let Some(refusal) = protection::manifest_refusal(repo, digest, &holders, guard) {
+            return Err(refusal.into());
         }
+        let (manifests, tags) = holders::approved(&holders);
         let deleted = sqlx::query(
-            "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2 \
-             AND NOT EXISTS (SELECT 1 FROM tags \
-                 WHERE repository_id = $1 AND digest = $2 AND name <> ALL ($3::text[]))",
+            "WITH RECURSIVE holders (digest) AS ( \
+                 SELECT $2::text COLLATE \"C\" \
+               UNION \
+                 SELECT mr.manifest_digest FROM holders h \
+                 JOIN manifest_references mr ON mr.repository_id = $1 AND mr.target_digest = h.digest \
+                 WHERE mr.kind = 'manifest') \
+             DELETE FROM manifests WHERE repository_id = $1 AND digest = $2 \
+             AND NOT EXISTS (SELECT 1 FROM holders h WHERE h.digest <> ALL ($3::text[])) \
+             AND NOT EXISTS (SELECT 1 FROM holders h JOIN tags t ON t.repository_id = $1 AND t.digest = h.digest \
+                             WHERE h.digest || ' ' || t.name <> ALL ($4::text[]))",
         )
         .bind(repository_id)
         .bind(digest.as_str())
-        .bind(&tag_names)
+        .bind(&manifests)
+        .bind(&tags)
         .execute(&mut **tx)
         .await?;
         if deleted.rows_affected() > 0 {
             return Ok(true);
         }
     }
-    Err(MetaError::Backend(format!("manifest {digest} kept gaining tags while being deleted")).into())
+    Err(MetaError::Backend(format!("manifest {digest} kept gaining tags or indexes while being deleted")).into())
 }
 
 pub(crate) async fn referrers(

@@ -414,7 +414,7 @@ async fn gc_mark_waits_for_a_link_in_flight_and_sees_it() {
         let layer = blob(&format!("layer {commit}"));
         let token = store.reserve_blob(&layer.digest, layer.size).await.expect("reserve").expect("live");
         assert!(store.link_reserved_blob(&repo("acme/seed"), &layer.digest, &token).await.expect("seed repo"));
-        assert!(store.unlink_blob(&repo("acme/seed"), &layer.digest).await.expect("unlink seed"));
+        assert!(store.unlink_blob(&repo("acme/seed"), &layer.digest, &no_guard).await.expect("unlink seed"));
         let (mut raw, mut monitor) = (schema.raw().await, schema.raw().await);
         let id = repository_id(&mut raw, "acme/seed").await;
         // What `blobs::link` does: update the blob row, then insert the link.

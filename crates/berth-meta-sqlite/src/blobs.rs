@@ -1,11 +1,11 @@
 //! Blobs (global, by digest) and their links to repositories.
 
-use berth_meta::Result;
+use berth_meta::{Result, TagGuard, protection};
 use berth_oci::{Digest, RepositoryName};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::error::{db_err, from_sql_int, to_sql_int};
-use crate::{Tx, repositories};
+use crate::{Tx, holders, repositories};
 
 /// Size of `digest` if it is linked to `repo`.
 pub(crate) async fn size_in(pool: &SqlitePool, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
@@ -133,15 +133,19 @@ pub(crate) async fn link(
 }
 
 /// Removes the link only; the blob row stays for garbage collection.
-pub(crate) async fn unlink(writer: &SqlitePool, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
-    let result = sqlx::query(
-        "DELETE FROM repository_blobs \
-         WHERE repository_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?",
-    )
-    .bind(repo.as_str())
-    .bind(digest.as_str())
-    .execute(writer)
-    .await
-    .map_err(db_err)?;
-    Ok(result.rows_affected() > 0)
+/// Refused while a manifest of the repository references the blob (see
+/// [`berth_meta::protection::blob_refusal`]); the check shares the write
+/// transaction, so no push can add a reference between it and the delete.
+pub(crate) async fn unlink(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
+    let Some((repository_id, holders)) = holders::of_blob(tx, repo, digest).await? else { return Ok(false) };
+    if let Some(refusal) = protection::blob_refusal(repo, digest, &holders, guard)? {
+        return Err(refusal);
+    }
+    sqlx::query("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?")
+        .bind(repository_id)
+        .bind(digest.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(true)
 }

@@ -15,6 +15,7 @@ mod auth;
 mod blobs;
 mod error;
 mod events;
+mod holders;
 mod maintenance;
 mod manifests;
 mod migrate;
@@ -294,8 +295,11 @@ impl MetaStore for SqliteMetaStore {
         self.link(repo, digest, blobs::LinkCondition::Linked).await
     }
 
-    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
-        blobs::unlink(&self.writer, repo, digest).await
+    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let unlinked = blobs::unlink(&mut tx, repo, digest, guard).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(unlinked)
     }
 
     async fn create_upload(&self, upload: &UploadSession) -> Result<()> {

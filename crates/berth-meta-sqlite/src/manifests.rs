@@ -2,12 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use berth_meta::{ManifestRecord, ManifestRef, MetaError, NewManifest, RefProblem, Referrer, Result, TagGuard};
+use berth_meta::{
+    ManifestRecord, ManifestRef, MetaError, NewManifest, RefProblem, Referrer, Result, TagGuard, protection,
+};
 use berth_oci::{Digest, RepositoryName};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::error::{db_err, from_sql_int, parse_digest, to_sql_int};
-use crate::{Tx, repositories, tags};
+use crate::{Tx, holders, repositories, tags};
 
 /// Bind parameters per statement for generated IN lists and multi-row
 /// inserts; far below SQLite's limit (32766), and keeps statements small.
@@ -229,33 +231,11 @@ async fn insert_references(tx: &mut Tx, repository_id: i64, manifest: &NewManife
 }
 
 /// Deletes the manifest and, by cascade, its tags and references. Refused
-/// if `guard` protects one of the tags.
+/// if `guard` protects one of its tags or a tag of an index above it.
 pub(crate) async fn delete(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
-    // One row per tag (or one row with a NULL tag): the manifest's existence
-    // and its tags in a single query.
-    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT m.repository_id, t.name FROM repositories r \
-         JOIN manifests m ON m.repository_id = r.id \
-         LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.digest = m.digest \
-         WHERE r.name = ? AND m.digest = ?",
-    )
-    .bind(repo.as_str())
-    .bind(digest.as_str())
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    let Some(&(repository_id, _)) = rows.first() else {
-        return Ok(false);
-    };
-    // Sorted here rather than in SQL, which would trade the (repository_id,
-    // digest) index for a scan of the repository's tags in name order; the
-    // order makes the reported tag deterministic.
-    let mut tag_names: Vec<&str> = rows.iter().filter_map(|(_, tag)| tag.as_deref()).collect();
-    tag_names.sort_unstable();
-    for tag in tag_names {
-        if let Some(rule) = guard(repo, tag) {
-            return Err(MetaError::ImmutableTag { tag: tag.to_owned(), rule });
-        }
+    let Some((repository_id, holders)) = holders::of_manifest(tx, repo, digest).await? else { return Ok(false) };
+    if let Some(refusal) = protection::manifest_refusal(repo, digest, &holders, guard) {
+        return Err(refusal);
     }
     sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
         .bind(repository_id)

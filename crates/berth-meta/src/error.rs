@@ -8,6 +8,14 @@ pub enum MetaError {
     /// A tag protected by an immutability rule would move or disappear.
     #[error("tag {tag:?} is immutable (rule {rule:?})")]
     ImmutableTag { tag: String, rule: String },
+    /// Content that a protected tag reaches (through indexes, transitively)
+    /// would be deleted: `repository:tag` matches the immutability `rule`.
+    #[error("{digest} is part of {repository}:{tag}, which is immutable (rule {rule:?})")]
+    Protected { digest: Digest, repository: String, tag: String, rule: String },
+    /// A blob that a manifest of the repository still references (as its
+    /// config or a layer) would be unlinked; `by` is one such manifest.
+    #[error("blob {digest} is referenced by manifest {by}")]
+    Referenced { digest: Digest, by: Digest },
     /// A name is already taken (users and organizations share one namespace).
     #[error("{0} already exists")]
     Conflict(String),

@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 pub mod events;
 pub mod maintenance;
+pub mod protection;
 mod types;
 
 /// The conformance suite every backend runs; see [`meta_store_suite!`].
@@ -92,8 +93,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// garbage collection and must not be mounted.
     async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool>;
 
-    /// Removes the link; `false` if there was none.
-    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool>;
+    /// Removes the link; `false` if there was none. Refused, in the
+    /// transaction that would unlink, while any manifest of the repository
+    /// references the blob: with [`MetaError::Protected`] if a tag that
+    /// `guard` protects reaches it (directly or through indexes), else with
+    /// [`MetaError::Referenced`]. Deleting the manifests first frees it.
+    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool>;
 
     // --- upload sessions -------------------------------------------------------
 
@@ -145,7 +150,10 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Deletes a manifest and every tag pointing to it; `false` if absent.
-    /// Refused with [`MetaError::ImmutableTag`] if `guard` protects one of those tags.
+    /// Refused with [`MetaError::ImmutableTag`] if `guard` protects one of
+    /// those tags, and with [`MetaError::Protected`] if it protects a tag of
+    /// an index that reaches the manifest (transitively). An unprotected
+    /// index does not keep its children: they may be deleted.
     async fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool>;
 
     /// Deletes a tag (not the manifest); `false` if absent.

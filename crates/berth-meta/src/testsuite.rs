@@ -15,11 +15,14 @@
 //!
 //! The cases of this file take the [`MetaStore`]; those of [`auth`] take the
 //! same store as an [`AuthStore`], those of [`maintenance`] as a
-//! [`MaintenanceStore`] too. Every backend implements all of them.
+//! [`MaintenanceStore`] too, and those of [`protection`] (deletes refused
+//! for content a manifest or an immutable tag still needs) the
+//! [`MetaStore`] again. Every backend implements all of them.
 
 pub mod auth;
 pub mod events;
 pub mod maintenance;
+pub mod protection;
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -165,10 +168,19 @@ macro_rules! meta_store_suite {
             events_are_claimed_once_until_the_claim_lapses,
             events_record_success_failure_and_abandonment,
             events_concurrent_workers_never_share_a_delivery,
+        ], protection [
+            blob_delete_refused_while_a_manifest_references_it,
+            blob_delete_refused_where_a_protected_tag_reaches_it,
+            child_delete_refused_where_a_protected_index_reaches_it,
+            unprotected_indexes_do_not_keep_their_children,
+            protection_is_per_repository,
+            push_racing_blob_delete_never_both_win,
+            protected_index_push_racing_child_delete_never_both_win,
         ]);
     };
     (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?],
-     maintenance [$($maintenance_case:ident),* $(,)?], events [$($events_case:ident),* $(,)?]) => {
+     maintenance [$($maintenance_case:ident),* $(,)?], events [$($events_case:ident),* $(,)?],
+     protection [$($protection_case:ident),* $(,)?]) => {
         mod $prefix {
             #[allow(unused_imports)]
             use super::*;
@@ -202,6 +214,14 @@ macro_rules! meta_store_suite {
                 async fn $events_case() {
                     let fixture: $crate::testsuite::Fixture = $constructor.await;
                     $crate::testsuite::events::$events_case(fixture.events()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $protection_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::protection::$protection_case(fixture.store()).await;
                 }
             )*
         }
@@ -366,16 +386,16 @@ pub async fn unlink_blob_removes_only_the_link(store: Arc<dyn MetaStore>) {
     link(&*store, "a", &layer).await;
     link(&*store, "b", &layer).await;
 
-    assert!(store.unlink_blob(&a, &layer.digest).await.expect("unlink"));
-    assert!(!store.unlink_blob(&a, &layer.digest).await.expect("unlink again"));
-    assert!(!store.unlink_blob(&repo("nobody"), &layer.digest).await.expect("unlink unknown repo"));
+    assert!(store.unlink_blob(&a, &layer.digest, &no_guard).await.expect("unlink"));
+    assert!(!store.unlink_blob(&a, &layer.digest, &no_guard).await.expect("unlink again"));
+    assert!(!store.unlink_blob(&repo("nobody"), &layer.digest, &no_guard).await.expect("unlink unknown repo"));
     assert_eq!(store.blob_size(&a, &layer.digest).await.expect("size"), None);
     assert_eq!(store.blob_size(&b, &layer.digest).await.expect("size"), Some(layer.size));
     assert_eq!(store.global_blob_size(&layer.digest).await.expect("global"), Some(layer.size));
     assert!(store.repository_exists(&a).await.expect("exists"), "the repository stays");
 
     // Linked nowhere: no longer mountable.
-    assert!(store.unlink_blob(&b, &layer.digest).await.expect("unlink b"));
+    assert!(store.unlink_blob(&b, &layer.digest, &no_guard).await.expect("unlink b"));
     assert_eq!(store.global_blob_size(&layer.digest).await.expect("global"), None);
 
     // Relinking works and keeps the size.
@@ -895,7 +915,7 @@ pub async fn same_digest_in_two_repositories_is_independent(store: Arc<dyn MetaS
     assert!(has_manifest(&*store, "team/b", &m.digest).await);
     assert_eq!(digest_of_tag(&*store, "team/b", "stable").await, Some(m.digest.clone()));
 
-    assert!(store.unlink_blob(&a, &layer.digest).await.expect("unlink in a"));
+    assert!(store.unlink_blob(&a, &layer.digest, &no_guard).await.expect("unlink in a"));
     assert_eq!(store.blob_size(&b, &layer.digest).await.expect("size b"), Some(layer.size));
 }
 
@@ -1069,7 +1089,8 @@ mod tests {
         let (meta_listed, meta_end) = listed("@cases $prefix, $constructor, [", 0);
         let (auth_listed, auth_end) = listed("auth [", meta_end);
         let (maintenance_listed, maintenance_end) = listed("maintenance [", auth_end);
-        let (events_listed, _) = listed("events [", maintenance_end);
+        let (events_listed, events_end) = listed("events [", maintenance_end);
+        let (protection_listed, _) = listed("protection [", events_end);
 
         let meta_defined = defined(source);
         assert!(meta_defined.len() > 30, "found {} cases", meta_defined.len());
@@ -1080,5 +1101,6 @@ mod tests {
         let maintenance_defined = defined(include_str!("testsuite/maintenance.rs"));
         assert_eq!(maintenance_defined, maintenance_listed);
         assert_eq!(defined(include_str!("testsuite/events.rs")), events_listed);
+        assert_eq!(defined(include_str!("testsuite/protection.rs")), protection_listed);
     }
 }

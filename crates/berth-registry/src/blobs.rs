@@ -46,8 +46,13 @@ impl Registry {
     }
 
     /// Removes the blob from `repo`. Its bytes stay until garbage collection
-    /// finds no repository referencing them.
+    /// finds no repository referencing them. Refused while a manifest of
+    /// `repo` references it ([`RegistryError::Referenced`]), or
+    /// [`RegistryError::Protected`] when an immutable tag reaches it: the
+    /// image would otherwise lose a layer while still being served.
     pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
-        if self.inner.meta.unlink_blob(repo, digest).await? { Ok(()) } else { Err(RegistryError::BlobUnknown) }
+        let policy = &self.inner.policy;
+        let guard = |repo: &RepositoryName, tag: &str| policy.immutable_tags.rule_for(repo, tag);
+        if self.inner.meta.unlink_blob(repo, digest, &guard).await? { Ok(()) } else { Err(RegistryError::BlobUnknown) }
     }
 }

@@ -32,6 +32,13 @@ pub enum RegistryError {
     ManifestBlobUnknown(RefProblem),
     #[error("tag {tag:?} is immutable (rule {rule:?})")]
     ImmutableTag { tag: String, rule: String },
+    /// The blob or manifest is part of what an immutable tag points at
+    /// (`repository:tag`, matched by `rule`), directly or through indexes.
+    #[error("{digest} is part of {repository}:{tag}, which is immutable (rule {rule:?})")]
+    Protected { digest: Digest, repository: String, tag: String, rule: String },
+    /// The blob is the config or a layer of manifest `by` in the repository.
+    #[error("blob {digest} is referenced by manifest {by}; delete the manifest first")]
+    Referenced { digest: Digest, by: Digest },
     /// Reading the request body failed: client disconnect or timeout.
     #[error("request body: {0}")]
     Body(std::io::Error),
@@ -50,6 +57,10 @@ impl From<MetaError> for RegistryError {
         match e {
             MetaError::References(p) => RegistryError::ManifestBlobUnknown(p),
             MetaError::ImmutableTag { tag, rule } => RegistryError::ImmutableTag { tag, rule },
+            MetaError::Protected { digest, repository, tag, rule } => {
+                RegistryError::Protected { digest, repository, tag, rule }
+            }
+            MetaError::Referenced { digest, by } => RegistryError::Referenced { digest, by },
             MetaError::UploadUnknown => RegistryError::UploadUnknown,
             MetaError::Unavailable(m) => RegistryError::Unavailable(m),
             MetaError::Backend(m) => RegistryError::Internal(m),

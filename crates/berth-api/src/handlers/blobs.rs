@@ -68,7 +68,8 @@ pub async fn get(
     }
 }
 
-/// `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from the repository.
+/// `DELETE /v2/<name>/blobs/<digest>`: unlinks the blob from the repository
+/// (403 `DENIED` while a manifest there references it; see `delete_blob`).
 pub async fn delete(
     state: &AppState,
     who: &Principal,

@@ -53,9 +53,9 @@ impl From<RegistryError> for GiteaError {
             RegistryError::ManifestUnknown | RegistryError::NameUnknown => {
                 GiteaError(StatusCode::NOT_FOUND, "package does not exist".into())
             }
-            RegistryError::ImmutableTag { tag, rule } => {
-                GiteaError(StatusCode::FORBIDDEN, format!("tag {tag:?} is immutable (rule {rule:?})"))
-            }
+            e @ (RegistryError::ImmutableTag { .. }
+            | RegistryError::Protected { .. }
+            | RegistryError::Referenced { .. }) => GiteaError(StatusCode::FORBIDDEN, e.to_string()),
             RegistryError::Unavailable(m) => {
                 tracing::error!(error = %m, "dependency unavailable");
                 GiteaError(StatusCode::SERVICE_UNAVAILABLE, "service unavailable".into())

@@ -141,8 +141,8 @@ pub async fn mounts_need_an_existing_link(meta: Arc<dyn MetaStore>, _store: Arc<
     assert!(meta.link_blob(&dst, &layer.digest).await.expect("mount"));
     assert!(meta.link_blob(&dst, &layer.digest).await.expect("mount again"));
     assert_eq!(meta.blob_size(&dst, &layer.digest).await.expect("size"), Some(layer.size));
-    assert!(meta.unlink_blob(&src, &layer.digest).await.expect("unlink src"));
-    assert!(meta.unlink_blob(&dst, &layer.digest).await.expect("unlink dst"));
+    assert!(meta.unlink_blob(&src, &layer.digest, &no_guard).await.expect("unlink src"));
+    assert!(meta.unlink_blob(&dst, &layer.digest, &no_guard).await.expect("unlink dst"));
     assert!(!meta.link_blob(&repo("acme/third"), &layer.digest).await.expect("linked nowhere"));
 }
 
@@ -151,7 +151,7 @@ pub async fn mark_blob_rechecks_links_and_grace_period(meta: Arc<dyn MetaStore>,
     assert_eq!(store.gc_mark_blob(&layer.digest, ANY_AGE).await.expect("unknown"), None);
     link(&*meta, "acme/app", &layer).await;
     assert_eq!(store.gc_mark_blob(&layer.digest, ANY_AGE).await.expect("linked"), None, "linked blobs stay");
-    assert!(meta.unlink_blob(&r, &layer.digest).await.expect("unlink"));
+    assert!(meta.unlink_blob(&r, &layer.digest, &no_guard).await.expect("unlink"));
     assert_eq!(store.gc_mark_blob(&layer.digest, T0).await.expect("young"), None, "within the grace period");
     assert_eq!(store.gc_mark_blob(&layer.digest, ANY_AGE).await.expect("old"), Some(layer.size));
     assert_eq!(store.gc_mark_blob(&layer.digest, ANY_AGE).await.expect("twice"), None, "already deleting");

@@ -394,6 +394,47 @@ async fn retention_keeps_the_30_newest_plus_latest_and_protected_tags() {
     assert_eq!(removed, vec!["child-tag"]);
 }
 
+/// Retention skips the protected tag and collection keeps everything it
+/// reaches: the index, both platform images, their configs and layers.
+/// Deleting any of those by hand is refused as well.
+#[tokio::test]
+async fn gc_and_retention_never_free_what_a_protected_tag_reaches() {
+    let policy = Policy { immutable_tags: ImmutableTags::new(&["*:v*"]).unwrap(), ..Policy::default() };
+    let e = env(policy).await;
+    let r = &e.registry;
+    let name = "alice/multi";
+    let platforms: [(&[u8], &[u8]); 2] =
+        [(b"{\"arch\":\"amd64\"}", b"amd64 layer"), (b"{\"arch\":\"arm64\"}", b"arm64 layer")];
+    let mut children = Vec::new();
+    for (config, layer) in platforms {
+        children.push(push(r, name, &by_digest(&image(config, &[layer], None)), config, &[layer], None).await);
+    }
+    let idx = index(&[&children[0], &children[1]]);
+    r.put_manifest(&repo(name), &tag("v2.0"), idx.clone(), Some(OCI_INDEX), vec![], None).await.unwrap();
+    // Beside it, a tag the rule removes, so the runs demonstrably do work.
+    push(r, name, &tag("old"), b"{\"old\":1}", &[b"old layer"], None).await;
+
+    let rule = RetentionRule { repositories: "alice/*".into(), keep_last: Some(0), ..RetentionRule::default() };
+    let report = e.maintenance.apply_retention(&RetentionPolicy::new(vec![rule]).unwrap(), false, None).await.unwrap();
+    let outcome = &report.repositories[0];
+    assert_eq!(outcome.removed.iter().map(|t| t.tag.as_str()).collect::<Vec<_>>(), vec!["old"]);
+    assert_eq!(outcome.immutable, vec!["v2.0".to_owned()]);
+
+    let freed = gc(&e.maintenance, Duration::ZERO, false).await;
+    assert_eq!((freed.manifests.count, freed.blobs.count), (1, 2), "only old's manifest, config and layer: {freed:?}");
+    assert_pullable(r, name, &tag("v2.0"), &idx, &[]).await;
+    for (child, (config, layer)) in children.iter().zip(platforms) {
+        assert_pullable(r, name, &by_digest(child), child, &[config, layer]).await;
+        let refused = r.delete_blob(&repo(name), &Digest::sha256_of(layer)).await;
+        assert!(matches!(refused, Err(RegistryError::Protected { ref tag, .. }) if tag == "v2.0"), "{refused:?}");
+        let refused = r.delete_manifest(&repo(name), &by_digest(child)).await;
+        assert!(matches!(refused, Err(RegistryError::Protected { ref rule, .. }) if rule == "*:v*"), "{refused:?}");
+    }
+    let again = gc(&e.maintenance, Duration::ZERO, false).await;
+    assert_eq!((again.manifests.count, again.links.count, again.blobs_deleted()), (0, 0, 0), "{again:?}");
+    assert_eq!(stored(r).await.len(), 4, "both platforms' configs and layers");
+}
+
 #[tokio::test]
 async fn the_effective_policy_is_config_rules_then_stored_ones_read_per_run() {
     let e = env(Policy::default()).await;
