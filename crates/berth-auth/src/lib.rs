@@ -176,7 +176,7 @@ impl AuthService {
         let limited_user = if is_token { None } else { user };
         if let Some(wait) = self.limiter.check(limited_user, ip) {
             berth_metrics::metrics().auth_failure("throttled");
-            tracing::info!(target: "audit", event = "auth_throttled", user = user.unwrap_or("-"), ip = %ip_text(ip));
+            tracing::info!(target: "audit", event = "auth_throttled", user = loggable_user(user), ip = %ip_text(ip));
             return Err(AuthError::TooManyAttempts(wait));
         }
         let outcome = if is_token {
@@ -196,7 +196,7 @@ impl AuthService {
             None => {
                 berth_metrics::metrics().auth_failure(if is_token { "token" } else { "password" });
                 self.limiter.record_failure(limited_user, ip);
-                tracing::info!(target: "audit", event = "auth_failure", kind = if is_token { "token" } else { "password" }, user = user.unwrap_or("-"), ip = %ip_text(ip));
+                tracing::info!(target: "audit", event = "auth_failure", kind = if is_token { "token" } else { "password" }, user = loggable_user(user), ip = %ip_text(ip));
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -263,11 +263,16 @@ impl AuthService {
         if self.verified.recently_verified(subject, &hash, secret) {
             return Ok(true);
         }
-        let _slot = self.argon2_slots.acquire().await.map_err(|e| AuthError::Internal(e.to_string()))?;
+        let slot = self.argon2_slots.clone().acquire_owned().await.map_err(|e| AuthError::Internal(e.to_string()))?;
         let (cache, secret) = (self.verified.clone(), secret.to_owned());
-        tokio::task::spawn_blocking(move || cache.verify(subject, &hash, &secret))
-            .await
-            .map_err(|e| AuthError::Internal(format!("argon2 check failed: {e}")))
+        // The slot goes with the check: a request dropped at its deadline
+        // must not free it while argon2 still runs.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            cache.verify(subject, &hash, &secret)
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("argon2 check failed: {e}")))
     }
 
     /// What `principal` may do to `repo`, at most `wanted` (checked without
@@ -402,6 +407,17 @@ impl AuthService {
                 return Ok(out);
             }
         }
+    }
+}
+
+/// The user name for audit lines: a name as presented may be a secret (a
+/// token or password typed into the user field), so only one that could be
+/// an account name, and does not start like a token, is logged.
+fn loggable_user(name: Option<&str>) -> &str {
+    match name {
+        None | Some("") => "-",
+        Some(n) if !n.starts_with(secrets::TOKEN_PREFIX) && admin::validate_owner_name(n).is_ok() => n,
+        Some(_) => "<invalid>",
     }
 }
 
