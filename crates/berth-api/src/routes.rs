@@ -28,12 +28,16 @@
 //!
 //! Before a `/v2/<name>/...` handler runs, [`Endpoint::need`] says what the
 //! request does to which repository and `auth::require` checks it.
-
-use std::time::Duration;
+//!
+//! Every request is answered within `http.request_timeout`, authentication
+//! included, except those that stream blob data ([`streams_blob_data`]),
+//! which have only the body idle timeout: one [`deadline`] layer over the
+//! whole router decides.
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get};
 use berth_auth::{Action, Actions, Principal};
@@ -50,6 +54,7 @@ use tracing::{Level, Span};
 
 use crate::AppState;
 use crate::auth::{Caller, Need, require};
+use crate::body::refuse;
 use crate::error::ApiError;
 use crate::handlers::{base, blobs, catalog, gitea, health, manifests, referrers, retention, tags, token, uploads};
 use crate::headers::{API_VERSION, X_REQUEST_ID};
@@ -104,10 +109,21 @@ impl Endpoint {
         })
     }
 
-    /// Whether the request streams blob data (and so gets no overall deadline).
-    fn streams_blob_data(&self) -> bool {
-        matches!(self, Endpoint::Blob { .. } | Endpoint::UploadStart { .. } | Endpoint::Upload { .. })
+    /// Whether `method` on this endpoint streams blob data: blob GET/HEAD,
+    /// upload POST/PATCH/PUT. Those may take as long as the data does.
+    pub fn streams_blob_data(&self, method: &Method) -> bool {
+        match self {
+            Endpoint::Blob { .. } => method == Method::GET || method == Method::HEAD,
+            Endpoint::UploadStart { .. } => method == Method::POST,
+            Endpoint::Upload { .. } => method == Method::PATCH || method == Method::PUT,
+            _ => false,
+        }
     }
+}
+
+/// Whether a request streams blob data (see [`Endpoint::streams_blob_data`]).
+pub fn streams_blob_data(method: &Method, path: &str) -> bool {
+    path.strip_prefix("/v2/").and_then(|rest| parse_endpoint(rest).ok()).is_some_and(|e| e.streams_blob_data(method))
 }
 
 /// Parses the part of the path after `/v2/`. The resource is decided from the
@@ -184,7 +200,8 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::client::resolve_layer))
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, deadline))
         .layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(SetResponseHeaderLayer::overriding(API_VERSION, HeaderValue::from_static("registry/2.0")))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked", "panic").into_response()))
@@ -212,36 +229,49 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, deadline))
+}
+
+/// Middleware: the overall deadline. Every request but those that stream
+/// blob data must be answered within `http.request_timeout`, or gets 503
+/// UNAVAILABLE; authentication (which may wait for an argon2 slot) runs
+/// inside the handlers, so inside the deadline too. A slow client cannot
+/// hold a connection and a task longer than that by trickling a body.
+async fn deadline(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let endpoint = req.uri().path().strip_prefix("/v2/").and_then(|rest| parse_endpoint(rest).ok());
+    let streams = endpoint.as_ref().is_some_and(|e| e.streams_blob_data(req.method()));
+    if let Some(e) = endpoint {
+        // Parsed once: `dispatch` takes it from here.
+        req.extensions_mut().insert(e);
+    }
+    if streams {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(state.settings().request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout().into_response(),
+    }
 }
 
 /// Routes a `/v2/<name>/...` request to its handler by endpoint and method,
-/// after checking that the caller may do what the request does.
-async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    let rest = req.uri().path().strip_prefix("/v2/").unwrap_or("").to_owned();
-    let endpoint = match parse_endpoint(&rest) {
+/// after checking that the caller may do what the request does. A refused
+/// request's body is drained first, so the client sees the answer.
+async fn dispatch(State(state): State<AppState>, mut req: Request) -> Response {
+    let parsed = req
+        .extensions_mut()
+        .remove::<Endpoint>()
+        .map_or_else(|| parse_endpoint(req.uri().path().strip_prefix("/v2/").unwrap_or("")), Ok);
+    let endpoint = match parsed {
         Ok(e) => e,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(req, e).await,
     };
-    let Some(actions) = endpoint.need(req.method()) else { return ApiError::method_not_allowed().into_response() };
+    let Some(actions) = endpoint.need(req.method()) else { return refuse(req, ApiError::method_not_allowed()).await };
     let principal = match require(&state, &Caller::of(&req), Need { repo: endpoint.name(), actions }).await {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(req, e).await,
     };
-    let deadline = (!endpoint.streams_blob_data()).then_some(state.settings().request_timeout);
-    let fut = route(state, endpoint, principal, req);
-    let result = match deadline {
-        Some(d) => with_deadline(d, fut).await,
-        None => fut.await,
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn with_deadline(
-    d: Duration,
-    fut: impl Future<Output = Result<Response, ApiError>>,
-) -> Result<Response, ApiError> {
-    tokio::time::timeout(d, fut).await.unwrap_or_else(|_| Err(ApiError::timeout()))
+    route(state, endpoint, principal, req).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn route(state: AppState, endpoint: Endpoint, who: Principal, req: Request<Body>) -> Result<Response, ApiError> {
@@ -288,6 +318,37 @@ mod tests {
         assert!(matches!(parse_endpoint("a/manifests/latest"), Ok(Endpoint::Manifest { .. })));
         assert!(matches!(parse_endpoint("a/b/c/tags/list"), Ok(Endpoint::Tags { .. })));
         assert!(matches!(parse_endpoint(&format!("a/referrers/{D}")), Ok(Endpoint::Referrers { .. })));
+    }
+
+    #[test]
+    fn only_blob_data_streams_escape_the_deadline() {
+        let (get, head, post, put, patch, del) =
+            (Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
+        let upload = "/v2/a/blobs/uploads/5f0c7a3e-0000-4000-8000-000000000000";
+        for (m, path) in [(&get, format!("/v2/a/blobs/{D}")), (&head, format!("/v2/a/blobs/{D}"))] {
+            assert!(streams_blob_data(m, &path), "{m} {path}");
+        }
+        for (m, path) in [(&post, "/v2/a/blobs/uploads/"), (&patch, upload), (&put, upload)] {
+            assert!(streams_blob_data(m, path), "{m} {path}");
+        }
+        let bounded = [
+            (&post, "/v2/token".to_owned()),
+            (&get, "/v2/token".to_owned()),
+            (&get, "/v2/".to_owned()),
+            (&get, "/v2/_catalog".to_owned()),
+            (&get, "/api/v1/packages/acme".to_owned()),
+            (&post, "/api/v1/admin/retention/rules".to_owned()),
+            (&get, "/livez".to_owned()),
+            (&put, "/v2/a/manifests/v1".to_owned()),
+            (&get, "/v2/a/tags/list".to_owned()),
+            (&del, format!("/v2/a/blobs/{D}")),
+            (&get, upload.to_owned()),
+            (&del, upload.to_owned()),
+            (&get, "/v2/a/blobs/sha256:bad".to_owned()),
+        ];
+        for (m, path) in bounded {
+            assert!(!streams_blob_data(m, &path), "{m} {path}");
+        }
     }
 
     #[test]

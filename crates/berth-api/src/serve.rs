@@ -2,11 +2,16 @@
 //! TCP or TLS (rustls), header-read timeout, and graceful shutdown that lets
 //! in-flight requests finish. Upload sessions are persisted, so a request cut
 //! off by the shutdown deadline leaves a resumable upload.
+//!
+//! At most `max_connections` connections are open at once: each holds a
+//! semaphore permit from accept (TLS handshake included) to close, so a
+//! flood of idle connections cannot exhaust file descriptors or memory.
+//! A connection over the limit gets a minimal 503 and is closed.
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -16,13 +21,19 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower_http::add_extension::AddExtension;
 
 /// How long a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections over the limit being answered at once; beyond that they are
+/// closed without a word (answering must not cost what it protects).
+const MAX_REFUSING: usize = 64;
+/// How long a refused connection is kept to let the client read the 503.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -30,6 +41,8 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// Serve HTTPS with this configuration; plain HTTP when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Open connections at most; further ones are refused.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -38,6 +51,7 @@ impl Default for ServeOptions {
             header_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             tls: None,
+            max_connections: 1024,
         }
     }
 }
@@ -69,6 +83,9 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
     let tls = opts.tls.clone().map(TlsAcceptor::from);
+    let open = Arc::new(Semaphore::new(opts.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let mut refused = Refused::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -83,20 +100,28 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
-        match tls.clone() {
-            None => serve_connection(stream, router, &builder, watcher, peer),
-            Some(acceptor) => {
-                tokio::spawn(async move {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, router, &builder, watcher, peer),
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            refused.note(opts.max_connections);
+            // TLS would need a handshake before a word could be said: just close.
+            if tls.is_none()
+                && let Ok(slot) = refusing.clone().try_acquire_owned()
+            {
+                tokio::spawn(refuse(stream, slot));
             }
-        }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (router, builder, watcher, tls) = (router.clone(), builder.clone(), graceful.watcher(), tls.clone());
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(stream, router, &builder, watcher, peer, permit).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => serve_connection(tls_stream, router, &builder, watcher, peer, permit).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+        });
     }
     drop(listener);
     tracing::info!("shutting down: waiting for in-flight requests");
@@ -106,17 +131,74 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
     }
 }
 
-fn serve_connection<IO>(io: IO, router: Router, builder: &http1::Builder, watcher: Watcher, peer: std::net::SocketAddr)
-where
+/// Serves one connection; `_permit` counts it as open until it closes.
+async fn serve_connection<IO>(
+    io: IO,
+    router: Router,
+    builder: &http1::Builder,
+    watcher: Watcher,
+    peer: std::net::SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Handlers see the client address (for login backoff and audit lines).
     let service = AddExtension::new(router, ConnectInfo(peer));
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-    let conn = watcher.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The whole answer to a connection over the limit.
+fn refusal() -> Vec<u8> {
+    let body = berth_oci::ErrorBody::single(
+        berth_oci::ErrorCode::Unavailable,
+        Some("too many open connections; retry shortly".into()),
+        None,
+    );
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\nconnection: close\r\ndocker-distribution-api-version: registry/2.0\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers 503 and closes. The answer is written at once (a client that
+/// sends its request first reads it next); then whatever the client sends
+/// is read and dropped for a moment before closing, because closing with
+/// unread input resets the connection and may destroy the answer in flight.
+async fn refuse(mut stream: TcpStream, _slot: OwnedSemaphorePermit) {
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(&refusal()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Counts refused connections and warns about them at most every ten seconds.
+#[derive(Default)]
+struct Refused {
+    since_warning: u64,
+    warned_at: Option<Instant>,
+}
+
+impl Refused {
+    fn note(&mut self, limit: usize) {
+        self.since_warning += 1;
+        if self.warned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::warn!(
+                max_connections = limit,
+                refused = self.since_warning,
+                "connection limit reached: refusing connections"
+            );
+            self.since_warning = 0;
+            self.warned_at = Some(Instant::now());
         }
-    });
+    }
 }

@@ -261,11 +261,12 @@ async fn revocation_expiry_and_disabling_beat_the_verified_cache() {
     assert!(matches!(r, Err(AuthError::InvalidCredentials)), "revoked: {r:?}");
     assert!(f.auth.authenticate(Credentials::Bearer(&secret), None).await.is_err(), "revoked");
 
-    // Expired: the same, while cached.
-    let short = TokenRequest { expires_in: Some(Duration::from_secs(1)), ..req.clone() };
+    // Expired: the same, while cached. (Times are whole seconds: a token
+    // made late in a second has just over one left, argon2 included.)
+    let short = TokenRequest { expires_in: Some(Duration::from_secs(2)), ..req.clone() };
     let (_, expiring) = admin::create_token(s, "alice", &short).await.unwrap();
     f.auth.authenticate(Credentials::Bearer(&expiring), None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert!(f.auth.authenticate(Credentials::Bearer(&expiring), None).await.is_err(), "expired");
 
     // A disabled user's cached token: refused; enabled again: accepted.

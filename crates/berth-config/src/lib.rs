@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 
-pub use secret::Secret;
+pub use secret::{Secret, mask_url};
 pub use sections::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,9 @@ impl Config {
         }
         if self.manifests.max_size == 0 {
             return bad("manifests.max_size must be positive".into());
+        }
+        if self.http.max_connections == 0 {
+            return bad("http.max_connections must be positive".into());
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be positive".into());

@@ -40,3 +40,23 @@ impl<'de> Deserialize<'de> for Secret {
         String::deserialize(d).map(Secret)
     }
 }
+
+/// What may be shown of a URL whose path, query or user info may be the
+/// credential (chat webhooks): `scheme://host[:port]/***`, or `***` when it
+/// does not parse as such (so nothing odd is ever half shown).
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p)),
+        _ => (host_port, None),
+    };
+    let plain = |s: &str, extra: &[char]| s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c));
+    let ok = !scheme.is_empty()
+        && plain(scheme, &['+', '-', '.'])
+        && !host.is_empty()
+        && plain(host, &['.', '-', '_', ':', '[', ']'])
+        && port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    if ok { format!("{scheme}://{host_port}/***") } else { "***".into() }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Secret;
+use crate::{Secret, mask_url};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -79,11 +79,12 @@ pub struct HttpConfig {
     /// Time a client has to send its request headers.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// A request body that sends nothing for this long is aborted
-    /// (blob uploads have no overall deadline, only this one).
+    /// A request body that sends nothing for this long is aborted (requests
+    /// that stream blob data have no overall deadline, only this one).
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
-    /// Deadline for requests without a streamed body (manifests, lists, tokens).
+    /// Deadline for every request that does not stream blob data,
+    /// authentication included (manifests, lists, tokens, probes).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
@@ -96,6 +97,9 @@ pub struct HttpConfig {
     /// empty, the scheme and host of the auth realm from `Forwarded` /
     /// `X-Forwarded-Proto` / `X-Forwarded-Host`. Empty: headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// Open client connections at most (idle ones included); further ones
+    /// are answered 503 and closed, so a flood cannot exhaust file descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -106,6 +110,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
+            max_connections: 1024,
         }
     }
 }
@@ -388,12 +393,14 @@ impl Default for MetricsConfig {
 }
 
 /// One `[[webhooks]]` receiver.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// A unique name (deliveries in the queue refer to it).
     pub name: String,
-    /// Where events are POSTed as JSON.
+    /// Where events are POSTed as JSON. Chat webhooks carry their credential
+    /// in the path or query, so only scheme and host are ever shown.
+    #[serde(serialize_with = "serialize_masked_url")]
     pub url: String,
     /// Key of the `X-Berth-Signature-256` HMAC-SHA256 signature.
     #[serde(default)]
@@ -404,4 +411,21 @@ pub struct WebhookConfig {
     /// Only these events (`push`, `delete`, `tag`); empty: all.
     #[serde(default)]
     pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &mask_url(&self.url))
+            .field("secret", &self.secret)
+            .field("owners", &self.owners)
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+/// Only the masked dump for operators serialises a hook (defaults have none).
+fn serialize_masked_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_url(url))
 }

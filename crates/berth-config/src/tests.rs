@@ -132,3 +132,38 @@ fn maintenance_sections_from_file_and_env() {
     let e = Config::load(None, vars(&[("BERTH_RETENTION_RULES", r#"[{"repositories":""}]"#)])).unwrap_err();
     assert!(e.to_string().contains("retention.rules"), "{e}");
 }
+
+#[test]
+fn webhook_urls_show_scheme_and_host_only() {
+    assert_eq!(
+        mask_url("https://hooks.example.com/services/T0/B0/XyZsecret?token=abc"),
+        "https://hooks.example.com/***"
+    );
+    assert_eq!(mask_url("http://user:pw@127.0.0.1:8080/x"), "http://127.0.0.1:8080/***");
+    assert_eq!(mask_url("http://[::1]:9/hook"), "http://[::1]:9/***");
+    assert_eq!(mask_url("https://chat.example.com?key=s3cret"), "https://chat.example.com/***");
+    // Nothing half-parsed is shown: user info with a slash, a bad port, no scheme.
+    assert_eq!(mask_url("http://u:pa/ss@h/x"), "***");
+    assert_eq!(mask_url("https://h:s3cret/x"), "***");
+    assert_eq!(mask_url("s3cret-token"), "***");
+
+    let hooks = r#"[{"name":"chat","url":"https://u:pw@hooks.example.com/T0/s3cretpath?token=s3cretquery","secret":"hmac-s3cret"}]"#;
+    let c = Config::load(None, vars(&[("BERTH_WEBHOOKS", hooks)])).unwrap();
+    assert_eq!(c.webhooks[0].url, "https://u:pw@hooks.example.com/T0/s3cretpath?token=s3cretquery");
+    let shown = [c.to_masked_json().to_string(), format!("{c:?}")];
+    for text in shown {
+        for secret in ["s3cretpath", "s3cretquery", "hmac-s3cret", "pw@", "u:"] {
+            assert!(!text.contains(secret), "{secret} shown in {text}");
+        }
+        assert!(text.contains("https://hooks.example.com/***"), "{text}");
+    }
+}
+
+#[test]
+fn max_connections_has_a_default_and_must_be_positive() {
+    assert_eq!(Config::load(None, Vec::new()).unwrap().http.max_connections, 1024);
+    let c = Config::load(None, vars(&[("BERTH_HTTP_MAX_CONNECTIONS", "8")])).unwrap();
+    assert_eq!(c.http.max_connections, 8);
+    let e = Config::load(None, vars(&[("BERTH_HTTP_MAX_CONNECTIONS", "0")])).unwrap_err();
+    assert!(e.to_string().contains("http.max_connections"), "{e}");
+}

@@ -11,12 +11,11 @@ pub(crate) async fn enqueue(pool: &PgPool, deliveries: &[NewDelivery]) -> StoreR
     let mut tx = pool.begin().await?;
     for d in deliveries {
         sqlx::query(
-            "INSERT INTO webhook_deliveries (id, hook, url, event, payload, attempts, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
+            "INSERT INTO webhook_deliveries (id, hook, event, payload, attempts, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, 0, $5, $5)",
         )
         .bind(&d.id)
         .bind(&d.hook)
-        .bind(&d.url)
         .bind(&d.event)
         .bind(&d.payload)
         .bind(d.created_at)
@@ -34,7 +33,7 @@ pub(crate) async fn claim(pool: &PgPool, now: i64, claim_until: i64, limit: u32)
            WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $2 \
              AND (claimed_until IS NULL OR claimed_until < $2) \
            ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, hook, url, event, payload, attempts, created_at",
+         RETURNING id, hook, event, payload, attempts, created_at",
     )
     .bind(claim_until)
     .bind(now)
@@ -47,11 +46,10 @@ pub(crate) async fn claim(pool: &PgPool, now: i64, claim_until: i64, limit: u32)
             Ok(Delivery {
                 id: r.try_get(0)?,
                 hook: r.try_get(1)?,
-                url: r.try_get(2)?,
-                event: r.try_get(3)?,
-                payload: r.try_get(4)?,
-                attempts: r.try_get::<i32, _>(5)?.try_into().unwrap_or(0),
-                created_at: r.try_get(6)?,
+                event: r.try_get(2)?,
+                payload: r.try_get(3)?,
+                attempts: r.try_get::<i32, _>(4)?.try_into().unwrap_or(0),
+                created_at: r.try_get(5)?,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;

@@ -130,3 +130,48 @@ async fn a_failed_migration_releases_the_lock() {
     store.ping().await.expect("ping");
     let _ = raw.close().await;
 }
+
+/// Migration 7 drops the copied webhook URL (often a credential) and
+/// forgets recorded errors that embedded it; queued deliveries stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_7_removes_webhook_urls_from_the_queue() {
+    use berth_meta::events::EventStore;
+
+    let Some(schema) = Schema::create().await else { return };
+    let mut raw = schema.raw().await;
+    let all = sqlx::migrate!("../../migrations/postgres");
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(all.iter().filter(|m| m.version < 7).cloned().collect()),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&mut raw).await.expect("migrations 1 to 6");
+    sqlx::raw_sql(
+        "INSERT INTO webhook_deliveries (id, hook, url, event, payload, next_attempt_at, last_error, created_at) \
+         VALUES ('a', 'chat', 'https://hooks.example.com/T0/s3cret', 'push', '{}', 0, \
+                 'request failed: error sending request for url (https://hooks.example.com/T0/s3cret)', 0), \
+                ('b', 'chat', 'https://hooks.example.com/T0/s3cret', 'push', '{}', 0, 'receiver answered 500', 0);",
+    )
+    .execute(&mut raw)
+    .await
+    .expect("old deliveries");
+
+    let store = schema.connect().await;
+    store.migrate().await.expect("migration 7");
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::TEXT FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = 'webhook_deliveries'",
+    )
+    .fetch_all(&mut raw)
+    .await
+    .expect("columns");
+    assert!(!columns.is_empty() && !columns.iter().any(|c| c == "url"), "{columns:?}");
+    let errors: Vec<Option<String>> = sqlx::query_scalar("SELECT last_error FROM webhook_deliveries ORDER BY id")
+        .fetch_all(&mut raw)
+        .await
+        .expect("errors");
+    assert_eq!(errors, vec![None, Some("receiver answered 500".to_owned())]);
+    let claimed = store.claim_deliveries(1, 60_001, 10).await.expect("claim");
+    assert_eq!(claimed.iter().map(|d| d.hook.as_str()).collect::<Vec<_>>(), vec!["chat", "chat"]);
+    let _ = raw.close().await;
+    store.close().await;
+}

@@ -17,12 +17,11 @@ impl EventStore for SqliteMetaStore {
         let mut tx = self.begin_write().await?;
         for d in deliveries {
             sqlx::query(
-                "INSERT INTO webhook_deliveries (id, hook, url, event, payload, attempts, next_attempt_at, created_at) \
-                 VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                "INSERT INTO webhook_deliveries (id, hook, event, payload, attempts, next_attempt_at, created_at) \
+                 VALUES (?, ?, ?, ?, 0, ?, ?)",
             )
             .bind(&d.id)
             .bind(&d.hook)
-            .bind(&d.url)
             .bind(&d.event)
             .bind(&d.payload)
             .bind(d.created_at)
@@ -42,7 +41,7 @@ impl EventStore for SqliteMetaStore {
                WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ?2 \
                  AND (claimed_until IS NULL OR claimed_until < ?2) \
                ORDER BY next_attempt_at LIMIT ?3) \
-             RETURNING id, hook, url, event, payload, attempts, created_at",
+             RETURNING id, hook, event, payload, attempts, created_at",
         )
         .bind(claim_until)
         .bind(now)
@@ -57,11 +56,10 @@ impl EventStore for SqliteMetaStore {
                 Ok(Delivery {
                     id: r.try_get(0).map_err(db_err)?,
                     hook: r.try_get(1).map_err(db_err)?,
-                    url: r.try_get(2).map_err(db_err)?,
-                    event: r.try_get(3).map_err(db_err)?,
-                    payload: r.try_get(4).map_err(db_err)?,
-                    attempts: r.try_get::<i64, _>(5).map_err(db_err)?.try_into().unwrap_or(u32::MAX),
-                    created_at: r.try_get(6).map_err(db_err)?,
+                    event: r.try_get(2).map_err(db_err)?,
+                    payload: r.try_get(3).map_err(db_err)?,
+                    attempts: r.try_get::<i64, _>(4).map_err(db_err)?.try_into().unwrap_or(u32::MAX),
+                    created_at: r.try_get(5).map_err(db_err)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -123,5 +121,51 @@ impl EventStore for SqliteMetaStore {
         .map_err(db_err)?;
         let count = |i: usize| -> Result<u64> { Ok(row.try_get::<i64, _>(i).map_err(db_err)?.max(0) as u64) };
         Ok(QueueCounts { pending: count(0)?, dead: count(1)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use berth_meta::events::EventStore;
+
+    use crate::{MIGRATOR, SqliteMetaStore, SqliteSettings};
+
+    /// Migration 7 drops the copied webhook URL (often a credential) and
+    /// forgets recorded errors that embedded it; queued deliveries stay.
+    #[tokio::test]
+    async fn migration_7_removes_webhook_urls_from_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            SqliteMetaStore::connect(&SqliteSettings::for_path(dir.path().join("b.db"))).await.expect("connect");
+        let before = sqlx::migrate::Migrator {
+            migrations: Cow::Owned(MIGRATOR.iter().filter(|m| m.version < 7).cloned().collect()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run(&store.writer).await.expect("migrations 1 to 6");
+        sqlx::raw_sql(
+            "INSERT INTO webhook_deliveries (id, hook, url, event, payload, next_attempt_at, last_error, created_at) \
+             VALUES ('a', 'chat', 'https://hooks.example.com/T0/s3cret', 'push', '{}', 0, \
+                     'request failed: error sending request for url (https://hooks.example.com/T0/s3cret)', 0), \
+                    ('b', 'chat', 'https://hooks.example.com/T0/s3cret', 'push', '{}', 0, 'receiver answered 500', 0);",
+        )
+        .execute(&store.writer)
+        .await
+        .expect("old deliveries");
+
+        store.migrate().await.expect("migration 7");
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('webhook_deliveries')")
+            .fetch_all(&store.writer)
+            .await
+            .expect("columns");
+        assert!(!columns.iter().any(|c| c == "url"), "{columns:?}");
+        let errors: Vec<Option<String>> = sqlx::query_scalar("SELECT last_error FROM webhook_deliveries ORDER BY id")
+            .fetch_all(&store.writer)
+            .await
+            .expect("errors");
+        assert_eq!(errors, vec![None, Some("receiver answered 500".to_owned())]);
+        let claimed = store.claim_deliveries(1, 60_001, 10).await.expect("claim");
+        assert_eq!(claimed.iter().map(|d| d.hook.as_str()).collect::<Vec<_>>(), vec!["chat", "chat"]);
     }
 }

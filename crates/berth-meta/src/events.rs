@@ -11,9 +11,9 @@ use crate::Result;
 pub struct NewDelivery {
     /// Random id, also sent to the receiver (for deduplication on its side).
     pub id: String,
-    /// The configured hook's name (its secret is looked up at send time).
+    /// The configured hook's name: its URL and secret are looked up at send
+    /// time, so neither is copied into the queue (a URL may be a credential).
     pub hook: String,
-    pub url: String,
     /// `push`, `delete` or `tag`.
     pub event: String,
     /// The JSON body, as it will be sent.
@@ -26,7 +26,6 @@ pub struct NewDelivery {
 pub struct Delivery {
     pub id: String,
     pub hook: String,
-    pub url: String,
     pub event: String,
     pub payload: String,
     /// Attempts made before this one.

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use berth_config::mask_url;
 use berth_meta::events::{Delivery, EventStore, NewDelivery};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
@@ -54,6 +55,7 @@ impl EventKind {
 #[derive(Clone)]
 pub struct Hook {
     pub name: String,
+    /// May be a credential (chat webhooks): shown only as [`mask_url`].
     pub url: String,
     pub secret: String,
     /// Only events in these owners' namespaces; empty: all.
@@ -64,7 +66,7 @@ pub struct Hook {
 
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hook").field("name", &self.name).field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Hook").field("name", &self.name).field("url", &mask_url(&self.url)).finish_non_exhaustive()
     }
 }
 
@@ -140,7 +142,6 @@ impl Webhooks {
                 rows.push(NewDelivery {
                     id,
                     hook: hook.name.clone(),
-                    url: hook.url.clone(),
                     event: e.kind.as_str().to_owned(),
                     payload: payload.to_string(),
                     created_at: now,
@@ -163,6 +164,41 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Why a request failed, with its causes (reqwest's own text names only the
+/// kind) but never the URL, which reqwest embeds and which may be the
+/// credential: this text is logged and stored with the delivery.
+fn request_error(e: reqwest::Error, url: &str) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    scrub(text, url)
+}
+
+/// `text` with every part of `url` that may be secret replaced by `***`
+/// (in case a cause quotes it): the whole URL, what follows its host, and
+/// its user info.
+fn scrub(mut text: String, url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let tail = url[after_scheme..].find(['/', '?', '#']).map_or("", |i| &url[after_scheme + i..]);
+    let mut secret_parts = vec![url.to_owned(), tail.to_owned()];
+    if let Ok(u) = reqwest::Url::parse(url) {
+        let parsed = [u.path(), u.query().unwrap_or_default(), u.username(), u.password().unwrap_or_default()];
+        secret_parts.extend(parsed.map(str::to_owned));
+    }
+    // Longest first, and nothing so short it would mangle ordinary words.
+    secret_parts.retain(|p| p.len() >= 4);
+    secret_parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for part in secret_parts {
+        text = text.replace(&part, "***");
+    }
+    text
 }
 
 /// Attempts before a delivery is given up (spread over about five hours).
@@ -237,7 +273,7 @@ impl Deliverer {
         match request.send().await {
             Ok(r) if r.status().is_success() => Outcome::Delivered,
             Ok(r) => Outcome::Failed(format!("receiver answered {}", r.status())),
-            Err(e) => Outcome::Failed(format!("request failed: {e}")),
+            Err(e) => Outcome::Failed(format!("request failed: {}", request_error(e, &hook.url))),
         }
     }
 
@@ -255,7 +291,8 @@ impl Deliverer {
                 let retry_at = (failures < MAX_ATTEMPTS && !gone).then(|| now + backoff(failures).as_millis() as i64);
                 let kind = if retry_at.is_some() { "failed" } else { "abandoned" };
                 m.webhook_deliveries.get_or_create(&berth_metrics::KindLabels { kind }).inc();
-                tracing::warn!(hook = %d.hook, delivery = %d.id, attempt = failures, %error, "webhook delivery failed");
+                let url = self.hooks.get(&d.hook).map_or_else(|| "-".to_owned(), |h| mask_url(&h.url));
+                tracing::warn!(hook = %d.hook, %url, delivery = %d.id, attempt = failures, %error, "webhook delivery failed");
                 self.store.delivery_failed(&d.id, &error, retry_at, now).await
             }
         };
@@ -300,6 +337,23 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_secs(2));
         assert_eq!(backoff(5), Duration::from_secs(32));
         assert_eq!(backoff(14), MAX_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn failures_never_quote_the_url() {
+        // A closed port: nothing listens on port 9 of a loopback address.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = "http://user:pa55word@127.0.0.1:9/T0/s3cretpath?token=s3cretquery";
+        let e = reqwest::Client::new().post(url).send().await.expect_err("nothing listens");
+        let text = request_error(e, url);
+        for secret in ["s3cretpath", "s3cretquery", "pa55word", "user:"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(text.contains("error sending request"), "{text}");
+        let quoted = scrub(format!("connect to {url} failed; path /T0/s3cretpath"), url);
+        assert_eq!(quoted, "connect to *** failed; path ***");
+        let hook = Hook { name: "h".into(), url: url.into(), secret: "k".into(), owners: vec![], events: vec![] };
+        assert!(!format!("{hook:?}").contains("s3cret"));
     }
 
     #[test]

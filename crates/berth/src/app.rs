@@ -86,6 +86,7 @@ impl App {
             header_read_timeout: self.config.http.header_read_timeout,
             shutdown_timeout: self.config.http.shutdown_timeout,
             tls: self.tls.clone(),
+            max_connections: self.config.http.max_connections,
         };
         let metrics = match (self.config.metrics.enabled, self.config.metrics.listen) {
             (true, Some(addr)) => match TcpListener::bind(addr).await {

@@ -106,6 +106,43 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// Descriptors the server needs besides client connections: listeners,
+/// database connections, blob files being read and written.
+const FD_RESERVE: u64 = 128;
+
+/// Raises the open-file soft limit to the hard limit (every connection is a
+/// descriptor, and soft limits default to as few as 1024), and warns when
+/// `http.max_connections` cannot fit in it: the limit would then be the
+/// kernel's EMFILE, not a clean 503.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn raise_fd_limit(config: &Config) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            tracing::debug!(from = limit.rlim_cur, to = limit.rlim_max, "raised the open-file limit");
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    let wanted = config.http.max_connections as u64 + u64::from(config.database.max_connections) + FD_RESERVE;
+    if limit.rlim_cur != libc::RLIM_INFINITY && wanted > limit.rlim_cur {
+        tracing::warn!(
+            max_connections = config.http.max_connections,
+            open_file_limit = limit.rlim_cur,
+            "http.max_connections does not fit in the open-file limit (RLIMIT_NOFILE): lower it or raise the limit"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_fd_limit(_: &Config) {}
+
 fn main() -> ExitCode {
     tune_allocator();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -128,7 +165,10 @@ async fn run() -> ExitCode {
     };
     berth::telemetry::init(&config);
     let result = match cli.command {
-        Command::Serve { .. } => berth::run(config, shutdown_signal()).await.map_err(|e| e.to_string()),
+        Command::Serve { .. } => {
+            raise_fd_limit(&config);
+            berth::run(config, shutdown_signal()).await.map_err(|e| e.to_string())
+        }
         Command::Migrate => berth::backends::open_meta(&config, true).await.map(|_| ()).map_err(|e| e.to_string()),
         Command::User(c) => accounts::user(&config, c).await,
         Command::Org(c) => accounts::org(&config, c).await,

@@ -127,3 +127,35 @@ fn migrate_and_health_commands() {
     drop(p);
     assert!(!berth(&["health", "--url", "http://127.0.0.1:9"], &[]).status.success());
 }
+
+/// With a hard open-file limit too low for `http.max_connections`, the
+/// server says so at start (it raises the soft limit as far as it may).
+#[test]
+fn warns_when_max_connections_exceeds_the_open_file_limit() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && ulimit -Hn 512 && exec \"$0\" serve", env!("CARGO_BIN_EXE_berth")])
+        .env_clear()
+        .env("BERTH_DATA_DIR", dir.path())
+        .env("BERTH_LISTEN", "127.0.0.1:0")
+        .env("BERTH_LOG_FORMAT", "json")
+        .env("BERTH_AUTH_ENABLED", "false")
+        .env("BERTH_HTTP_MAX_CONNECTIONS", "1024")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok) {
+        let ready = line.contains("berth ready");
+        lines.push(line);
+        if ready || lines.len() > 200 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = lines.iter().find(|l| l.contains("does not fit in the open-file limit"));
+    let warning = warning.unwrap_or_else(|| panic!("no warning in {lines:#?}"));
+    assert!(warning.contains("\"open_file_limit\":512"), "raised to the hard limit: {warning}");
+}

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{query_pairs, respond};
 use crate::AppState;
-use crate::body::read_limited;
+use crate::body::{drain, drain_unread, read_limited};
 use crate::error::ApiError;
 use crate::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
 use crate::routes::{ManifestReference, digest_error};
@@ -72,35 +72,30 @@ pub async fn put(
     reference: ManifestReference,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let reference = match reference {
-        ManifestReference::Valid(r) => r,
-        ManifestReference::Invalid(ReferenceError::InvalidTag) => {
-            return Err(ApiError::new(ErrorCode::ManifestInvalid).message("invalid tag"));
-        }
-        ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
-    };
-    let extra_tags = query_pairs(req.uri().query())?
-        .into_iter()
-        .filter(|(k, _)| k == "tag")
-        .map(|(_, v)| {
-            Tag::parse(&v).map_err(|_| ApiError::new(ErrorCode::ManifestInvalid).message(format!("invalid tag {v:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (parts, mut body) = req.into_parts();
     let limit = state.registry().policy().max_manifest_size;
     let too_large = || {
         ApiError::new(ErrorCode::SizeInvalid)
             .with_status(StatusCode::PAYLOAD_TOO_LARGE)
             .message(format!("manifest exceeds the limit of {limit} bytes"))
     };
-    if headers::get(req.headers(), CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64)
-    {
-        return Err(too_large());
-    }
-    let content_type = headers::get(req.headers(), CONTENT_TYPE).map(str::to_owned);
-    let content = read_limited(req.into_body(), limit, state.settings().request_timeout)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid).message(format!("reading manifest: {e}")))?
-        .ok_or_else(too_large)?;
+    let (reference, extra_tags) = match put_target(reference, &parts.headers, parts.uri.query(), limit, &too_large) {
+        Ok(target) => target,
+        Err(e) => {
+            // Refused before reading: the client still gets to see why.
+            drain_unread(&parts.headers, &mut body).await;
+            return Err(e);
+        }
+    };
+    let content_type = headers::get(&parts.headers, CONTENT_TYPE).map(str::to_owned);
+    let content = match read_limited(&mut body, limit, state.settings().request_timeout).await {
+        Ok(Some(content)) => content,
+        Ok(None) => {
+            drain(&mut body).await;
+            return Err(too_large());
+        }
+        Err(e) => return Err(ApiError::new(ErrorCode::ManifestInvalid).message(format!("reading manifest: {e}"))),
+    };
     let pushed = state
         .registry()
         .put_manifest(name, &reference, content, content_type.as_deref(), extra_tags, who.user_name())
@@ -117,6 +112,35 @@ pub async fn put(
     }
     hs.extend(pushed.tags.iter().map(|t| (OCI_TAG, t.to_string())));
     respond(StatusCode::CREATED, &hs, Body::empty())
+}
+
+/// What a manifest PUT targets (its reference and `?tag=`s), and whether its
+/// declared length fits `limit`: checked before its body is read.
+fn put_target(
+    reference: ManifestReference,
+    h: &HeaderMap,
+    query: Option<&str>,
+    limit: usize,
+    too_large: &dyn Fn() -> ApiError,
+) -> Result<(Reference, Vec<Tag>), ApiError> {
+    let reference = match reference {
+        ManifestReference::Valid(r) => r,
+        ManifestReference::Invalid(ReferenceError::InvalidTag) => {
+            return Err(ApiError::new(ErrorCode::ManifestInvalid).message("invalid tag"));
+        }
+        ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
+    };
+    let extra_tags = query_pairs(query)?
+        .into_iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| {
+            Tag::parse(&v).map_err(|_| ApiError::new(ErrorCode::ManifestInvalid).message(format!("invalid tag {v:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if headers::get(h, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    Ok((reference, extra_tags))
 }
 
 /// `DELETE /v2/<name>/manifests/<reference>`: by digest the manifest, by tag only the tag.

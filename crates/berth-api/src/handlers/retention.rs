@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use super::gitea::{GiteaError, caller, rfc3339};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::read_limited;
+use crate::body::{drain, drain_unread, read_limited};
 
 /// A rule is a few globs: far below this.
 const MAX_BODY: usize = 64 * 1024;
@@ -166,13 +166,22 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Response {
 
 /// `POST /api/v1/admin/retention/rules`
 pub async fn add(State(state): State<AppState>, req: Request) -> Response {
-    let (req, body) = req.into_parts();
+    let (req, mut body) = req.into_parts();
     async {
-        let who = admin(&state, &req, Actions::READ_WRITE).await?;
-        let bytes = read_limited(body, MAX_BODY, state.settings().body_idle_timeout)
-            .await
-            .map_err(|e| GiteaError(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")))?
-            .ok_or_else(|| GiteaError(StatusCode::PAYLOAD_TOO_LARGE, "a rule is at most 64 KiB of JSON".into()))?;
+        let who = match admin(&state, &req, Actions::READ_WRITE).await {
+            Ok(who) => who,
+            Err(e) => {
+                drain_unread(&req.headers, &mut body).await;
+                return Err(e);
+            }
+        };
+        let read = read_limited(&mut body, MAX_BODY, state.settings().body_idle_timeout).await;
+        let Some(bytes) =
+            read.map_err(|e| GiteaError(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")))?
+        else {
+            drain(&mut body).await;
+            return Err(GiteaError(StatusCode::PAYLOAD_TOO_LARGE, "a rule is at most 64 KiB of JSON".into()));
+        };
         let body: RuleBody = serde_json::from_slice(&bytes)
             .map_err(|e| GiteaError(StatusCode::BAD_REQUEST, format!("invalid rule JSON: {e}")))?;
         let created_by = who.user_name().unwrap_or("anonymous");

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::{query_pairs, respond};
 use crate::AppState;
 use crate::auth::{Caller, auth_error, challenge, principal};
-use crate::body::read_limited;
+use crate::body::{drain, read_limited};
 use crate::error::ApiError;
 
 /// Requested scopes: every `scope` value, each possibly holding several.
@@ -48,14 +48,17 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
 
 pub async fn post(State(state): State<AppState>, req: Request) -> Response {
     let Some(auth) = state.auth().cloned() else { return disabled() };
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let caller = Caller::of_parts(&parts);
     let result = async {
-        let body = read_limited(body, 64 * 1024, state.settings().request_timeout)
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| oauth_error(StatusCode::BAD_REQUEST, "invalid_request"))?;
+        let body = match read_limited(&mut body, 64 * 1024, state.settings().request_timeout).await {
+            Ok(Some(form)) => form,
+            Ok(None) => {
+                drain(&mut body).await;
+                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request"));
+            }
+            Err(_) => return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request")),
+        };
         let form: Vec<(String, String)> =
             serde_urlencoded::from_bytes(&body).map_err(|_| oauth_error(StatusCode::BAD_REQUEST, "invalid_request"))?;
         let field = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());

@@ -14,7 +14,6 @@ fn delivery(id: &str, at: i64) -> NewDelivery {
     NewDelivery {
         id: id.to_owned(),
         hook: "scanner".into(),
-        url: "http://receiver.invalid/hook".into(),
         event: "push".into(),
         payload: format!(r#"{{"id":"{id}"}}"#),
         created_at: at,

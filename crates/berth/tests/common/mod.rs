@@ -16,6 +16,8 @@ pub struct BerthProcess {
     pub data_dir: PathBuf,
     /// The server's last log lines, printed if the test fails.
     recent_logs: Arc<Mutex<VecDeque<String>>>,
+    /// Every log line, for tests that inspect the whole log.
+    all_logs: Arc<Mutex<Vec<String>>>,
 }
 
 const KEPT_LOG_LINES: usize = 40;
@@ -42,7 +44,8 @@ impl BerthProcess {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel::<String>();
         let recent_logs = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LOG_LINES)));
-        let kept = recent_logs.clone();
+        let all_logs = Arc::new(Mutex::new(Vec::new()));
+        let (kept, all) = (recent_logs.clone(), all_logs.clone());
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sent = false;
@@ -55,6 +58,7 @@ impl BerthProcess {
                 if std::env::var_os("BERTH_TEST_SHOW_LOGS").is_some() {
                     eprintln!("[berth] {line}");
                 }
+                all.lock().unwrap().push(line.clone());
                 let mut kept = kept.lock().unwrap();
                 if kept.len() == KEPT_LOG_LINES {
                     kept.pop_front();
@@ -63,7 +67,12 @@ impl BerthProcess {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(30)).expect("berth did not report ready within 30 s");
-        BerthProcess { child, base: format!("http://{addr}"), data_dir: data_dir.to_owned(), recent_logs }
+        BerthProcess { child, base: format!("http://{addr}"), data_dir: data_dir.to_owned(), recent_logs, all_logs }
+    }
+
+    /// Every line the server has logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.all_logs.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> u32 {
