@@ -4,13 +4,16 @@
 //!
 //! - No credentials and not allowed: 401 with a Bearer challenge naming the
 //!   scope the request needs (private and missing repositories look the same).
-//! - A bearer token lacking the scope: 401 `insufficient_scope` naming it.
+//! - A bearer token lacking the scope: 401 `insufficient_scope` naming it
+//!   (403 with the same challenge if the client repeats it with that token).
 //! - Credentials valid but not allowed: 403 DENIED, saying nothing more.
 //! - Invalid credentials: 401; locked out or too many logins in progress:
 //!   429 with Retry-After.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use base64::Engine;
@@ -173,8 +176,7 @@ pub async fn require(state: &AppState, caller: &Caller<'_>, need: Need<'_>) -> R
     if let Principal::Bearer(claims) = &principal
         && !granted_by_claims(claims, need.repo).covers(need.actions)
     {
-        return Err(challenge(state, caller, Some(&scope), Some("insufficient_scope"))
-            .message("the bearer token does not grant this; request a token for the scope named in the challenge"));
+        return Err(insufficient_scope(state, caller, &principal, &scope));
     }
     let allowed = auth
         .allowed(&principal, need.repo, need.actions)
@@ -188,6 +190,51 @@ pub async fn require(state: &AppState, caller: &Caller<'_>, need: Need<'_>) -> R
     } else {
         // Anonymous (or an anonymous bearer token): log in and try again.
         Err(challenge(state, caller, Some(&scope), anonymous_error(&principal)))
+    }
+}
+
+/// A bearer token lacks `scope`: refused with a challenge naming the scope
+/// to ask for (`error="insufficient_scope"`), 401 as in Docker's token
+/// protocol, which Docker-protocol clients (and the OCI conformance suite)
+/// answer by fetching a token for that scope. A client that instead repeats
+/// the request with the same user's token (oras-py does) gets 403 with the
+/// same challenge, the RFC 6750 (3.1) form, on which it drops the token and
+/// asks for a new one. Either way nothing beyond the token's claim is granted.
+pub fn insufficient_scope(state: &AppState, caller: &Caller<'_>, who: &Principal, scope: &str) -> ApiError {
+    let e = challenge(state, caller, Some(scope), Some("insufficient_scope"))
+        .message("the bearer token does not grant this; request a token for the scope named in the challenge");
+    match who {
+        // An anonymous token's holder must log in: always 401.
+        Principal::Bearer(claims) if who.is_authenticated() && state.scope_refusals().repeated(&claims.jti, scope) => {
+            e.with_status(StatusCode::FORBIDDEN).with_code(ErrorCode::Denied)
+        }
+        _ => e,
+    }
+}
+
+/// Which (token, scope) pairs were recently refused, to tell a first
+/// refusal from a repeat (see [`insufficient_scope`]). Per process.
+#[derive(Default)]
+pub struct ScopeRefusals {
+    seen: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl ScopeRefusals {
+    const KEEP: Duration = Duration::from_secs(600);
+    const MAX: usize = 10_000;
+
+    /// Records a refusal; whether the same one happened recently.
+    fn repeated(&self, jti: &str, scope: &str) -> bool {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= Self::MAX {
+            seen.retain(|_, t| now.duration_since(*t) < Self::KEEP);
+            if seen.len() >= Self::MAX {
+                seen.clear();
+            }
+        }
+        let before = seen.insert((jti.to_owned(), scope.to_owned()), now);
+        before.is_some_and(|t| now.duration_since(t) < Self::KEEP)
     }
 }
 

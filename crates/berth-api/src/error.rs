@@ -41,6 +41,12 @@ impl ApiError {
         self.0.status
     }
 
+    /// Replaces the OCI error code.
+    pub fn with_code(mut self, code: ErrorCode) -> Self {
+        self.0.code = code;
+        self
+    }
+
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.0.status = status;
         self

@@ -34,6 +34,8 @@ pub struct StateInner {
     pub settings: ApiSettings,
     /// `None` when authentication is disabled (`auth.enabled = false`).
     pub auth: Option<Arc<AuthService>>,
+    /// Bearer tokens recently refused for lacking a scope.
+    pub scope_refusals: auth::ScopeRefusals,
 }
 
 /// HTTP-level settings taken from the configuration.
@@ -72,11 +74,15 @@ impl Default for ApiSettings {
 impl AppState {
     pub fn new(maintenance: Maintenance, mut settings: ApiSettings, auth: Option<Arc<AuthService>>) -> Self {
         settings.public_url = settings.public_url.trim_end_matches('/').to_owned();
-        AppState { inner: Arc::new(StateInner { maintenance, settings, auth }) }
+        AppState { inner: Arc::new(StateInner { maintenance, settings, auth, scope_refusals: Default::default() }) }
     }
 
     pub fn auth(&self) -> Option<&Arc<AuthService>> {
         self.inner.auth.as_ref()
+    }
+
+    pub fn scope_refusals(&self) -> &auth::ScopeRefusals {
+        &self.inner.scope_refusals
     }
 
     pub fn registry(&self) -> &Registry {

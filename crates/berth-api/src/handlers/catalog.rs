@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{Page, query_pairs, respond};
 use crate::AppState;
-use crate::auth::{Caller, auth_error, challenge, require_any};
+use crate::auth::{Caller, auth_error, insufficient_scope, require_any};
 
 const CATALOG: &str = "registry:catalog:*";
 use crate::error::ApiError;
@@ -23,7 +23,7 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Result<Respons
     if let Principal::Bearer(claims) = &principal
         && !grants_catalog(claims)
     {
-        return Err(challenge(&state, &caller, Some(CATALOG), Some("insufficient_scope")));
+        return Err(insufficient_scope(&state, &caller, &principal, CATALOG));
     }
     let repos = match (page.limit, state.auth()) {
         (0, _) => Vec::new(),

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::{query_get, query_pairs, respond};
 use crate::AppState;
-use crate::auth::{Caller, auth_error, challenge};
+use crate::auth::{Caller, auth_error, insufficient_scope};
 use crate::body::byte_stream;
 use crate::error::{ApiError, upload_range};
 use crate::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
@@ -44,8 +44,7 @@ pub async fn start(
                     scope_string(name, Actions::of(&[Action::Pull, Action::Push])),
                     scope_string(&source, Actions::PULL)
                 );
-                return Err(challenge(state, &Caller::of(&req), Some(&scopes), Some("insufficient_scope"))
-                    .message("mounting needs pull on the source repository in the token"));
+                return Err(insufficient_scope(state, &Caller::of(&req), who, &scopes));
             }
             MountSource::None => {}
         }

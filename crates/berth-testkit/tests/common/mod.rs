@@ -319,6 +319,19 @@ impl H {
         assert_eq!(r.www().as_deref(), Some(self.challenge(scope, error).as_str()), "WWW-Authenticate");
     }
 
+    /// The repeat of an `insufficient_scope` refusal with the same user's
+    /// token: 403 DENIED with the same challenge (RFC 6750's form, for
+    /// clients that only drop a token on 403).
+    #[track_caller]
+    pub fn assert_403_scope(&self, r: &Resp, scope: &str) {
+        assert_eq!(r.status, 403, "status (body: {})", r.text());
+        if !r.head {
+            assert_eq!(r.error_code(), "DENIED", "error code (body: {})", r.text());
+        }
+        let expected = self.challenge(Some(scope), Some("insufficient_scope"));
+        assert_eq!(r.www().as_deref(), Some(expected.as_str()), "WWW-Authenticate");
+    }
+
     pub async fn send(
         &self,
         method: Method,
