@@ -387,11 +387,12 @@ async fn expired_token_is_rejected() {
         None,
     );
 
-    let (_, soon) = h.pat("alice", &[WRITE], &[], Some(Duration::from_secs(3))).await;
+    // Long enough for the first uses on a loaded machine (argon2 included).
+    let (_, soon) = h.pat("alice", &[WRITE], &[], Some(Duration::from_secs(6))).await;
     let c = Cred::basic("alice", &soon);
     assert_eq!(h.get("/v2/", &c).await.status, 200);
     assert_eq!(h.get_manifest("alice/app", "latest", &c).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(4200)).await;
+    tokio::time::sleep(Duration::from_millis(7200)).await;
     h.assert_401(&h.get("/v2/", &c).await, None, None);
     h.assert_401(&h.get_manifest("alice/app", "latest", &c).await, Some(&scope("alice/app", "pull")), None);
     h.assert_401(
