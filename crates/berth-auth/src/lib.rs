@@ -27,6 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::auth::{TokenRecord, UserRecord};
+/// A user or organization, as the package API shows owners and creators.
+pub use berth_meta::auth::OwnerRecord;
 use berth_meta::{AuthStore, MetaError};
 use berth_oci::RepositoryName;
 
@@ -146,6 +148,11 @@ impl AuthService {
 
     pub fn keys(&self) -> &JwtKeys {
         &self.keys
+    }
+
+    /// The user or organization named `name`, if there is one.
+    pub async fn owner(&self, name: &str) -> Result<Option<OwnerRecord>> {
+        Ok(self.store.get_owner(name).await?)
     }
 
     /// What `principal` may do to `repo`, at most `wanted`. A bearer token
