@@ -27,12 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::auth::{TokenRecord, UserRecord};
-/// A user or organization, as the package API shows owners and creators.
-pub use berth_meta::auth::OwnerRecord;
 use berth_meta::{AuthStore, MetaError};
 use berth_oci::RepositoryName;
 
 pub use access::{Action, Actions, Scope};
+/// A user or organization, as the package API shows owners and creators.
+pub use berth_meta::auth::OwnerRecord;
 pub use jwt::{AccessEntry, Claims, IssuedToken, JwtKeys};
 
 use crate::limiter::LoginLimiter;

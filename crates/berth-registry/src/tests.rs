@@ -290,4 +290,3 @@ async fn immutable_tags_hold(db: Db) {
     f.registry.put_manifest(&r, &latest, m1, None, vec![], None).await.unwrap();
     f.registry.put_manifest(&r, &latest, m2, None, vec![], None).await.expect("mutable tags move");
 }
-
