@@ -8,10 +8,10 @@ use serde_json::json;
 
 use super::{Page, query_pairs, respond};
 use crate::AppState;
-use crate::auth::{Caller, auth_error, challenge, require_any};
+use crate::auth::{Caller, auth_error, require_any, unauthorized};
+use crate::error::{ApiError, Unauthorized};
 
 const CATALOG: &str = "registry:catalog:*";
-use crate::error::ApiError;
 
 /// `GET /v2/_catalog?n=&last=`
 /// Lists only what the caller may pull.
@@ -23,7 +23,8 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Result<Respons
     if let Principal::Bearer(claims) = &principal
         && !grants_catalog(claims)
     {
-        return Err(challenge(&state, &caller, Some(CATALOG), Some("insufficient_scope")));
+        let why = Unauthorized::InsufficientScope;
+        return Err(unauthorized(&state, &caller, Some(CATALOG), Some("insufficient_scope"), why));
     }
     let repos = match (page.limit, state.auth()) {
         (0, _) => Vec::new(),
