@@ -37,6 +37,7 @@
 //! | blob storage full                                 | UNKNOWN               | 507    |
 //! | database or storage unavailable, not ready        | UNAVAILABLE           | 503    |
 //! | request took longer than `http.request_timeout`   | UNAVAILABLE           | 503    |
+//! | connection over `http.max_connections`            | UNAVAILABLE           | 503    |
 //!
 //! Unknown routes answer `UNSUPPORTED` 404 (the spec has no generic
 //! not-found code): `NAME_UNKNOWN` is kept for repositories that do not
@@ -63,6 +64,8 @@ pub enum ApiError {
     AuthDisabled,
     /// The request was not answered within `http.request_timeout`.
     TimedOut,
+    /// A connection over `http.max_connections` (answered by the connection loop).
+    TooManyConnections,
     /// The query string or one of its parameters (the reason says which).
     QueryInvalid(String),
     /// A token request the OAuth2 way: `invalid_request`, `unsupported_grant_type`.
@@ -180,6 +183,9 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed => d(C::Unsupported, S::METHOD_NOT_ALLOWED),
             ApiError::TimedOut => d(C::Unavailable, S::SERVICE_UNAVAILABLE).message("request timed out"),
+            ApiError::TooManyConnections => d(C::Unavailable, S::SERVICE_UNAVAILABLE)
+                .message("too many open connections; retry shortly")
+                .header(RETRY_AFTER, "1"),
             ApiError::QueryInvalid(m) => d(C::Unsupported, S::BAD_REQUEST).message(m),
             ApiError::TokenRequestInvalid(e) => d(C::Unsupported, S::BAD_REQUEST).message(e),
             ApiError::NameInvalid(r) => d(C::NameInvalid, S::BAD_REQUEST).detail(reason(r)),
