@@ -9,24 +9,32 @@
 //! - Credentials valid but not allowed: 403 DENIED, saying nothing more.
 //! - Invalid credentials: 401; locked out or too many logins in progress:
 //!   429 with Retry-After.
+//!
+//! Every `/v2/<name>/...` request passes [`repository_layer`], which checks
+//! what the parsed endpoint needs before any handler runs.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request as AxumRequest, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_auth::access::scope_string;
-use berth_auth::{Actions, AuthError, Credentials, Principal, granted_by_claims};
-use berth_oci::{ErrorCode, RepositoryName};
-use http::header::{AUTHORIZATION, HOST, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderMap, Request, StatusCode};
+use berth_auth::{Actions, AuthError, AuthService, Credentials, Principal, granted_by_claims};
+use berth_oci::RepositoryName;
+use berth_registry::blobs::MountAuthorizer;
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderMap, Request};
 
 use crate::AppState;
+use crate::body::refuse;
 use crate::client::{ClientInfo, valid_host};
-use crate::error::ApiError;
+use crate::endpoint::Parsed;
+use crate::error::{ApiError, Unauthorized};
 use crate::headers;
 
 /// The client address: the peer, or the client behind a trusted proxy.
@@ -40,8 +48,16 @@ fn client_of(ext: &http::Extensions) -> ClientInfo {
         .unwrap_or_else(|| ClientInfo { ip: ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()), origin: None })
 }
 
+/// Why credentials could not be checked, before or while checking them.
+#[derive(Debug)]
+pub enum Failure {
+    UnsupportedScheme,
+    MalformedBasic,
+    Auth(AuthError),
+}
+
 /// Parses `Authorization`: `Basic`, `Bearer` or Gitea's `token`.
-pub fn credentials(h: &HeaderMap) -> Result<Credentials<'_>, ApiError> {
+pub fn credentials(h: &HeaderMap) -> Result<Credentials<'_>, Failure> {
     let Some(value) = headers::get(h, AUTHORIZATION) else { return Ok(Credentials::None) };
     let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
     let rest = rest.trim();
@@ -51,7 +67,7 @@ pub fn credentials(h: &HeaderMap) -> Result<Credentials<'_>, ApiError> {
     if scheme.eq_ignore_ascii_case("basic") {
         return Ok(Credentials::Basic { user: "", secret: rest });
     }
-    Err(ApiError::new(ErrorCode::Unauthorized).message("unsupported authorization scheme"))
+    Err(Failure::UnsupportedScheme)
 }
 
 /// Decodes Basic credentials into owned strings (the header holds base64).
@@ -77,8 +93,8 @@ pub fn base_url(state: &AppState, caller: &Caller<'_>) -> String {
     format!("{scheme}://{host}")
 }
 
-/// 401 with `WWW-Authenticate: Bearer realm=...,service=...[,scope=...][,error=...]`.
-pub fn challenge(state: &AppState, caller: &Caller<'_>, scope: Option<&str>, error: Option<&str>) -> ApiError {
+/// The `WWW-Authenticate: Bearer realm=...,service=...[,scope=...][,error=...]` challenge.
+pub fn challenge(state: &AppState, caller: &Caller<'_>, scope: Option<&str>, error: Option<&str>) -> String {
     let mut value =
         format!("Bearer realm=\"{}/v2/token\",service=\"{}\"", base_url(state, caller), state.settings().auth_service);
     if let Some(s) = scope.filter(|s| !s.is_empty()) {
@@ -87,27 +103,43 @@ pub fn challenge(state: &AppState, caller: &Caller<'_>, scope: Option<&str>, err
     if let Some(e) = error {
         value.push_str(&format!(",error=\"{e}\""));
     }
-    ApiError::new(ErrorCode::Unauthorized).header(WWW_AUTHENTICATE, &value)
+    value
 }
 
-/// Maps an authentication failure to its response.
+/// 401 with the challenge for `scope` (and `error`), saying `why`.
+pub fn unauthorized(
+    state: &AppState,
+    caller: &Caller<'_>,
+    scope: Option<&str>,
+    error: Option<&str>,
+    why: Unauthorized,
+) -> ApiError {
+    ApiError::Unauthorized { challenge: challenge(state, caller, scope, error), why }
+}
+
+/// The situation an authentication failure is, on the distribution API.
 pub fn auth_error(state: &AppState, caller: &Caller<'_>, scope: Option<&str>, e: AuthError) -> ApiError {
     match e {
-        AuthError::InvalidCredentials => {
-            challenge(state, caller, scope, None).message("invalid username, password or token")
-        }
+        AuthError::InvalidCredentials => unauthorized(state, caller, scope, None, Unauthorized::InvalidCredentials),
         AuthError::InvalidToken(_) => {
-            challenge(state, caller, scope, Some("invalid_token")).message("invalid or expired token")
+            unauthorized(state, caller, scope, Some("invalid_token"), Unauthorized::InvalidToken)
         }
-        AuthError::TooManyAttempts(wait) => ApiError::new(ErrorCode::TooManyRequests)
-            .message("too many failed logins; try again later")
-            // Rounded up: a client that waits exactly this long must not be refused again.
-            .header(RETRY_AFTER, &(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1).to_string()),
-        AuthError::Busy => ApiError::new(ErrorCode::TooManyRequests)
-            .message("too many logins in progress; try again in a second")
-            .header(RETRY_AFTER, "1"),
-        AuthError::Store(e) => ApiError::from(berth_registry::RegistryError::from(e)),
-        AuthError::Internal(m) => ApiError::internal("authentication", m),
+        // Rounded up: a client that waits exactly this long must not be refused again.
+        AuthError::TooManyAttempts(wait) => {
+            ApiError::TooManyLogins { retry_after: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1) }
+        }
+        AuthError::Busy => ApiError::LoginsBusy,
+        AuthError::Store(e) => ApiError::Registry(e.into()),
+        AuthError::Internal(m) => ApiError::Internal(format!("authentication: {m}")),
+    }
+}
+
+/// [`auth_error`] for any [`Failure`].
+fn failure(state: &AppState, caller: &Caller<'_>, scope: Option<&str>, f: Failure) -> ApiError {
+    match f {
+        Failure::UnsupportedScheme => unauthorized(state, caller, scope, None, Unauthorized::UnsupportedScheme),
+        Failure::MalformedBasic => unauthorized(state, caller, scope, None, Unauthorized::MalformedBasic),
+        Failure::Auth(e) => auth_error(state, caller, scope, e),
     }
 }
 
@@ -140,21 +172,24 @@ impl<'a> Caller<'a> {
     }
 }
 
-/// Authenticates the request's credentials (anonymous without any).
-pub async fn principal(state: &AppState, caller: &Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
+/// Authenticates the request's credentials (anonymous without any, or
+/// with authentication disabled).
+pub async fn authenticate(state: &AppState, caller: &Caller<'_>) -> Result<Principal, Failure> {
     let Some(auth) = state.auth() else { return Ok(Principal::Anonymous) };
-    let (h, ip) = (caller.headers, caller.ip());
-    let creds = credentials(h)
-        .map_err(|_| challenge(state, caller, scope, None).message("unsupported authorization scheme"))?;
-    let result = match creds {
+    let ip = caller.ip();
+    let result = match credentials(caller.headers)? {
         Credentials::Basic { secret: encoded, .. } => {
-            let (user, secret) = decode_basic(encoded)
-                .ok_or_else(|| challenge(state, caller, scope, None).message("malformed Basic credentials"))?;
+            let (user, secret) = decode_basic(encoded).ok_or(Failure::MalformedBasic)?;
             auth.authenticate(Credentials::Basic { user: &user, secret: &secret }, ip).await
         }
         other => auth.authenticate(other, ip).await,
     };
-    result.map_err(|e| auth_error(state, caller, scope, e))
+    result.map_err(Failure::Auth)
+}
+
+/// [`authenticate`] on the distribution API: failures challenge for `scope`.
+pub async fn principal(state: &AppState, caller: &Caller<'_>, scope: Option<&str>) -> Result<Principal, ApiError> {
+    authenticate(state, caller).await.map_err(|f| failure(state, caller, scope, f))
 }
 
 /// What one request needs: `actions` on `repo`.
@@ -176,7 +211,7 @@ pub async fn require(state: &AppState, caller: &Caller<'_>, need: Need<'_>) -> R
     if let Principal::Bearer(claims) = &principal
         && !granted_by_claims(claims, need.repo).covers(need.actions)
     {
-        return Err(insufficient_scope(state, caller, &principal, &scope));
+        return Err(insufficient_scope(state, caller, &principal, &scope, Unauthorized::InsufficientScope));
     }
     let allowed = auth
         .allowed(&principal, need.repo, need.actions)
@@ -186,10 +221,34 @@ pub async fn require(state: &AppState, caller: &Caller<'_>, need: Need<'_>) -> R
         return Ok(principal);
     }
     if principal.is_authenticated() {
-        Err(ApiError::new(ErrorCode::Denied).with_status(StatusCode::FORBIDDEN))
+        Err(ApiError::Denied)
     } else {
         // Anonymous (or an anonymous bearer token): log in and try again.
-        Err(challenge(state, caller, Some(&scope), anonymous_error(&principal)))
+        let error = anonymous_error(&principal);
+        Err(unauthorized(state, caller, Some(&scope), error, Unauthorized::CredentialsRequired))
+    }
+}
+
+/// Middleware on `/v2/<name>/...`: the caller must be allowed what the
+/// request does to the repository ([`crate::endpoint::Endpoint::need`]); the
+/// [`Principal`] is put on the request for the handler (mount sources,
+/// audit lines). A refused request's body is drained first, so the client
+/// sees the answer.
+pub async fn repository_layer(State(state): State<AppState>, mut req: AxumRequest, next: Next) -> Response {
+    let decided = match req.extensions().get::<Parsed>().and_then(|p| p.0.as_ref()) {
+        Some(Ok(endpoint)) => match endpoint.need(req.method()) {
+            Some(actions) => require(&state, &Caller::of(&req), Need { repo: endpoint.name(), actions }).await,
+            None => Err(ApiError::MethodNotAllowed),
+        },
+        Some(Err(e)) => Err(e.clone().into()),
+        None => Err(ApiError::NoSuchRoute),
+    };
+    match decided {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => refuse(req, e).await,
     }
 }
 
@@ -200,15 +259,19 @@ pub async fn require(state: &AppState, caller: &Caller<'_>, need: Need<'_>) -> R
 /// the request with the same user's token (oras-py does) gets 403 with the
 /// same challenge, the RFC 6750 (3.1) form, on which it drops the token and
 /// asks for a new one. Either way nothing beyond the token's claim is granted.
-pub fn insufficient_scope(state: &AppState, caller: &Caller<'_>, who: &Principal, scope: &str) -> ApiError {
-    let e = challenge(state, caller, Some(scope), Some("insufficient_scope"))
-        .message("the bearer token does not grant this; request a token for the scope named in the challenge");
+pub fn insufficient_scope(
+    state: &AppState,
+    caller: &Caller<'_>,
+    who: &Principal,
+    scope: &str,
+    why: Unauthorized,
+) -> ApiError {
     match who {
         // An anonymous token's holder must log in: always 401.
         Principal::Bearer(claims) if who.is_authenticated() && state.scope_refusals().repeated(&claims.jti, scope) => {
-            e.with_status(StatusCode::FORBIDDEN).with_code(ErrorCode::Denied)
+            ApiError::ScopeStillInsufficient { challenge: challenge(state, caller, Some(scope), Some("insufficient_scope")) }
         }
-        _ => e,
+        _ => unauthorized(state, caller, Some(scope), Some("insufficient_scope"), why),
     }
 }
 
@@ -250,7 +313,30 @@ pub async fn require_any(state: &AppState, caller: &Caller<'_>, scope: Option<&s
         return Ok(Principal::Anonymous);
     }
     if !caller.headers.contains_key(AUTHORIZATION) {
-        return Err(challenge(state, caller, scope, None));
+        return Err(unauthorized(state, caller, scope, None, Unauthorized::CredentialsRequired));
     }
     principal(state, caller, scope).await
+}
+
+/// What a mount may take from where, for one caller: the registry asks
+/// (see `Registry::mount_or_upload`), the caller's rights answer.
+pub struct CallerMounts<'a> {
+    pub auth: &'a AuthService,
+    pub who: &'a Principal,
+}
+
+impl MountAuthorizer for CallerMounts<'_> {
+    type Error = AuthError;
+
+    async fn may_pull(&self, repo: &RepositoryName) -> Result<bool, AuthError> {
+        Ok(self.auth.allowed(self.who, repo, Actions::PULL).await?.covers(Actions::PULL))
+    }
+
+    /// Only a bearer token can lack what its holder may do.
+    async fn could_obtain_pull(&self, repo: &RepositoryName) -> Result<bool, AuthError> {
+        if !matches!(self.who, Principal::Bearer(_)) {
+            return Ok(false);
+        }
+        self.auth.could_obtain(self.who, repo, Actions::PULL).await
+    }
 }

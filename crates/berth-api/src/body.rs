@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::body::HttpBody as _;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use berth_blob::ByteStream;
+use berth_registry::ByteStream;
 use futures_util::StreamExt;
 use http::HeaderMap;
 use http::header::EXPECT;

@@ -1,158 +1,328 @@
-//! Every failure leaves as an OCI error: `{"errors":[{"code","message","detail"}]}`
-//! with the status that goes with it. The mapping from registry errors is the
-//! single `match` in `From<RegistryError>`.
+//! The error table of the distribution API (`/v2/...`, probes, metrics):
+//! every situation a handler can report is an [`ApiError`], and
+//! [`ApiError::describe`] is the one `match` that gives each its OCI code,
+//! HTTP status and message. Handlers never pick a status. The response is
+//! always the OCI envelope `{"errors":[{"code","message","detail"}]}` with a
+//! matching `Content-Length`, 416s included; 5xx are logged once, here, with
+//! their cause, and the client gets a plain message.
+//!
+//! | situation                                         | code                  | status |
+//! |---------------------------------------------------|-----------------------|--------|
+//! | no route for the path                             | UNSUPPORTED           | 404    |
+//! | token endpoint while authentication is off        | UNSUPPORTED           | 404    |
+//! | route exists, method does not                     | UNSUPPORTED           | 405    |
+//! | bad query string, `n`, token request form         | UNSUPPORTED           | 400    |
+//! | digest algorithm not supported                    | UNSUPPORTED           | 400    |
+//! | invalid repository name                           | NAME_INVALID          | 400    |
+//! | malformed digest, missing `?digest=`              | DIGEST_INVALID        | 400    |
+//! | content does not match its digest                 | DIGEST_INVALID        | 400    |
+//! | invalid tag in a push (reference or `?tag=`)      | MANIFEST_INVALID      | 400    |
+//! | invalid tag in a pull or delete                   | MANIFEST_UNKNOWN      | 404    |
+//! | manifest unreadable or invalid                    | MANIFEST_INVALID      | 400    |
+//! | manifest larger than `manifests.max_size`         | SIZE_INVALID          | 413    |
+//! | manifest excluded by `Accept`                     | MANIFEST_UNKNOWN      | 404    |
+//! | manifest references unknown content               | MANIFEST_BLOB_UNKNOWN | 400    |
+//! | invalid `Content-Length`, length mismatch         | SIZE_INVALID          | 400    |
+//! | blob `Range` outside the blob                     | SIZE_INVALID          | 416    |
+//! | malformed `Content-Range`, chunk out of order     | BLOB_UPLOAD_INVALID   | 416    |
+//! | upload body failed (disconnect, idle)             | BLOB_UPLOAD_INVALID   | 400    |
+//! | blob / manifest / repository / upload unknown     | BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UPLOAD_UNKNOWN | 404 |
+//! | user, organization or token unknown (stores)      | NAME_UNKNOWN          | 404    |
+//! | name already taken (stores)                       | DENIED                | 409    |
+//! | credentials missing, invalid or short of scope    | UNAUTHORIZED          | 401    |
+//! | authenticated but not allowed                     | DENIED                | 403    |
+//! | a user's token repeated for a scope it lacks      | DENIED (+ challenge)  | 403    |
+//! | immutable tag, protected or referenced content    | DENIED                | 403    |
+//! | login locked out, too many logins in progress     | TOOMANYREQUESTS       | 429    |
+//! | unexpected failure, handler panic                 | UNKNOWN               | 500    |
+//! | blob storage full                                 | UNKNOWN               | 507    |
+//! | database or storage unavailable, not ready        | UNAVAILABLE           | 503    |
+//! | request took longer than `http.request_timeout`   | UNAVAILABLE           | 503    |
+//! | connection over `http.max_connections`            | UNAVAILABLE           | 503    |
+//!
+//! Unknown routes answer `UNSUPPORTED` 404 (the spec has no generic
+//! not-found code): `NAME_UNKNOWN` is kept for repositories that do not
+//! exist, so a mistyped path is never reported as a missing repository.
+//! The `/api/v1` JSON API has its own table in [`json`].
+
+pub mod json;
 
 use axum::response::{IntoResponse, Response};
-use berth_oci::{ErrorBody, ErrorCode};
+use berth_oci::{DigestError, ErrorBody, ErrorCode};
 use berth_registry::RegistryError;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
-/// Boxed so that `Result<_, ApiError>` stays small on the happy path.
+/// Every situation a distribution API request can fail in.
 #[derive(Debug)]
-pub struct ApiError(Box<Inner>);
+pub enum ApiError {
+    /// No route matches the path.
+    NoSuchRoute,
+    /// The route exists; the method does not.
+    MethodNotAllowed,
+    /// `/v2/token` while authentication is disabled.
+    AuthDisabled,
+    /// The request was not answered within `http.request_timeout`.
+    TimedOut,
+    /// A connection over `http.max_connections` (answered by the connection loop).
+    TooManyConnections,
+    /// The query string or one of its parameters (the reason says which).
+    QueryInvalid(String),
+    /// A token request the OAuth2 way: `invalid_request`, `unsupported_grant_type`.
+    TokenRequestInvalid(&'static str),
+    NameInvalid(String),
+    /// A digest in the path or query that cannot be parsed (or is missing).
+    DigestInvalid(String),
+    /// A digest of an algorithm Berth does not support.
+    DigestUnsupported(String),
+    /// A tag a manifest is pushed under: its reference, or a `?tag=` (named).
+    TagInvalid(Option<String>),
+    /// A pull or delete by a tag that cannot exist.
+    ManifestTagInvalid,
+    /// The manifest body could not be read.
+    ManifestUnreadable(String),
+    /// The manifest declares or has more bytes than `limit`.
+    ManifestTooLarge {
+        limit: usize,
+    },
+    /// The manifest's media type is not among those `Accept` lists.
+    ManifestNotAcceptable {
+        media_type: String,
+    },
+    /// An unusable upload id (not a UUID): no such session.
+    UploadIdInvalid,
+    ContentLengthInvalid,
+    ContentRangeInvalid(String),
+    /// 401: the `WWW-Authenticate` challenge to send, and why.
+    Unauthorized {
+        challenge: String,
+        why: Unauthorized,
+    },
+    /// Authenticated, but not allowed (saying nothing more).
+    Denied,
+    /// A user's bearer token presented again for a scope it was just
+    /// refused (see `auth::insufficient_scope`): 403 with the same challenge.
+    ScopeStillInsufficient {
+        challenge: String,
+    },
+    /// Login locked out for `retry_after` seconds.
+    TooManyLogins {
+        retry_after: u64,
+    },
+    /// Too many logins in progress.
+    LoginsBusy,
+    /// A registry operation failed; its error says how.
+    Registry(RegistryError),
+    /// The database or storage is not reachable (`/readyz`).
+    NotReady(String),
+    /// Anything else; the cause is logged, never sent.
+    Internal(String),
+}
 
-#[derive(Debug)]
-struct Inner {
-    status: StatusCode,
-    code: ErrorCode,
-    message: Option<String>,
-    detail: Option<Value>,
-    headers: HeaderMap,
+/// Why a request is answered 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthorized {
+    /// No (or anonymous) credentials where some are needed.
+    CredentialsRequired,
+    UnsupportedScheme,
+    MalformedBasic,
+    InvalidCredentials,
+    InvalidToken,
+    /// A bearer token that does not list what the request needs.
+    InsufficientScope,
+    /// A bearer token presented to the token endpoint.
+    TokenCannotRenew,
+    /// A mount whose source the bearer token does not list.
+    MountNeedsScope,
+}
+
+/// What [`ApiError::describe`] decides for a situation.
+pub struct Described {
+    pub code: ErrorCode,
+    pub status: StatusCode,
+    /// `None`: the code's own message.
+    pub message: Option<String>,
+    pub detail: Option<Value>,
+    pub headers: Vec<(HeaderName, String)>,
+    /// What to log for a 5xx (the client sees only the message).
+    pub cause: Option<String>,
+}
+
+impl Described {
+    fn new(code: ErrorCode, status: StatusCode) -> Self {
+        Described { code, status, message: None, detail: None, headers: Vec::new(), cause: None }
+    }
+
+    fn message(mut self, m: impl Into<String>) -> Self {
+        self.message = Some(m.into());
+        self
+    }
+
+    fn detail(mut self, d: Value) -> Self {
+        self.detail = Some(d);
+        self
+    }
+
+    fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn cause(mut self, c: impl Into<String>) -> Self {
+        self.cause = Some(c.into());
+        self
+    }
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode) -> Self {
-        ApiError(Box::new(Inner {
-            status: StatusCode::from_u16(code.default_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            code,
-            message: None,
-            detail: None,
-            headers: HeaderMap::new(),
-        }))
-    }
-
-    pub fn code(&self) -> ErrorCode {
-        self.0.code
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.0.status
-    }
-
-    /// Replaces the OCI error code.
-    pub fn with_code(mut self, code: ErrorCode) -> Self {
-        self.0.code = code;
-        self
-    }
-
-    pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.0.status = status;
-        self
-    }
-
-    pub fn message(mut self, m: impl Into<String>) -> Self {
-        self.0.message = Some(m.into());
-        self
-    }
-
-    pub fn detail(mut self, d: Value) -> Self {
-        self.0.detail = Some(d);
-        self
-    }
-
-    pub fn header(mut self, name: HeaderName, value: &str) -> Self {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            self.0.headers.insert(name, v);
+    /// The error table: code, status and message for each situation.
+    pub fn describe(self) -> Described {
+        use ErrorCode as C;
+        use StatusCode as S;
+        let d = Described::new;
+        let reason = |r: String| json!({ "reason": r });
+        match self {
+            ApiError::NoSuchRoute => d(C::Unsupported, S::NOT_FOUND).message("no such endpoint"),
+            ApiError::AuthDisabled => {
+                d(C::Unsupported, S::NOT_FOUND).message("authentication is disabled on this registry")
+            }
+            ApiError::MethodNotAllowed => d(C::Unsupported, S::METHOD_NOT_ALLOWED),
+            ApiError::TimedOut => d(C::Unavailable, S::SERVICE_UNAVAILABLE).message("request timed out"),
+            ApiError::TooManyConnections => d(C::Unavailable, S::SERVICE_UNAVAILABLE)
+                .message("too many open connections; retry shortly")
+                .header(RETRY_AFTER, "1"),
+            ApiError::QueryInvalid(m) => d(C::Unsupported, S::BAD_REQUEST).message(m),
+            ApiError::TokenRequestInvalid(e) => d(C::Unsupported, S::BAD_REQUEST).message(e),
+            ApiError::NameInvalid(r) => d(C::NameInvalid, S::BAD_REQUEST).detail(reason(r)),
+            ApiError::DigestInvalid(r) => d(C::DigestInvalid, S::BAD_REQUEST).detail(reason(r)),
+            ApiError::DigestUnsupported(alg) => {
+                d(C::Unsupported, S::BAD_REQUEST).detail(reason(format!("digest algorithm {alg:?} is not supported")))
+            }
+            ApiError::TagInvalid(tag) => d(C::ManifestInvalid, S::BAD_REQUEST)
+                .message(tag.map_or_else(|| "invalid tag".to_owned(), |t| format!("invalid tag {t:?}"))),
+            ApiError::ManifestTagInvalid => d(C::ManifestUnknown, S::NOT_FOUND),
+            ApiError::ManifestUnreadable(e) => {
+                d(C::ManifestInvalid, S::BAD_REQUEST).message(format!("reading manifest: {e}"))
+            }
+            ApiError::ManifestTooLarge { limit } => {
+                d(C::SizeInvalid, S::PAYLOAD_TOO_LARGE).message(format!("manifest exceeds the limit of {limit} bytes"))
+            }
+            ApiError::ManifestNotAcceptable { media_type } => d(C::ManifestUnknown, S::NOT_FOUND)
+                .message(format!("manifest is {media_type} which the Accept header excludes"))
+                .detail(json!({ "mediaType": media_type })),
+            ApiError::UploadIdInvalid => d(C::BlobUploadUnknown, S::NOT_FOUND),
+            ApiError::ContentLengthInvalid => d(C::SizeInvalid, S::BAD_REQUEST).message("invalid Content-Length"),
+            ApiError::ContentRangeInvalid(v) => {
+                d(C::BlobUploadInvalid, S::RANGE_NOT_SATISFIABLE).message(format!("malformed Content-Range {v:?}"))
+            }
+            ApiError::Unauthorized { challenge, why } => {
+                let described = d(C::Unauthorized, S::UNAUTHORIZED).header(WWW_AUTHENTICATE, challenge);
+                match unauthorized_message(why) {
+                    Some(m) => described.message(m),
+                    None => described,
+                }
+            }
+            ApiError::Denied => d(C::Denied, S::FORBIDDEN),
+            ApiError::ScopeStillInsufficient { challenge } => d(C::Denied, S::FORBIDDEN)
+                .header(WWW_AUTHENTICATE, challenge)
+                .message(unauthorized_message(Unauthorized::InsufficientScope).unwrap_or_default()),
+            ApiError::TooManyLogins { retry_after } => d(C::TooManyRequests, S::TOO_MANY_REQUESTS)
+                .message("too many failed logins; try again later")
+                .header(RETRY_AFTER, retry_after.to_string()),
+            ApiError::LoginsBusy => d(C::TooManyRequests, S::TOO_MANY_REQUESTS)
+                .message("too many logins in progress; try again in a second")
+                .header(RETRY_AFTER, "1"),
+            ApiError::NotReady(cause) => d(C::Unavailable, S::SERVICE_UNAVAILABLE).message("not ready").cause(cause),
+            ApiError::Internal(cause) => d(C::Unknown, S::INTERNAL_SERVER_ERROR).cause(cause),
+            ApiError::Registry(e) => describe_registry(e),
         }
-        self
     }
+}
 
-    pub fn name_invalid(reason: impl Into<String>) -> Self {
-        ApiError::new(ErrorCode::NameInvalid).detail(json!({ "reason": reason.into() }))
-    }
+fn unauthorized_message(why: Unauthorized) -> Option<&'static str> {
+    Some(match why {
+        Unauthorized::CredentialsRequired => return None,
+        Unauthorized::UnsupportedScheme => "unsupported authorization scheme",
+        Unauthorized::MalformedBasic => "malformed Basic credentials",
+        Unauthorized::InvalidCredentials => "invalid username, password or token",
+        Unauthorized::InvalidToken => "invalid or expired token",
+        Unauthorized::InsufficientScope => {
+            "the bearer token does not grant this; request a token for the scope named in the challenge"
+        }
+        Unauthorized::TokenCannotRenew => "log in with a password or personal access token",
+        Unauthorized::MountNeedsScope => "mounting needs pull on the source repository in the token",
+    })
+}
 
-    pub fn digest_invalid(reason: impl Into<String>) -> Self {
-        ApiError::new(ErrorCode::DigestInvalid).detail(json!({ "reason": reason.into() }))
-    }
-
-    pub fn unsupported(reason: impl Into<String>) -> Self {
-        ApiError::new(ErrorCode::Unsupported)
-            .with_status(StatusCode::BAD_REQUEST)
-            .detail(json!({ "reason": reason.into() }))
-    }
-
-    pub fn not_found_route() -> Self {
-        ApiError::new(ErrorCode::NameUnknown).with_status(StatusCode::NOT_FOUND).message("no such endpoint")
-    }
-
-    pub fn method_not_allowed() -> Self {
-        ApiError::new(ErrorCode::Unsupported).with_status(StatusCode::METHOD_NOT_ALLOWED)
-    }
-
-    pub fn timeout() -> Self {
-        ApiError::new(ErrorCode::Unavailable).with_status(StatusCode::SERVICE_UNAVAILABLE).message("request timed out")
-    }
-
-    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %err, "{context}");
-        ApiError::new(ErrorCode::Unknown)
+/// The registry's errors, part of the same table.
+fn describe_registry(e: RegistryError) -> Described {
+    use ErrorCode as C;
+    use StatusCode as S;
+    let d = Described::new;
+    let reason = |r: String| json!({ "reason": r });
+    match e {
+        RegistryError::BlobUnknown => d(C::BlobUnknown, S::NOT_FOUND),
+        RegistryError::ManifestUnknown => d(C::ManifestUnknown, S::NOT_FOUND),
+        RegistryError::NameUnknown => d(C::NameUnknown, S::NOT_FOUND),
+        RegistryError::UploadUnknown => d(C::BlobUploadUnknown, S::NOT_FOUND),
+        RegistryError::NotFound(what) => d(C::NameUnknown, S::NOT_FOUND).message(format!("{what} not found")),
+        RegistryError::Conflict(what) => d(C::Denied, S::CONFLICT).message(format!("{what} already exists")),
+        RegistryError::DigestMismatch { computed } => {
+            d(C::DigestInvalid, S::BAD_REQUEST).detail(json!({ "computed": computed.as_str() }))
+        }
+        RegistryError::DigestUnsupported(alg) => d(C::Unsupported, S::BAD_REQUEST).detail(json!({ "algorithm": alg })),
+        RegistryError::RangeNotSatisfiable { offset } => d(C::BlobUploadInvalid, S::RANGE_NOT_SATISFIABLE)
+            .message(format!("chunk must start at offset {offset}"))
+            .header(RANGE, upload_range(offset)),
+        RegistryError::BlobRangeNotSatisfiable { size } => d(C::SizeInvalid, S::RANGE_NOT_SATISFIABLE)
+            .message(format!("the requested range is outside the blob's {size} bytes"))
+            .detail(json!({ "size": size }))
+            .header(CONTENT_RANGE, format!("bytes */{size}")),
+        RegistryError::SizeInvalid(m) => d(C::SizeInvalid, S::BAD_REQUEST).detail(reason(m)),
+        RegistryError::ManifestInvalid(m) => d(C::ManifestInvalid, S::BAD_REQUEST).detail(reason(m)),
+        RegistryError::ManifestTooLarge { size, limit } => d(C::SizeInvalid, S::PAYLOAD_TOO_LARGE)
+            .message(format!("manifest of {size} bytes exceeds the limit of {limit} bytes")),
+        RegistryError::ManifestBlobUnknown(p) => {
+            let missing: Vec<&str> = p.missing.iter().map(|d| d.as_str()).collect();
+            let wrong_size: Vec<&str> = p.wrong_size.iter().map(|d| d.as_str()).collect();
+            d(C::ManifestBlobUnknown, S::BAD_REQUEST).detail(json!({ "missing": missing, "wrong_size": wrong_size }))
+        }
+        RegistryError::ImmutableTag { tag, rule } => d(C::Denied, S::FORBIDDEN)
+            .message(format!("tag {tag:?} is immutable (rule {rule:?})"))
+            .detail(json!({ "tag": tag, "rule": rule })),
+        ref e @ RegistryError::Protected { ref digest, ref repository, ref tag, ref rule } => {
+            d(C::Denied, S::FORBIDDEN)
+                .message(e.to_string())
+                .detail(json!({ "digest": digest.as_str(), "repository": repository, "tag": tag, "rule": rule }))
+        }
+        ref e @ RegistryError::Referenced { ref digest, ref by } => d(C::Denied, S::FORBIDDEN)
+            .message(e.to_string())
+            .detail(json!({ "digest": digest.as_str(), "manifest": by.as_str() })),
+        RegistryError::Body(e) => {
+            // The client's side failed: worth a debug line, not an error.
+            tracing::debug!(error = %e, "request body failed");
+            d(C::BlobUploadInvalid, S::BAD_REQUEST).message(format!("reading request body: {e}"))
+        }
+        RegistryError::Unavailable(m) => d(C::Unavailable, S::SERVICE_UNAVAILABLE).cause(m),
+        RegistryError::StorageFull(m) => d(C::Unknown, S::INSUFFICIENT_STORAGE)
+            .message("the registry's blob storage is full; this request stored nothing, retry later")
+            .cause(format!("blob storage is full: {m}")),
+        RegistryError::Internal(m) => d(C::Unknown, S::INTERNAL_SERVER_ERROR).cause(m),
     }
 }
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        use ErrorCode as C;
+        ApiError::Registry(e)
+    }
+}
+
+impl From<DigestError> for ApiError {
+    fn from(e: DigestError) -> Self {
         match e {
-            RegistryError::BlobUnknown => ApiError::new(C::BlobUnknown),
-            RegistryError::ManifestUnknown => ApiError::new(C::ManifestUnknown),
-            RegistryError::NameUnknown => ApiError::new(C::NameUnknown),
-            RegistryError::UploadUnknown => ApiError::new(C::BlobUploadUnknown),
-            RegistryError::DigestMismatch { computed } => {
-                ApiError::new(C::DigestInvalid).detail(json!({ "computed": computed.as_str() }))
-            }
-            RegistryError::DigestUnsupported(alg) => {
-                ApiError::new(C::Unsupported).with_status(StatusCode::BAD_REQUEST).detail(json!({ "algorithm": alg }))
-            }
-            RegistryError::RangeNotSatisfiable { offset } => ApiError::new(C::BlobUploadInvalid)
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .message(format!("chunk must start at offset {offset}"))
-                .header(http::header::RANGE, &upload_range(offset)),
-            RegistryError::SizeInvalid(m) => ApiError::new(C::SizeInvalid).detail(json!({ "reason": m })),
-            RegistryError::ManifestInvalid(m) => ApiError::new(C::ManifestInvalid).detail(json!({ "reason": m })),
-            RegistryError::ManifestTooLarge { size, limit } => ApiError::new(C::SizeInvalid)
-                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-                .message(format!("manifest of {size} bytes exceeds the limit of {limit} bytes")),
-            RegistryError::ManifestBlobUnknown(p) => {
-                let missing: Vec<&str> = p.missing.iter().map(|d| d.as_str()).collect();
-                let wrong_size: Vec<&str> = p.wrong_size.iter().map(|d| d.as_str()).collect();
-                ApiError::new(C::ManifestBlobUnknown).detail(json!({ "missing": missing, "wrong_size": wrong_size }))
-            }
-            RegistryError::ImmutableTag { tag, rule } => ApiError::new(C::Denied)
-                .message(format!("tag {tag:?} is immutable (rule {rule:?})"))
-                .detail(json!({ "tag": tag, "rule": rule })),
-            RegistryError::Protected { ref digest, ref repository, ref tag, ref rule } => ApiError::new(C::Denied)
-                .message(e.to_string())
-                .detail(json!({ "digest": digest.as_str(), "repository": repository, "tag": tag, "rule": rule })),
-            RegistryError::Referenced { ref digest, ref by } => ApiError::new(C::Denied)
-                .message(e.to_string())
-                .detail(json!({ "digest": digest.as_str(), "manifest": by.as_str() })),
-            RegistryError::Body(e) => {
-                tracing::debug!(error = %e, "request body failed");
-                ApiError::new(C::BlobUploadInvalid).message(format!("reading request body: {e}"))
-            }
-            RegistryError::Unavailable(m) => {
-                tracing::error!(error = %m, "dependency unavailable");
-                ApiError::new(C::Unavailable)
-            }
-            RegistryError::StorageFull(m) => {
-                tracing::error!(error = %m, "blob storage is full");
-                ApiError::new(C::Unknown)
-                    .with_status(StatusCode::INSUFFICIENT_STORAGE)
-                    .message("the registry's blob storage is full; this request stored nothing, retry later")
-            }
-            RegistryError::Internal(m) => ApiError::internal("internal error", m),
+            DigestError::Invalid => ApiError::DigestInvalid("malformed digest".into()),
+            DigestError::Unsupported(alg) => ApiError::DigestUnsupported(alg),
         }
     }
 }
@@ -164,57 +334,30 @@ pub fn upload_range(offset: u64) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let Inner { status, code, message, detail, headers } = *self.0;
-        let body = ErrorBody::single(code, message, detail);
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let len = bytes.len() as u64;
-        let mut resp = (status, bytes).into_response();
+        let Described { code, status, message, detail, headers, cause } = self.describe();
+        if status.is_server_error() {
+            let cause = cause.as_deref().unwrap_or("");
+            // Once, here: the cause stays in the log, the client gets the message.
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(status = status.as_u16(), code = code.as_str(), cause, "request failed");
+            } else {
+                tracing::error!(status = status.as_u16(), code = code.as_str(), cause, "request failed");
+            }
+        }
+        let body = serde_json::to_vec(&ErrorBody::single(code, message, detail)).unwrap_or_default();
+        let len = body.len() as u64;
+        let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        h.extend(headers);
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
         resp
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use berth_oci::Digest;
-
-    use super::*;
-
-    #[test]
-    fn protected_and_referenced_content_is_403_denied_naming_why() {
-        let (digest, by) = (Digest::sha256_of(b"layer"), Digest::sha256_of(b"manifest"));
-        let e = RegistryError::Protected {
-            digest: digest.clone(),
-            repository: "alice/rel".into(),
-            tag: "v1.0".into(),
-            rule: "*:v*".into(),
-        };
-        let api = ApiError::from(e);
-        assert_eq!((api.status(), api.code()), (StatusCode::FORBIDDEN, ErrorCode::Denied));
-        let message = api.0.message.clone().unwrap_or_default();
-        assert_eq!(message, format!("{digest} is part of alice/rel:v1.0, which is immutable (rule \"*:v*\")"));
-        assert_eq!(api.0.detail.as_ref().map(|d| d["rule"].clone()), Some(json!("*:v*")));
-
-        let api = ApiError::from(RegistryError::Referenced { digest: digest.clone(), by: by.clone() });
-        assert_eq!((api.status(), api.code()), (StatusCode::FORBIDDEN, ErrorCode::Denied));
-        assert!(api.0.message.as_deref().unwrap_or_default().contains(by.as_str()));
-        assert_eq!(api.0.detail.as_ref().map(|d| d["manifest"].clone()), Some(json!(by.as_str())));
-    }
-
-    #[test]
-    fn a_full_disk_is_507_with_a_plain_message() {
-        for kind in [std::io::ErrorKind::StorageFull, std::io::ErrorKind::QuotaExceeded] {
-            let e: RegistryError = berth_blob::BlobError::Io(std::io::Error::from(kind)).into();
-            let api = ApiError::from(e);
-            assert_eq!(api.status(), StatusCode::INSUFFICIENT_STORAGE);
-            assert_eq!(api.code(), ErrorCode::Unknown);
-            assert!(api.0.message.as_deref().unwrap_or_default().contains("storage is full"));
-        }
-        // Other I/O failures stay internal errors.
-        let e: RegistryError = berth_blob::BlobError::Io(std::io::Error::other("boom")).into();
-        assert_eq!(ApiError::from(e).status(), StatusCode::INTERNAL_SERVER_ERROR);
-    }
-}
+mod tests;

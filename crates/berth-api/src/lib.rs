@@ -1,14 +1,19 @@
-//! The HTTP layer. [`routes`] maps every URL to its handler; handlers parse,
-//! call the registry service and set headers; [`error`] turns every failure
-//! into the OCI error JSON; [`serve`] runs the connection loop.
+//! The HTTP layer. [`routes`] is the route table; [`endpoint`] parses
+//! `/v2/<name>/...` paths (once per request, onto the request); [`auth`]
+//! authorizes; handlers parse input, call one registry service method and
+//! set headers; [`error`] is the error table (situation to OCI code, status
+//! and message; `error::json` for `/api/v1`); [`serve`] runs the
+//! connection loop.
 
 pub mod auth;
 mod body;
 pub mod client;
+pub mod endpoint;
 pub mod error;
 mod handlers;
 mod headers;
 pub mod metrics;
+mod middleware;
 mod range;
 pub mod routes;
 pub mod serve;

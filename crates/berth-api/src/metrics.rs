@@ -1,33 +1,34 @@
-//! Request metrics (by route kind, method, status) and `GET /metrics`.
+//! Request metrics (by route, method, status) and `GET /metrics`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
 
-/// A low-cardinality name for what a path addresses.
-pub fn route_kind(path: &str) -> &'static str {
-    if let Some(rest) = path.strip_prefix("/v2/") {
-        return match rest {
-            "" => "base",
-            "token" => "token",
-            "_catalog" => "catalog",
-            r if r.contains("/blobs/uploads") => "blob_upload",
-            r if r.contains("/blobs/") => "blob",
-            r if r.contains("/manifests/") => "manifest",
-            r if r.ends_with("/tags/list") => "tags",
-            r if r.contains("/referrers/") => "referrers",
-            _ => "other",
-        };
+use crate::AppState;
+use crate::endpoint::Parsed;
+
+/// How long a scrape waits for the store gauges before answering with the previous values.
+const GAUGE_REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A low-cardinality name for what a request addresses: the resource of a
+/// `/v2/<name>/...` endpoint as [`crate::endpoint::layer`] parsed it (so a
+/// repository named `x/blobs` is labelled by what the router served), else
+/// the route the router matched.
+pub fn route_label(parsed: Option<&Parsed>, matched: Option<&str>) -> &'static str {
+    if let Some(resource) = parsed.and_then(Parsed::resource) {
+        return resource.label();
     }
-    match path {
-        "/v2" => "base",
-        "/livez" | "/readyz" => "health",
-        "/metrics" => "metrics",
-        p if p.starts_with("/api/v1/packages") => "packages",
-        p if p.starts_with("/api/v1/admin/") => "admin",
+    match matched {
+        Some("/v2" | "/v2/") => "base",
+        Some("/v2/token") => "token",
+        Some("/v2/_catalog") => "catalog",
+        Some("/livez" | "/readyz") => "health",
+        Some("/metrics") => "metrics",
+        Some(p) if p.starts_with("/api/v1/packages/") => "packages",
+        Some(p) if p.starts_with("/api/v1/admin/") => "admin",
         _ => "other",
     }
 }
@@ -35,11 +36,24 @@ pub fn route_kind(path: &str) -> &'static str {
 /// Middleware: counts and times every request.
 pub async fn record(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = route_kind(req.uri().path());
+    let route =
+        route_label(req.extensions().get::<Parsed>(), req.extensions().get::<MatchedPath>().map(|m| m.as_str()));
     let method = berth_metrics::method_label(req.method().as_str());
     let response = next.run(req).await;
     berth_metrics::metrics().observe_request(route, method, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// `GET /metrics`: the store gauges (repositories, manifests, blobs, bytes,
+/// open uploads) are read as the scrape asks, so they are never stale;
+/// then [`serve`].
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(GAUGE_REFRESH_TIMEOUT, state.registry().record_stats()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the store gauges"),
+        Err(_) => tracing::warn!("refreshing the store gauges timed out"),
+    }
+    serve().await
 }
 
 /// `GET /metrics` in the Prometheus text format.
@@ -49,17 +63,30 @@ pub async fn serve() -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::route_kind;
+    use super::route_label;
+    use crate::endpoint::{Parsed, parse};
+
+    fn parsed(rest: &str) -> Parsed {
+        Parsed(Some(parse(rest)))
+    }
 
     #[test]
-    fn kinds() {
-        assert_eq!(route_kind("/v2/"), "base");
-        assert_eq!(route_kind("/v2/a/b/blobs/uploads/123"), "blob_upload");
-        assert_eq!(route_kind("/v2/a/blobs/sha256:x"), "blob");
-        assert_eq!(route_kind("/v2/a/manifests/latest"), "manifest");
-        assert_eq!(route_kind("/v2/a/tags/list"), "tags");
-        assert_eq!(route_kind("/api/v1/packages/admin"), "packages");
-        assert_eq!(route_kind("/api/v1/admin/retention/rules/7"), "admin");
-        assert_eq!(route_kind("/nope"), "other");
+    fn labels_come_from_the_parsed_endpoint_or_the_matched_route() {
+        let any = Some("/v2/{*rest}");
+        assert_eq!(route_label(Some(&parsed("a/b/blobs/uploads/123")), any), "blob_upload");
+        assert_eq!(
+            route_label(Some(&parsed("a/blobs/sha256:x")), any),
+            "blob",
+            "an invalid digest still addresses a blob"
+        );
+        assert_eq!(route_label(Some(&parsed("a/manifests/latest")), any), "manifest");
+        assert_eq!(route_label(Some(&parsed("x/blobs/manifests/v1")), any), "manifest", "as the router sees it");
+        assert_eq!(route_label(Some(&parsed("a/tags/list")), any), "tags");
+        assert_eq!(route_label(Some(&parsed("a/nothing")), any), "other");
+        assert_eq!(route_label(Some(&Parsed(None)), Some("/v2/")), "base");
+        assert_eq!(route_label(None, Some("/v2/token")), "token");
+        assert_eq!(route_label(None, Some("/api/v1/packages/{owner}")), "packages");
+        assert_eq!(route_label(None, Some("/api/v1/admin/retention/rules/{id}")), "admin");
+        assert_eq!(route_label(None, None), "other");
     }
 }

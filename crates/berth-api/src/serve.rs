@@ -27,6 +27,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower_http::add_extension::AddExtension;
 
+use crate::error::ApiError;
+use berth_oci::ErrorBody;
+
 /// How long a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections over the limit being answered at once; beyond that they are
@@ -150,20 +153,21 @@ async fn serve_connection<IO>(
     }
 }
 
-/// The whole answer to a connection over the limit.
+/// The whole answer to a connection over the limit, written before hyper
+/// sees the connection: the error table's answer, by hand.
 fn refusal() -> Vec<u8> {
-    let body = berth_oci::ErrorBody::single(
-        berth_oci::ErrorCode::Unavailable,
-        Some("too many open connections; retry shortly".into()),
-        None,
-    );
-    let body = serde_json::to_string(&body).unwrap_or_default();
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         retry-after: 1\r\nconnection: close\r\ndocker-distribution-api-version: registry/2.0\r\n\r\n{body}",
+    let d = ApiError::TooManyConnections.describe();
+    let body = serde_json::to_string(&ErrorBody::single(d.code, d.message, d.detail)).unwrap_or_default();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        d.status.as_str(),
+        d.status.canonical_reason().unwrap_or(""),
         body.len()
-    )
-    .into_bytes()
+    );
+    for (name, value) in &d.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    format!("{head}connection: close\r\ndocker-distribution-api-version: registry/2.0\r\n\r\n{body}").into_bytes()
 }
 
 /// Answers 503 and closes. The answer is written at once (a client that

@@ -31,6 +31,8 @@ use berth_meta::{AuthStore, MetaError};
 use berth_oci::RepositoryName;
 
 pub use access::{Action, Actions, Scope};
+/// A user or organization, as the package API shows owners and creators.
+pub use berth_meta::auth::OwnerRecord;
 pub use jwt::{AccessEntry, Claims, IssuedToken, JwtKeys};
 
 use crate::limiter::LoginLimiter;
@@ -146,6 +148,11 @@ impl AuthService {
 
     pub fn keys(&self) -> &JwtKeys {
         &self.keys
+    }
+
+    /// The user or organization named `name`, if there is one.
+    pub async fn owner(&self, name: &str) -> Result<Option<OwnerRecord>> {
+        Ok(self.store.get_owner(name).await?)
     }
 
     /// What `principal` may do to `repo`, at most `wanted`. A bearer token

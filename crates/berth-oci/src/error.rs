@@ -1,6 +1,6 @@
 //! The error codes of the distribution spec and the JSON envelope they travel in.
-//! Which HTTP status goes with a code in a given situation is decided in one
-//! place in the API crate; `default_status` is the spec's usual pairing.
+//! Which HTTP status goes with a code is decided per situation, in one place:
+//! the error table of the API crate (`berth_api::error`).
 
 use serde::Serialize;
 
@@ -67,22 +67,6 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too many requests",
             ErrorCode::Unknown => "unknown error",
             ErrorCode::Unavailable => "service unavailable",
-        }
-    }
-
-    pub const fn default_status(self) -> u16 {
-        match self {
-            ErrorCode::BlobUnknown
-            | ErrorCode::BlobUploadUnknown
-            | ErrorCode::ManifestUnknown
-            | ErrorCode::NameUnknown => 404,
-            ErrorCode::Unauthorized => 401,
-            ErrorCode::Denied => 403,
-            ErrorCode::Unsupported => 405,
-            ErrorCode::TooManyRequests => 429,
-            ErrorCode::Unknown => 500,
-            ErrorCode::Unavailable => 503,
-            _ => 400,
         }
     }
 }

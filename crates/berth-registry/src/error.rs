@@ -21,6 +21,9 @@ pub enum RegistryError {
     /// A chunk does not start where the upload stands.
     #[error("chunk out of order: upload is at offset {offset}")]
     RangeNotSatisfiable { offset: u64 },
+    /// A read asked for bytes the blob does not have.
+    #[error("no byte of the requested range exists in the blob's {size} bytes")]
+    BlobRangeNotSatisfiable { size: u64 },
     /// The body's length differs from what the request declared.
     #[error("size invalid: {0}")]
     SizeInvalid(String),
@@ -42,6 +45,12 @@ pub enum RegistryError {
     /// Reading the request body failed: client disconnect or timeout.
     #[error("request body: {0}")]
     Body(std::io::Error),
+    /// A named user, organization or token does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A name is already taken.
+    #[error("{0} already exists")]
+    Conflict(String),
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// The blob store has no room left (ENOSPC, quota): the operator's
@@ -64,7 +73,8 @@ impl From<MetaError> for RegistryError {
             MetaError::UploadUnknown => RegistryError::UploadUnknown,
             MetaError::Unavailable(m) => RegistryError::Unavailable(m),
             MetaError::Backend(m) => RegistryError::Internal(m),
-            MetaError::Conflict(m) | MetaError::NotFound(m) => RegistryError::Internal(m),
+            MetaError::NotFound(m) => RegistryError::NotFound(m),
+            MetaError::Conflict(m) => RegistryError::Conflict(m),
         }
     }
 }

@@ -34,6 +34,10 @@ pub use error::RegistryError;
 pub use immutability::ImmutableTags;
 pub use maintenance::Maintenance;
 
+// The stores' types the service hands out, so that callers need only this crate.
+pub use berth_blob::ByteStream;
+pub use berth_meta::{ManifestRecord, PackageVersionRecord, Referrer};
+
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// Registry rules that come from configuration.
@@ -53,6 +57,13 @@ impl Default for Policy {
             max_manifest_size: berth_oci::manifest::MAX_MANIFEST_SIZE,
         }
     }
+}
+
+/// Backend names, as the stores report them ("sqlite", "postgres"; "filesystem", "s3").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backends {
+    pub database: &'static str,
+    pub storage: &'static str,
 }
 
 /// The registry service. Cheap to clone.
@@ -97,12 +108,17 @@ impl Registry {
         }
     }
 
-    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+    pub(crate) fn meta(&self) -> &Arc<dyn MetaStore> {
         &self.inner.meta
     }
 
-    pub fn blob_store(&self) -> &Arc<dyn BlobStore> {
+    pub(crate) fn blob_store(&self) -> &Arc<dyn BlobStore> {
         &self.inner.blobs
+    }
+
+    /// Which database and blob storage the registry runs on (for the start-up line).
+    pub fn backends(&self) -> Backends {
+        Backends { database: self.inner.meta.backend(), storage: self.inner.blobs.backend() }
     }
 
     pub fn policy(&self) -> &Policy {

@@ -83,8 +83,14 @@ impl Maintenance {
         &self.inner.registry
     }
 
-    pub fn store(&self) -> &Arc<dyn MaintenanceStore> {
+    pub(crate) fn store(&self) -> &Arc<dyn MaintenanceStore> {
         &self.inner.store
+    }
+
+    /// When the job holding lease `name` last finished anywhere in the
+    /// cluster (ms); `None` if it never did.
+    pub async fn last_run(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.inner.store.get_lease(name).await?.and_then(|lease| lease.last_run_at))
     }
 
     pub(crate) fn meta(&self) -> &Arc<dyn MetaStore> {

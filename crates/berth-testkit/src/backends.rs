@@ -94,6 +94,50 @@ pub async fn apply(config: &mut Config) -> Option<TempDatabase> {
     apply_backends(config, db, storage).await
 }
 
+/// Whether `BERTH_TEST_POSTGRES_URL` is set; if not, says loudly on stderr
+/// (which libtest does not capture) that the calling test is not run.
+pub fn postgres_configured() -> bool {
+    if std::env::var("BERTH_TEST_POSTGRES_URL").is_ok_and(|s| !s.trim().is_empty()) {
+        return true;
+    }
+    let line = "NOT RUN: BERTH_TEST_POSTGRES_URL is not set; Postgres test skipped\n";
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
+}
+
+/// One `#[tokio::test]` per database for each case, an `async fn(Database)`
+/// in the invoking module: `sqlite::<case>` and `postgres::<case>`, so a
+/// failure names its backend. Without `BERTH_TEST_POSTGRES_URL` the Postgres
+/// ones say NOT RUN and pass (CI always sets it). `workers = N;` first sets
+/// the runtime's worker threads (default 2).
+#[macro_export]
+macro_rules! on_both_databases {
+    (workers = $workers:literal; $($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn $case() {
+                    super::$case($crate::backends::Database::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn $case() {
+                    if !$crate::backends::postgres_configured() {
+                        return;
+                    }
+                    super::$case($crate::backends::Database::Postgres).await;
+                }
+            )*
+        }
+    };
+    ($($case:ident),* $(,)?) => {
+        $crate::on_both_databases!(workers = 2; $($case),*);
+    };
+}
+
 /// Whether `BERTH_TEST_POSTGRES_URL` and `BERTH_TEST_S3_ENDPOINT` are both
 /// set (tests that always need Postgres + S3 check this, and say NOT RUN
 /// otherwise).

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use berth::App;
 use berth_auth::AuthService;
 use berth_config::Config;
+use berth_oci::Digest;
 use berth_registry::{Maintenance, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -101,6 +102,19 @@ impl TestServer {
 
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// The digests the blob storage holds, read from the storage itself (as
+    /// the server's configuration opens it), not through the registry.
+    pub async fn stored_blobs(&self) -> Vec<Digest> {
+        let store = berth::backends::open_blobs(&self.config).await.expect("open the blob storage");
+        store.list().await.expect("list the blob storage").into_iter().map(|b| b.digest).collect()
+    }
+
+    /// Variables that point the `berth` CLI at this server's database (its
+    /// data directory is `BERTH_DATA_DIR`).
+    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
+        vec![("BERTH_DATABASE_URL", self.config.database.url.expose().to_owned())]
     }
 
     /// Stops the server and waits for it to finish.

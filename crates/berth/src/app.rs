@@ -103,16 +103,6 @@ impl App {
             },
             _ => None,
         };
-        // Store gauges for /metrics, refreshed in the background.
-        let registry = self.registry.clone();
-        let gauges = tokio::spawn(async move {
-            loop {
-                if let Err(e) = registry.record_stats().await {
-                    tracing::debug!(error = %e, "cannot refresh store gauges");
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(15)).await;
-            }
-        });
         // Every replica drains the webhook queue (claims keep them apart).
         let deliverer = self.registry.webhooks().map(|w| tokio::spawn(w.deliverer().run(std::future::pending())));
         // Every replica runs the schedule; leases keep each job to one runner.
@@ -123,7 +113,6 @@ impl App {
         for job in jobs {
             let _ = job.await;
         }
-        gauges.abort();
         for task in [metrics, deliverer].into_iter().flatten() {
             task.abort();
         }
@@ -206,8 +195,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
     tracing::info!(
         listen = %bound,
-        database = app.registry.meta().backend(),
-        storage = app.registry.blob_store().backend(),
+        database = app.registry.backends().database,
+        storage = app.registry.backends().storage,
         auth = app.config.auth.enabled,
         tls = app.tls.is_some(),
         startup_ms = started.elapsed().as_millis() as u64,

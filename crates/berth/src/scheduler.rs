@@ -93,8 +93,8 @@ fn interval_ms(d: Duration) -> i64 {
 
 /// When the job last finished anywhere, or this process's start.
 async fn last_run(maintenance: &Maintenance, job: &Job, started: i64) -> Option<i64> {
-    match maintenance.store().get_lease(job.lease).await {
-        Ok(record) => Some(record.and_then(|r| r.last_run_at).unwrap_or(started)),
+    match maintenance.last_run(job.lease).await {
+        Ok(last) => Some(last.unwrap_or(started)),
         Err(e) => {
             tracing::warn!(job = job.lease, error = %e, "cannot read the maintenance schedule");
             None

@@ -3,9 +3,10 @@
 //! nothing), the server's schedule, and the `berth gc` / `berth retention`
 //! commands.
 //!
-//! The stress test always runs on SQLite + filesystem, and on Postgres + S3
-//! when BERTH_TEST_POSTGRES_URL and BERTH_TEST_S3_ENDPOINT are set
-//! (otherwise it says NOT RUN).
+//! Every test runs on SQLite and on Postgres (`sqlite::<case>`,
+//! `postgres::<case>`; the Postgres ones say NOT RUN without
+//! BERTH_TEST_POSTGRES_URL), with filesystem storage; the stress test also
+//! runs on Postgres + S3 when BERTH_TEST_S3_ENDPOINT is set too.
 
 mod common;
 
@@ -18,13 +19,20 @@ use std::time::{Duration, Instant};
 use berth_oci::{Digest, Reference, RepositoryName, Tag};
 use berth_registry::gc::{GcOptions, no_progress};
 use berth_registry::maintenance::GC_LEASE;
-use berth_testkit::TestServer;
 use berth_testkit::backends::{Database, Storage, postgres_and_s3_configured};
 use berth_testkit::fixtures::{blob, image_manifest};
-use common::{berth, client};
+use berth_testkit::{TestServer, on_both_databases};
+use common::{berth_on, client};
 use reqwest::StatusCode;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+on_both_databases!(
+    workers = 4;
+    gc_in_a_loop_against_20_pushers_loses_nothing,
+    the_server_collects_garbage_on_its_schedule,
+    gc_and_retention_commands_work_beside_the_server,
+);
 
 // --- the stress test ------------------------------------------------------------
 
@@ -368,15 +376,15 @@ async fn stress(db: Database, storage: Storage, iterations: usize) {
         stress.pull(image).await.unwrap_or_else(|e| panic!("lost after the final collection: {e}"));
     }
     let referenced: BTreeSet<Digest> = kept.iter().flat_map(|i| i.blobs.iter().map(|b| Digest::sha256_of(b))).collect();
-    let stored: BTreeSet<Digest> =
-        server.registry.blob_store().list().await.expect("list").into_iter().map(|b| b.digest).collect();
+    let stored: BTreeSet<Digest> = server.stored_blobs().await.into_iter().collect();
     assert_eq!(stored, referenced, "exactly the referenced blobs remain");
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn gc_in_a_loop_against_20_pushers_loses_nothing_sqlite_fs() {
-    stress(Database::Sqlite, Storage::Filesystem, 24).await;
+async fn gc_in_a_loop_against_20_pushers_loses_nothing(db: Database) {
+    // Fewer rounds on Postgres: each costs more round trips.
+    let iterations = if db == Database::Sqlite { 24 } else { 12 };
+    stress(db, Storage::Filesystem, iterations).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -406,23 +414,21 @@ async fn push_and_untag(server: &TestServer, repo: &str) -> Vec<Digest> {
     vec![Digest::sha256_of(&config), Digest::sha256_of(&layer)]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_collects_garbage_on_its_schedule() {
-    let server = TestServer::start_on(Database::Sqlite, Storage::Filesystem, |c| {
+async fn the_server_collects_garbage_on_its_schedule(db: Database) {
+    let server = TestServer::start_on(db, Storage::Filesystem, |c| {
         c.gc.interval = Duration::from_secs(1);
         c.gc.min_age = Duration::from_millis(300);
     })
     .await;
     push_and_untag(&server, "acme/app").await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !server.registry.blob_store().list().await.unwrap().is_empty() {
+    while !server.stored_blobs().await.is_empty() {
         assert!(Instant::now() < deadline, "the schedule never collected the garbage");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The run is recorded when its lease is released, just after it deleted.
     loop {
-        let lease = server.maintenance.store().get_lease(GC_LEASE).await.unwrap().expect("lease row");
-        if lease.last_run_at.is_some() {
+        if server.maintenance.last_run(GC_LEASE).await.unwrap().is_some() {
             break;
         }
         assert!(Instant::now() < deadline, "the run is recorded for the other replicas");
@@ -433,35 +439,32 @@ async fn the_server_collects_garbage_on_its_schedule() {
 
 // --- the CLI ----------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gc_and_retention_commands_work_beside_the_server() {
-    let server = TestServer::start_on(Database::Sqlite, Storage::Filesystem, |_| {}).await;
-    let dir = server.data_dir().to_owned();
+async fn gc_and_retention_commands_work_beside_the_server(db: Database) {
+    let server = TestServer::start_on(db, Storage::Filesystem, |_| {}).await;
     let freed = push_and_untag(&server, "acme/app").await;
 
-    let (code, out, err) = berth(&dir, &["gc", "--dry-run", "--min-age", "0s"], &[]);
+    let (code, out, err) = berth_on(&server, &["gc", "--dry-run", "--min-age", "0s"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("nothing was deleted") && out.contains("storage would free: 2 objects"), "{out}");
     assert!(!out.contains('\r'), "no progress line when stdout is not a terminal");
-    assert_eq!(server.registry.blob_store().list().await.unwrap().len(), 2);
+    assert_eq!(server.stored_blobs().await.len(), 2);
 
     // The default grace period (1h) keeps everything.
-    let (code, out, _) = berth(&dir, &["gc"], &[]);
+    let (code, out, _) = berth_on(&server, &["gc"], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("storage freed: 0 objects"), "{out}");
 
     // While another collector holds the lease, --no-wait gives up at once.
     let lease = server.maintenance.try_lease(GC_LEASE).await.unwrap().expect("free");
-    let (code, _, err) = berth(&dir, &["gc", "--no-wait", "--min-age", "0s"], &[]);
+    let (code, _, err) = berth_on(&server, &["gc", "--no-wait", "--min-age", "0s"], &[]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("already running"), "{err}");
     lease.release(false).await.unwrap();
 
-    let (code, out, err) = berth(&dir, &["gc", "--min-age", "0s"], &[]);
+    let (code, out, err) = berth_on(&server, &["gc", "--min-age", "0s"], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("untagged manifests") && out.contains("storage freed: 2 objects"), "{out}");
-    let stored: Vec<Digest> =
-        server.registry.blob_store().list().await.unwrap().into_iter().map(|b| b.digest).collect();
+    let stored = server.stored_blobs().await;
     assert!(freed.iter().all(|d| !stored.contains(d)));
 
     // Retention: list shows the effective rules; apply prints each tag.
@@ -478,16 +481,16 @@ async fn gc_and_retention_commands_work_beside_the_server() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let env = [("BERTH_RETENTION_RULES", rules)];
-    let (code, out, err) = berth(&dir, &["retention", "list"], &env);
+    let (code, out, err) = berth_on(&server, &["retention", "list"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(r#"repositories = "acme/*""#) && out.contains("keep_last = 1"), "{out}");
-    let (code, out, _) = berth(&dir, &["retention", "list"], &[]);
+    let (code, out, _) = berth_on(&server, &["retention", "list"], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("no retention rules"), "{out}");
-    let (code, out, err) = berth(&dir, &["retention", "apply", "--dry-run"], &env);
+    let (code, out, err) = berth_on(&server, &["retention", "apply", "--dry-run"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("would remove acme/svc:a "), "{out}");
-    let (code, out, err) = berth(&dir, &["retention", "apply"], &env);
+    let (code, out, err) = berth_on(&server, &["retention", "apply"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("removed acme/svc:a ") && out.contains("removed 1 tags"), "{out}");
     let tags = server.registry.list_tags(&r, None, None).await.unwrap();

@@ -29,6 +29,9 @@ async fn scrape_contains_the_documented_metrics() {
     let got = c.get(p.url(&format!("/v2/m/app/blobs/{}", Digest::sha256_of(&layer)))).send().await.unwrap();
     assert_eq!(got.bytes().await.unwrap().len(), 4096);
     let _ = c.post(p.url("/v2/m/app/blobs/uploads/")).send().await.unwrap();
+    // A repository named `m/blobs`: the router serves a manifest, and the metrics say so.
+    let r = c.head(p.url("/v2/m/blobs/manifests/v1")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
 
     let text = c.get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
     for name in [
@@ -60,6 +63,12 @@ async fn scrape_contains_the_documented_metrics() {
     };
     assert!(value("berth_blob_bytes_pushed_total") >= 4098.0);
     assert!(value("berth_blob_bytes_pulled_total") >= 4096.0);
-    // The store gauges are refreshed at start-up and then periodically.
-    assert!(value("berth_repositories") <= 1.0);
+    assert!(text.contains(r#"route="manifest",method="HEAD",status="404""#), "{text}");
+    assert!(!text.contains(r#"route="blob",method="HEAD""#), "{text}");
+    // The store gauges are read as the scrape asks: exactly what was pushed.
+    assert_eq!(value("berth_repositories"), 1.0, "{text}");
+    assert_eq!(value("berth_manifests_stored"), 1.0, "{text}");
+    assert_eq!(value("berth_blobs_stored"), 2.0, "{text}");
+    assert_eq!(value("berth_storage_bytes"), 4098.0, "{text}");
+    assert_eq!(value("berth_uploads_in_flight"), 1.0, "{text}");
 }

@@ -1,8 +1,8 @@
 use axum::body::Body;
 use axum::response::Response;
 use berth_auth::Principal;
-use berth_blob::BlobBody;
 use berth_oci::{Digest, RepositoryName};
+use berth_registry::blobs::{BlobBody, BlobStat};
 use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION, RANGE,
 };
@@ -12,9 +12,11 @@ use super::respond;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::headers::{self, DOCKER_CONTENT_DIGEST};
-use crate::range::{self, RangeOutcome};
+use crate::range;
 
-/// `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single byte ranges.
+/// `GET`/`HEAD /v2/<name>/blobs/<digest>`, with single byte ranges. One
+/// service call: `stat_blob` for HEAD and unchanged conditional requests,
+/// `read_blob` otherwise; both check the blob is visible in `name`.
 pub async fn get(
     state: &AppState,
     name: &RepositoryName,
@@ -22,7 +24,6 @@ pub async fn get(
     head: bool,
     req_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let size = state.registry().blob_size(name, digest).await?;
     let etag = format!("\"{digest}\"");
     let mut hs: Vec<(HeaderName, String)> = vec![
         (DOCKER_CONTENT_DIGEST, digest.to_string()),
@@ -32,38 +33,40 @@ pub async fn get(
         // Content-addressed: the bytes behind this URL never change.
         (CACHE_CONTROL, "max-age=31536000".into()),
     ];
-    if headers::get(req_headers, IF_NONE_MATCH)
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-    {
+    let registry = state.registry();
+    let unchanged = headers::get(req_headers, IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if unchanged {
+        registry.stat_blob(name, digest, None).await?;
         return respond(StatusCode::NOT_MODIFIED, &hs, Body::empty());
     }
-    let (status, range) = match range::resolve(headers::get(req_headers, RANGE), size) {
-        RangeOutcome::Full => (StatusCode::OK, None),
-        RangeOutcome::Partial(r) => {
-            hs.push((CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end)));
-            (StatusCode::PARTIAL_CONTENT, Some(r))
-        }
-        RangeOutcome::Unsatisfiable => {
-            // No body: the spec's error codes have none for ranges, and the
-            // length must match what is sent.
-            let hs = [(CONTENT_RANGE, format!("bytes */{size}")), (CONTENT_LENGTH, "0".to_owned())];
-            return respond(StatusCode::RANGE_NOT_SATISFIABLE, &hs, Body::empty());
-        }
-    };
-    let len = range.map_or(size, |r| r.len());
-    hs.push((CONTENT_LENGTH, len.to_string()));
+    let range = range::parse(headers::get(req_headers, RANGE));
     if head {
+        let stat = registry.stat_blob(name, digest, range).await?;
+        let status = length_headers(&mut hs, &stat);
         return respond(status, &hs, Body::empty());
     }
-    let read = state.registry().open_blob(digest, range).await?;
-    match read.body {
+    let content = registry.read_blob(name, digest, range).await?;
+    match content.body {
         BlobBody::Stream(s) => {
-            berth_metrics::metrics().bytes_pulled.inc_by(len);
+            let status = length_headers(&mut hs, &content.stat);
             respond(status, &hs, Body::from_stream(s))
         }
         BlobBody::Redirect(url) => {
             let hs = [(LOCATION, url), (DOCKER_CONTENT_DIGEST, digest.to_string()), (CONTENT_LENGTH, "0".into())];
             respond(StatusCode::TEMPORARY_REDIRECT, &hs, Body::empty())
+        }
+    }
+}
+
+/// `Content-Length`, and `Content-Range` for a part; the status that goes with them.
+fn length_headers(hs: &mut Vec<(HeaderName, String)>, stat: &BlobStat) -> StatusCode {
+    hs.push((CONTENT_LENGTH, stat.len().to_string()));
+    match stat.range {
+        None => StatusCode::OK,
+        Some(r) => {
+            hs.push((CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end, stat.size)));
+            StatusCode::PARTIAL_CONTENT
         }
     }
 }

@@ -9,9 +9,9 @@ use serde_json::json;
 use super::{Page, query_pairs, respond};
 use crate::AppState;
 use crate::auth::{Caller, auth_error, insufficient_scope, require_any};
+use crate::error::{ApiError, Unauthorized};
 
 const CATALOG: &str = "registry:catalog:*";
-use crate::error::ApiError;
 
 /// `GET /v2/_catalog?n=&last=`
 /// Lists only what the caller may pull.
@@ -23,7 +23,7 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Result<Respons
     if let Principal::Bearer(claims) = &principal
         && !grants_catalog(claims)
     {
-        return Err(insufficient_scope(&state, &caller, &principal, CATALOG));
+        return Err(insufficient_scope(&state, &caller, &principal, CATALOG, Unauthorized::InsufficientScope));
     }
     let repos = match (page.limit, state.auth()) {
         (0, _) => Vec::new(),

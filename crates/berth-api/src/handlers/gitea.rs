@@ -11,24 +11,24 @@
 //! needs the delete right and honours immutable tags.
 
 use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use berth_auth::{Actions, Principal};
-use berth_meta::PackageVersionRecord;
+use berth_auth::{Actions, OwnerRecord};
 use berth_oci::{Digest, RepositoryName};
-use berth_registry::RegistryError;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, LINK};
+use berth_registry::PackageVersionRecord;
+use http::header::{CONTENT_TYPE, LINK};
 use http::request::Parts;
 use http::{HeaderName, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use serde_json::{Value, json};
 
+use super::json_api::{auth_error, caller, may, rfc3339};
 use super::{query_get, query_pairs, respond};
 use crate::AppState;
-use crate::auth::{Caller, base_url, principal};
+use crate::auth::{Caller, base_url};
+use crate::error::json::JsonError;
 
 /// What must be escaped in a path segment of `html_url` (names keep `-`, `.`, `_`).
 const SEGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'/').add(b'%').add(b'?').add(b'#').add(b'"').add(b'<').add(b'>');
@@ -36,72 +36,8 @@ const DEFAULT_LIMIT: usize = 30;
 const MAX_LIMIT: usize = 50;
 const X_TOTAL_COUNT: HeaderName = HeaderName::from_static("x-total-count");
 const EXPOSE: HeaderName = HeaderName::from_static("access-control-expose-headers");
-
-/// An error in Gitea's shape (every `/api/v1` handler answers with it).
-pub(super) struct GiteaError(pub(super) StatusCode, pub(super) String);
-
-impl IntoResponse for GiteaError {
-    fn into_response(self) -> Response {
-        let body = json!({ "message": self.1, "url": "" });
-        (self.0, [(CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-    }
-}
-
-impl From<RegistryError> for GiteaError {
-    fn from(e: RegistryError) -> Self {
-        match e {
-            RegistryError::ManifestUnknown | RegistryError::NameUnknown => {
-                GiteaError(StatusCode::NOT_FOUND, "package does not exist".into())
-            }
-            e @ (RegistryError::ImmutableTag { .. }
-            | RegistryError::Protected { .. }
-            | RegistryError::Referenced { .. }) => GiteaError(StatusCode::FORBIDDEN, e.to_string()),
-            RegistryError::Unavailable(m) => {
-                tracing::error!(error = %m, "dependency unavailable");
-                GiteaError(StatusCode::SERVICE_UNAVAILABLE, "service unavailable".into())
-            }
-            e => {
-                tracing::error!(error = %e, "package API");
-                GiteaError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-            }
-        }
-    }
-}
-
-fn unauthorized() -> GiteaError {
-    GiteaError(StatusCode::UNAUTHORIZED, "token is required".into())
-}
-
-fn forbidden() -> GiteaError {
-    GiteaError(StatusCode::FORBIDDEN, "token does not have the required package scope".into())
-}
-
-/// The caller: credentials are required when auth is on.
-pub(super) async fn caller(state: &AppState, c: &Caller<'_>) -> Result<Principal, GiteaError> {
-    if state.auth().is_none() {
-        return Ok(Principal::Anonymous);
-    }
-    if !c.headers.contains_key(AUTHORIZATION) {
-        return Err(unauthorized());
-    }
-    match principal(state, c, None).await {
-        Ok(p) if p.is_authenticated() => Ok(p),
-        Ok(_) => Err(unauthorized()),
-        Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => {
-            Err(GiteaError(StatusCode::TOO_MANY_REQUESTS, "too many failed logins".into()))
-        }
-        Err(_) => Err(GiteaError(StatusCode::UNAUTHORIZED, "invalid credentials".into())),
-    }
-}
-
-async fn may(state: &AppState, who: &Principal, repo: &RepositoryName, actions: Actions) -> Result<bool, GiteaError> {
-    let Some(auth) = state.auth() else { return Ok(true) };
-    let allowed = auth.allowed(who, repo, actions).await.map_err(|e| {
-        tracing::error!(error = %e, "package API authorization");
-        GiteaError(StatusCode::SERVICE_UNAVAILABLE, "service unavailable".into())
-    })?;
-    Ok(allowed.covers(actions))
-}
+const NOT_FOUND: JsonError = JsonError::NotFound("package does not exist");
+const FORBIDDEN: JsonError = JsonError::Forbidden("token does not have the required package scope");
 
 /// Gitea's user object, as much of it as Berth knows.
 fn user_json(id: i64, login: &str, created_ms: i64, public: bool) -> Value {
@@ -123,10 +59,6 @@ fn ghost() -> Value {
     user_json(-1, "Ghost", 0, false)
 }
 
-pub(super) fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
-}
-
 /// A stable numeric id per (repository, version), safe as a JSON number.
 fn version_id(v: &PackageVersionRecord) -> u64 {
     let d = Digest::sha256_of(format!("{}:{}", v.repository, v.version).as_bytes());
@@ -145,12 +77,14 @@ impl<'a> Entries<'a> {
         Entries { state, base, users: HashMap::new() }
     }
 
-    async fn owner(&mut self, name: &str) -> Value {
+    /// The owner object; an account that does not exist (auth disabled,
+    /// or deleted since) is shown by name. A failing lookup is an error.
+    async fn owner(&mut self, name: &str) -> Result<Value, JsonError> {
         if let Some(v) = self.users.get(name) {
-            return v.clone();
+            return Ok(v.clone());
         }
-        let found = match self.state.auth() {
-            Some(auth) => auth.store().get_owner(name).await.ok().flatten(),
+        let found: Option<OwnerRecord> = match self.state.auth() {
+            Some(auth) => auth.owner(name).await.map_err(auth_error)?,
             None => None,
         };
         let v = match found {
@@ -158,28 +92,28 @@ impl<'a> Entries<'a> {
             None => user_json(0, name, 0, false),
         };
         self.users.insert(name.to_owned(), v.clone());
-        v
+        Ok(v)
     }
 
-    async fn creator(&mut self, pushed_by: Option<&str>) -> Value {
+    async fn creator(&mut self, pushed_by: Option<&str>) -> Result<Value, JsonError> {
         match pushed_by {
             Some(name) => self.owner(name).await,
-            None => ghost(),
+            None => Ok(ghost()),
         }
     }
 
-    async fn entry(&mut self, v: &PackageVersionRecord) -> Value {
+    async fn entry(&mut self, v: &PackageVersionRecord) -> Result<Value, JsonError> {
         let owner_name = v.repository.owner().to_owned();
         let name = &v.repository.as_str()[owner_name.len() + 1..];
-        let owner = self.owner(&owner_name).await;
-        let creator = self.creator(v.pushed_by.as_deref()).await;
+        let owner = self.owner(&owner_name).await?;
+        let creator = self.creator(v.pushed_by.as_deref()).await?;
         let html_url = format!(
             "{}/{owner_name}/-/packages/container/{}/{}",
             self.base,
             utf8_percent_encode(name, SEGMENT),
             utf8_percent_encode(&v.version, SEGMENT)
         );
-        json!({
+        Ok(json!({
             "id": version_id(v),
             "owner": owner,
             "repository": null,
@@ -189,7 +123,7 @@ impl<'a> Entries<'a> {
             "version": v.version,
             "html_url": html_url,
             "created_at": rfc3339(v.created_at),
-        })
+        }))
     }
 }
 
@@ -199,11 +133,11 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Response {
     list_inner(&state, &parts).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, GiteaError> {
+async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, JsonError> {
     let owner = req.uri.path().trim_start_matches("/api/v1/packages/").trim_end_matches('/');
     let owner = percent_decode_str(owner).decode_utf8_lossy().into_owned();
     let who = caller(state, &Caller::of_parts(req)).await?;
-    let pairs = query_pairs(req.uri.query()).map_err(|_| GiteaError(StatusCode::BAD_REQUEST, "bad query".into()))?;
+    let pairs = query_pairs(req.uri.query()).map_err(|_| JsonError::BadRequest("bad query".into()))?;
     let kind = query_get(&pairs, "type").unwrap_or("container");
     let q = query_get(&pairs, "q").unwrap_or("").to_lowercase();
     let number =
@@ -236,7 +170,7 @@ async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, GiteaErro
     let mut entries = Entries::new(state, base.clone());
     let mut body = Vec::new();
     for v in visible.iter().skip((page - 1) * limit).take(limit) {
-        body.push(entries.entry(v).await);
+        body.push(entries.entry(v).await?);
     }
     let mut headers = vec![
         (CONTENT_TYPE, "application/json".to_owned()),
@@ -247,7 +181,7 @@ async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, GiteaErro
         headers.push((LINK, link));
     }
     respond(StatusCode::OK, &headers, Body::from(Value::Array(body).to_string()))
-        .map_err(|_| GiteaError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))
+        .map_err(|e| JsonError::Internal(format!("{e:?}")))
 }
 
 /// Gitea's pagination links: next/last, and first/prev after page 1.
@@ -296,24 +230,20 @@ fn parse_version_path(path: &str) -> Option<(RepositoryName, String)> {
     Some((repo, version))
 }
 
-fn not_found() -> GiteaError {
-    GiteaError(StatusCode::NOT_FOUND, "package does not exist".into())
-}
-
 /// `GET /api/v1/packages/{owner}/container/{name}/{version}`
 pub async fn get(State(state): State<AppState>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     async {
         let who = caller(&state, &Caller::of_parts(&req)).await?;
-        let (repo, version) = parse_version_path(req.uri.path()).ok_or_else(not_found)?;
+        let (repo, version) = parse_version_path(req.uri.path()).ok_or(NOT_FOUND)?;
         if !may(&state, &who, &repo, Actions::PULL).await? {
-            return Err(forbidden());
+            return Err(FORBIDDEN);
         }
         let v = state.registry().package_version(&repo, &version).await?;
         let mut entries = Entries::new(&state, base_url(&state, &Caller::of_parts(&req)));
-        let body = entries.entry(&v).await;
+        let body = entries.entry(&v).await?;
         respond(StatusCode::OK, &[(CONTENT_TYPE, "application/json".into())], Body::from(body.to_string()))
-            .map_err(|_| GiteaError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))
+            .map_err(|e| JsonError::Internal(format!("{e:?}")))
     }
     .await
     .unwrap_or_else(IntoResponse::into_response)
@@ -324,9 +254,9 @@ pub async fn delete(State(state): State<AppState>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     async {
         let who = caller(&state, &Caller::of_parts(&req)).await?;
-        let (repo, version) = parse_version_path(req.uri.path()).ok_or_else(not_found)?;
+        let (repo, version) = parse_version_path(req.uri.path()).ok_or(NOT_FOUND)?;
         if !may(&state, &who, &repo, Actions::of(&[berth_auth::Action::Delete])).await? {
-            return Err(forbidden());
+            return Err(FORBIDDEN);
         }
         state.registry().delete_package_version(&repo, &version, who.user_name()).await?;
         tracing::info!(target: "audit", event = "package_version_delete", user = who.user_name().unwrap_or("-"), repository = %repo, version = %version);

@@ -1,8 +1,8 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
 
 use crate::AppState;
+use crate::error::ApiError;
 
 /// Liveness: the process is serving requests.
 pub async fn livez() -> &'static str {
@@ -13,9 +13,6 @@ pub async fn livez() -> &'static str {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.registry().readiness().await {
         Ok(()) => "ok".into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-        }
+        Err(e) => ApiError::NotReady(e.to_string()).into_response(),
     }
 }

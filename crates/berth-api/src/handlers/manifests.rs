@@ -3,17 +3,16 @@ use axum::extract::Request;
 use axum::response::Response;
 use berth_auth::Principal;
 use berth_oci::media_type::{MANIFEST_TYPES, essence};
-use berth_oci::{ErrorCode, Reference, ReferenceError, RepositoryName, Tag};
+use berth_oci::{Reference, RepositoryName, Tag};
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LOCATION};
 use http::{HeaderMap, HeaderName, StatusCode};
-use serde_json::json;
 
 use super::{query_pairs, respond};
 use crate::AppState;
 use crate::body::{drain, drain_unread, read_limited};
+use crate::endpoint::ManifestReference;
 use crate::error::ApiError;
 use crate::headers::{self, DOCKER_CONTENT_DIGEST, OCI_SUBJECT, OCI_TAG};
-use crate::routes::{ManifestReference, digest_error};
 
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`
 pub async fn get(
@@ -23,19 +22,10 @@ pub async fn get(
     head: bool,
     req_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let reference = match reference {
-        ManifestReference::Valid(r) => r,
-        // Nothing can be stored under an invalid tag.
-        ManifestReference::Invalid(ReferenceError::InvalidTag) => {
-            return Err(ApiError::new(ErrorCode::ManifestUnknown));
-        }
-        ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
-    };
+    let reference = reference.resolve(false)?;
     let m = state.registry().get_manifest(name, &reference, !head).await?;
     if !acceptable(req_headers, &m.media_type) {
-        return Err(ApiError::new(ErrorCode::ManifestUnknown)
-            .message(format!("manifest is {} which the Accept header excludes", m.media_type))
-            .detail(json!({ "mediaType": m.media_type })));
+        return Err(ApiError::ManifestNotAcceptable { media_type: m.media_type });
     }
     let hs = [
         (CONTENT_TYPE, m.media_type.clone()),
@@ -74,12 +64,7 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     let (parts, mut body) = req.into_parts();
     let limit = state.registry().policy().max_manifest_size;
-    let too_large = || {
-        ApiError::new(ErrorCode::SizeInvalid)
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-            .message(format!("manifest exceeds the limit of {limit} bytes"))
-    };
-    let (reference, extra_tags) = match put_target(reference, &parts.headers, parts.uri.query(), limit, &too_large) {
+    let (reference, extra_tags) = match put_target(reference, &parts.headers, parts.uri.query(), limit) {
         Ok(target) => target,
         Err(e) => {
             // Refused before reading: the client still gets to see why.
@@ -92,9 +77,9 @@ pub async fn put(
         Ok(Some(content)) => content,
         Ok(None) => {
             drain(&mut body).await;
-            return Err(too_large());
+            return Err(ApiError::ManifestTooLarge { limit });
         }
-        Err(e) => return Err(ApiError::new(ErrorCode::ManifestInvalid).message(format!("reading manifest: {e}"))),
+        Err(e) => return Err(ApiError::ManifestUnreadable(e.to_string())),
     };
     let pushed = state
         .registry()
@@ -121,24 +106,15 @@ fn put_target(
     h: &HeaderMap,
     query: Option<&str>,
     limit: usize,
-    too_large: &dyn Fn() -> ApiError,
 ) -> Result<(Reference, Vec<Tag>), ApiError> {
-    let reference = match reference {
-        ManifestReference::Valid(r) => r,
-        ManifestReference::Invalid(ReferenceError::InvalidTag) => {
-            return Err(ApiError::new(ErrorCode::ManifestInvalid).message("invalid tag"));
-        }
-        ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
-    };
+    let reference = reference.resolve(true)?;
     let extra_tags = query_pairs(query)?
         .into_iter()
         .filter(|(k, _)| k == "tag")
-        .map(|(_, v)| {
-            Tag::parse(&v).map_err(|_| ApiError::new(ErrorCode::ManifestInvalid).message(format!("invalid tag {v:?}")))
-        })
+        .map(|(_, v)| Tag::parse(&v).map_err(|_| ApiError::TagInvalid(Some(v))))
         .collect::<Result<Vec<_>, _>>()?;
     if headers::get(h, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(ApiError::ManifestTooLarge { limit });
     }
     Ok((reference, extra_tags))
 }
@@ -150,13 +126,7 @@ pub async fn delete(
     name: &RepositoryName,
     reference: ManifestReference,
 ) -> Result<Response, ApiError> {
-    let reference: Reference = match reference {
-        ManifestReference::Valid(r) => r,
-        ManifestReference::Invalid(ReferenceError::InvalidTag) => {
-            return Err(ApiError::new(ErrorCode::ManifestUnknown));
-        }
-        ManifestReference::Invalid(ReferenceError::Digest(e)) => return Err(digest_error(e)),
-    };
+    let reference = reference.resolve(false)?;
     state.registry().delete_manifest_as(name, &reference, who.user_name()).await?;
     tracing::info!(target: "audit", event = "manifest_delete", user = who.user_name().unwrap_or("-"), repository = %name, reference = %reference);
     respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())

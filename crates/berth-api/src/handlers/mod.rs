@@ -5,6 +5,7 @@ pub mod blobs;
 pub mod catalog;
 pub mod gitea;
 pub mod health;
+pub mod json_api;
 pub mod manifests;
 pub mod referrers;
 pub mod retention;
@@ -22,21 +23,17 @@ use crate::error::ApiError;
 pub(crate) fn respond(status: StatusCode, headers: &[(HeaderName, String)], body: Body) -> Result<Response, ApiError> {
     let mut builder = Response::builder().status(status);
     for (name, value) in headers {
-        let v = HeaderValue::from_str(value).map_err(|e| ApiError::internal("building header", e))?;
+        let v = HeaderValue::from_str(value).map_err(|e| ApiError::Internal(format!("building header {name}: {e}")))?;
         builder = builder.header(name, v);
     }
-    builder.body(body).map_err(|e| ApiError::internal("building response", e))
+    builder.body(body).map_err(|e| ApiError::Internal(format!("building a response: {e}")))
 }
 
 /// Query parameters as ordered pairs (keys may repeat, e.g. `tag=a&tag=b`).
 pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     match query {
         None | Some("") => Ok(Vec::new()),
-        Some(q) => serde_urlencoded::from_str(q).map_err(|e| {
-            ApiError::new(berth_oci::ErrorCode::Unsupported)
-                .with_status(StatusCode::BAD_REQUEST)
-                .message(format!("bad query string: {e}"))
-        }),
+        Some(q) => serde_urlencoded::from_str(q).map_err(|e| ApiError::QueryInvalid(format!("bad query string: {e}"))),
     }
 }
 
@@ -61,11 +58,9 @@ impl Page {
     pub fn from_query(pairs: &[(String, String)]) -> Result<Self, ApiError> {
         let n = match query_get(pairs, "n") {
             None | Some("") => None,
-            Some(v) => Some(v.parse::<u32>().map_err(|_| {
-                ApiError::new(berth_oci::ErrorCode::Unsupported)
-                    .with_status(StatusCode::BAD_REQUEST)
-                    .message("n must be a non-negative integer")
-            })?),
+            Some(v) => {
+                Some(v.parse::<u32>().map_err(|_| ApiError::QueryInvalid("n must be a non-negative integer".into()))?)
+            }
         };
         let last = query_get(pairs, "last").filter(|l| !l.is_empty()).map(str::to_owned);
         Ok(Page { limit: n.map_or(MAX_PAGE, |n| n.min(MAX_PAGE)), last })

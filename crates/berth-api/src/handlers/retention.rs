@@ -10,7 +10,8 @@
 //! - `GET /api/v1/admin/retention/preview`: what a run would remove now,
 //!   per repository (a dry run: nothing changes).
 //!
-//! Credentials and errors as in the package API (`{"message": ...}`): 401
+//! Credentials and errors as in the whole `/api/v1` JSON API
+//! (`crate::error::json`, `{"message": ...}`): 401
 //! without valid credentials, 403 for anyone but a site admin (see
 //! `AuthService::is_site_admin`; changes need a token with
 //! `write:package`). With authentication disabled anyone may, as anyone may
@@ -25,15 +26,15 @@ use berth_auth::{Actions, Principal};
 use berth_registry::retention::{RetentionReport, RetentionRule, RuleSource};
 use berth_registry::retention_rules::{RuleError, SourcedRule};
 use http::StatusCode;
-use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::gitea::{GiteaError, caller, rfc3339};
+use super::json_api::{caller, json_response, rfc3339};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::body::{drain, drain_unread, read_limited};
+use crate::error::json::JsonError;
 
 /// A rule is a few globs: far below this.
 const MAX_BODY: usize = 64 * 1024;
@@ -56,12 +57,12 @@ struct RuleBody {
 }
 
 impl RuleBody {
-    fn into_rule(self) -> Result<RetentionRule, GiteaError> {
+    fn into_rule(self) -> Result<RetentionRule, JsonError> {
         let remove_older_than = self
             .remove_older_than
             .map(|d| {
                 humantime::parse_duration(&d)
-                    .map_err(|e| GiteaError(StatusCode::UNPROCESSABLE_ENTITY, format!("remove_older_than {d:?}: {e}")))
+                    .map_err(|e| JsonError::Unprocessable(format!("remove_older_than {d:?}: {e}")))
             })
             .transpose()?;
         Ok(RetentionRule {
@@ -74,21 +75,16 @@ impl RuleBody {
     }
 }
 
-fn forbidden() -> GiteaError {
-    GiteaError(StatusCode::FORBIDDEN, "only site admins may manage retention rules".into())
-}
+const FORBIDDEN: JsonError = JsonError::Forbidden("only site admins may manage retention rules");
+const NOT_FOUND: JsonError = JsonError::NotFound("retention rule does not exist");
 
 /// The caller, if a site admin may do `wanted` (see the module documentation).
-async fn admin(state: &AppState, req: &Parts, wanted: Actions) -> Result<Principal, GiteaError> {
+async fn admin(state: &AppState, req: &Parts, wanted: Actions) -> Result<Principal, JsonError> {
     let who = caller(state, &Caller::of_parts(req)).await?;
     match state.auth() {
-        Some(auth) if !auth.is_site_admin(&who, wanted) => Err(forbidden()),
+        Some(auth) if !auth.is_site_admin(&who, wanted) => Err(FORBIDDEN),
         _ => Ok(who),
     }
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    (status, [(CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 fn duration(d: Option<Duration>) -> Value {
@@ -158,7 +154,7 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Response {
     async {
         admin(&state, &req, Actions::PULL).await?;
         let rules = state.maintenance().retention_rules().await?;
-        Ok::<_, GiteaError>(json_response(StatusCode::OK, &Value::Array(rules.iter().map(rule_json).collect())))
+        Ok::<_, JsonError>(json_response(StatusCode::OK, &Value::Array(rules.iter().map(rule_json).collect())))
     }
     .await
     .unwrap_or_else(IntoResponse::into_response)
@@ -176,21 +172,19 @@ pub async fn add(State(state): State<AppState>, req: Request) -> Response {
             }
         };
         let read = read_limited(&mut body, MAX_BODY, state.settings().body_idle_timeout).await;
-        let Some(bytes) =
-            read.map_err(|e| GiteaError(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")))?
-        else {
+        let Some(bytes) = read.map_err(|e| JsonError::BadRequest(format!("reading the request body: {e}")))? else {
             drain(&mut body).await;
-            return Err(GiteaError(StatusCode::PAYLOAD_TOO_LARGE, "a rule is at most 64 KiB of JSON".into()));
+            return Err(JsonError::TooLarge("a rule is at most 64 KiB of JSON"));
         };
-        let body: RuleBody = serde_json::from_slice(&bytes)
-            .map_err(|e| GiteaError(StatusCode::BAD_REQUEST, format!("invalid rule JSON: {e}")))?;
+        let body: RuleBody =
+            serde_json::from_slice(&bytes).map_err(|e| JsonError::BadRequest(format!("invalid rule JSON: {e}")))?;
         let created_by = who.user_name().unwrap_or("anonymous");
         let stored = match state.maintenance().add_retention_rule(body.into_rule()?, created_by).await {
             Ok(stored) => stored,
-            Err(RuleError::Invalid(m)) => return Err(GiteaError(StatusCode::UNPROCESSABLE_ENTITY, m)),
+            Err(RuleError::Invalid(m)) => return Err(JsonError::Unprocessable(m)),
             Err(RuleError::Registry(e)) => return Err(e.into()),
         };
-        Ok::<_, GiteaError>(json_response(StatusCode::CREATED, &rule_json(&stored)))
+        Ok::<_, JsonError>(json_response(StatusCode::CREATED, &rule_json(&stored)))
     }
     .await
     .unwrap_or_else(IntoResponse::into_response)
@@ -201,13 +195,12 @@ pub async fn remove(State(state): State<AppState>, Path(id): Path<String>, req: 
     let (req, _) = req.into_parts();
     async {
         let who = admin(&state, &req, Actions::READ_WRITE).await?;
-        let not_found = || GiteaError(StatusCode::NOT_FOUND, "retention rule does not exist".into());
         // Config rules have no id: they are changed in the file.
-        let id: i64 = id.parse().map_err(|_| not_found())?;
+        let id: i64 = id.parse().map_err(|_| NOT_FOUND)?;
         if !state.maintenance().remove_retention_rule(id, who.user_name().unwrap_or("anonymous")).await? {
-            return Err(not_found());
+            return Err(NOT_FOUND);
         }
-        Ok::<_, GiteaError>(StatusCode::NO_CONTENT.into_response())
+        Ok::<_, JsonError>(StatusCode::NO_CONTENT.into_response())
     }
     .await
     .unwrap_or_else(IntoResponse::into_response)
@@ -222,7 +215,7 @@ pub async fn preview(State(state): State<AppState>, req: Request) -> Response {
         let policy = m.retention_policy().await?;
         // A dry run takes no lease: it changes nothing.
         let report = m.apply_retention(&policy, true, None).await?;
-        Ok::<_, GiteaError>(json_response(StatusCode::OK, &report_json(&report)))
+        Ok::<_, JsonError>(json_response(StatusCode::OK, &report_json(&report)))
     }
     .await
     .unwrap_or_else(IntoResponse::into_response)

@@ -11,16 +11,15 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Credentials, Principal, Scope};
-use berth_oci::ErrorCode;
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use serde_json::json;
 
 use super::{query_pairs, respond};
 use crate::AppState;
-use crate::auth::{Caller, auth_error, challenge, principal};
+use crate::auth::{Caller, auth_error, principal, unauthorized};
 use crate::body::{drain, read_limited};
-use crate::error::ApiError;
+use crate::error::{ApiError, Unauthorized};
 
 /// Requested scopes: every `scope` value, each possibly holding several.
 fn scopes(pairs: &[(String, String)]) -> Vec<Scope> {
@@ -37,8 +36,7 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
         // A bearer token cannot buy a fresh one: that would let a leaked
         // short-lived token renew itself for ever.
         if matches!(principal, Principal::Bearer(_)) {
-            return Err(challenge(&state, &caller, None, Some("invalid_request"))
-                .message("log in with a password or personal access token"));
+            return Err(unauthorized(&state, &caller, None, Some("invalid_request"), Unauthorized::TokenCannotRenew));
         }
         issue(&state, &auth, &principal, &scopes(&pairs)).await
     }
@@ -55,12 +53,12 @@ pub async fn post(State(state): State<AppState>, req: Request) -> Response {
             Ok(Some(form)) => form,
             Ok(None) => {
                 drain(&mut body).await;
-                return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request"));
+                return Err(ApiError::TokenRequestInvalid("invalid_request"));
             }
-            Err(_) => return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_request")),
+            Err(_) => return Err(ApiError::TokenRequestInvalid("invalid_request")),
         };
         let form: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(&body).map_err(|_| oauth_error(StatusCode::BAD_REQUEST, "invalid_request"))?;
+            serde_urlencoded::from_bytes(&body).map_err(|_| ApiError::TokenRequestInvalid("invalid_request"))?;
         let field = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         let principal = match field("grant_type") {
             Some("password") => {
@@ -69,7 +67,7 @@ pub async fn post(State(state): State<AppState>, req: Request) -> Response {
                     .await
                     .map_err(|e| auth_error(&state, &caller, None, e))?
             }
-            _ => return Err(oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type")),
+            _ => return Err(ApiError::TokenRequestInvalid("unsupported_grant_type")),
         };
         issue(&state, &auth, &principal, &scopes(&form)).await
     }
@@ -97,13 +95,6 @@ async fn issue(
     )
 }
 
-fn oauth_error(status: StatusCode, error: &str) -> ApiError {
-    ApiError::new(ErrorCode::Unsupported).with_status(status).message(error.to_owned())
-}
-
 fn disabled() -> Response {
-    ApiError::new(ErrorCode::Unsupported)
-        .with_status(StatusCode::NOT_FOUND)
-        .message("authentication is disabled on this registry")
-        .into_response()
+    ApiError::AuthDisabled.into_response()
 }

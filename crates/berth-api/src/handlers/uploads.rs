@@ -3,19 +3,19 @@ use axum::extract::Request;
 use axum::response::Response;
 use berth_auth::access::scope_string;
 use berth_auth::{Action, Actions, Principal};
-use berth_oci::{Algorithm, Digest, ErrorCode, RepositoryName};
+use berth_oci::{Algorithm, Digest, RepositoryName};
+use berth_registry::blobs::{AnyoneMounts, Mount, MountError};
 use berth_registry::uploads::{ChunkInfo, UploadStatus};
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, StatusCode};
 
 use super::{query_get, query_pairs, respond};
 use crate::AppState;
-use crate::auth::{Caller, auth_error, insufficient_scope};
+use crate::auth::{Caller, CallerMounts, auth_error, insufficient_scope};
 use crate::body::byte_stream;
-use crate::error::{ApiError, upload_range};
+use crate::error::{ApiError, Unauthorized, upload_range};
 use crate::headers::{self, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use crate::range::parse_content_range;
-use crate::routes::digest_error;
 
 /// `POST /v2/<name>/blobs/uploads/`: a mount (`?mount=&from=`), a whole blob
 /// in one request (`?digest=`), or a new session (`?digest-algorithm=`).
@@ -28,31 +28,41 @@ pub async fn start(
     let pairs = query_pairs(req.uri().query())?;
     let registry = state.registry();
     if let Some(mount) = query_get(&pairs, "mount") {
-        let digest = Digest::parse(mount).map_err(digest_error)?;
-        match mount_source(state, who, &digest, query_get(&pairs, "from")).await? {
-            MountSource::Readable(source) => {
-                if registry.mount_blob(name, &digest, Some(&source)).await?.is_some() {
-                    audit_blob(who, name, &digest, "mount");
-                    return blob_created(state, name, &digest);
-                }
+        let digest = Digest::parse(mount)?;
+        let from = query_get(&pairs, "from");
+        // Which sources the caller may use is decided by its rights, asked by the service.
+        let mounted = match state.auth() {
+            None => registry.mount_or_upload(name, &digest, from, &AnyoneMounts).await.map_err(|e| match e {
+                MountError::Registry(e) => ApiError::from(e),
+                MountError::Authorizer(never) => match never {},
+            }),
+            Some(auth) => {
+                let authz = CallerMounts { auth, who };
+                registry.mount_or_upload(name, &digest, from, &authz).await.map_err(|e| match e {
+                    MountError::Registry(e) => ApiError::from(e),
+                    MountError::Authorizer(e) => auth_error(state, &Caller::none(), None, e),
+                })
             }
-            MountSource::NeedsScope(source) => {
-                // The token lacks pull on a source its holder may read: ask
-                // for a token naming both, as Distribution does.
+        };
+        return match mounted? {
+            Mount::Mounted { .. } => {
+                audit_blob(who, name, &digest, "mount");
+                blob_created(state, name, &digest)
+            }
+            Mount::NeedsScope { source } => {
+                // Ask for a token naming both repositories, as Distribution does.
                 let scopes = format!(
                     "{} {}",
                     scope_string(name, Actions::of(&[Action::Pull, Action::Push])),
                     scope_string(&source, Actions::PULL)
                 );
-                return Err(insufficient_scope(state, &Caller::of(&req), who, &scopes));
+                Err(insufficient_scope(state, &Caller::of(&req), who, &scopes, Unauthorized::MountNeedsScope))
             }
-            MountSource::None => {}
-        }
-        // Nothing the caller may mount: an ordinary upload, as the spec says.
-        return new_session(state, name, digest.algorithm()).await;
+            Mount::Upload(status) => session_response(state, name, &status, StatusCode::ACCEPTED),
+        };
     }
     if let Some(d) = query_get(&pairs, "digest") {
-        let digest = Digest::parse(d).map_err(digest_error)?;
+        let digest = Digest::parse(d)?;
         let length = content_length(req.headers())?;
         let body = byte_stream(req.into_body(), state.settings().body_idle_timeout);
         registry.put_blob(name, &digest, body, length).await?;
@@ -61,62 +71,14 @@ pub async fn start(
     }
     let algorithm = match query_get(&pairs, "digest-algorithm") {
         None | Some("") => Algorithm::Sha256,
-        Some(a) => Algorithm::parse(a).map_err(digest_error)?,
+        Some(a) => Algorithm::parse(a)?,
     };
-    new_session(state, name, algorithm).await
-}
-
-/// Where a mount may take its blob from.
-enum MountSource {
-    /// A repository holding the blob that the caller may pull.
-    Readable(RepositoryName),
-    /// One the caller's bearer token does not list, but its holder may
-    /// pull: the client should get a token naming it.
-    NeedsScope(RepositoryName),
-    /// None: the caller uploads the blob instead.
-    None,
-}
-
-/// The repository to mount `digest` from: `from` if the caller may pull it,
-/// or without `from`, any repository holding the blob that the caller may
-/// pull (so a digest alone never opens another namespace's content).
-async fn mount_source(
-    state: &AppState,
-    who: &Principal,
-    digest: &Digest,
-    from: Option<&str>,
-) -> Result<MountSource, ApiError> {
-    let candidates = match from {
-        // An invalid `from` cannot hold the blob.
-        Some(f) => RepositoryName::parse(f).ok().into_iter().collect(),
-        None => state.registry().blob_repositories(digest, 100).await?,
-    };
-    let Some(auth) = state.auth() else {
-        return Ok(candidates.into_iter().next().map_or(MountSource::None, MountSource::Readable));
-    };
-    let fail = |e| auth_error(state, &Caller::none(), None, e);
-    for repo in &candidates {
-        if auth.allowed(who, repo, Actions::PULL).await.map_err(fail)?.covers(Actions::PULL) {
-            return Ok(MountSource::Readable(repo.clone()));
-        }
-    }
-    if matches!(who, Principal::Bearer(_)) {
-        for repo in candidates {
-            if auth.could_obtain(who, &repo, Actions::PULL).await.map_err(fail)? {
-                return Ok(MountSource::NeedsScope(repo));
-            }
-        }
-    }
-    Ok(MountSource::None)
+    let status = registry.start_upload(name, algorithm).await?;
+    session_response(state, name, &status, StatusCode::ACCEPTED)
 }
 
 fn audit_blob(who: &Principal, name: &RepositoryName, digest: &Digest, how: &str) {
     tracing::info!(target: "audit", event = "blob_push", how, user = who.user_name().unwrap_or("-"), repository = %name, digest = %digest);
-}
-
-async fn new_session(state: &AppState, name: &RepositoryName, algorithm: Algorithm) -> Result<Response, ApiError> {
-    let status = state.registry().start_upload(name, algorithm).await?;
-    session_response(state, name, &status, StatusCode::ACCEPTED)
 }
 
 /// `GET /v2/<name>/blobs/uploads/<id>`: progress of an upload.
@@ -145,8 +107,8 @@ pub async fn finish(
     let id = check_id(id)?;
     let pairs = query_pairs(req.uri().query())?;
     let digest = match query_get(&pairs, "digest") {
-        Some(d) => Digest::parse(d).map_err(digest_error)?,
-        None => return Err(ApiError::digest_invalid("the digest query parameter is required")),
+        Some(d) => Digest::parse(d)?,
+        None => return Err(ApiError::DigestInvalid("the digest query parameter is required".into())),
     };
     let chunk = chunk_info(req.headers())?;
     let has_body = chunk.length.is_some_and(|n| n > 0) || req.headers().contains_key(TRANSFER_ENCODING);
@@ -164,28 +126,20 @@ pub async fn cancel(state: &AppState, name: &RepositoryName, id: &str) -> Result
 
 /// Upload ids are UUIDs; anything else cannot name a session.
 fn check_id(id: &str) -> Result<&str, ApiError> {
-    uuid::Uuid::try_parse(id).map(|_| id).map_err(|_| ApiError::new(ErrorCode::BlobUploadUnknown))
+    uuid::Uuid::try_parse(id).map(|_| id).map_err(|_| ApiError::UploadIdInvalid)
 }
 
 fn content_length(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
     match headers::get(h, CONTENT_LENGTH) {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| ApiError::new(ErrorCode::SizeInvalid).message("invalid Content-Length")),
+        Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| ApiError::ContentLengthInvalid),
     }
 }
 
 fn chunk_info(h: &HeaderMap) -> Result<ChunkInfo, ApiError> {
     let range = match headers::get(h, CONTENT_RANGE) {
         None => None,
-        Some(v) => Some(parse_content_range(v).ok_or_else(|| {
-            ApiError::new(ErrorCode::BlobUploadInvalid)
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .message(format!("malformed Content-Range {v:?}"))
-        })?),
+        Some(v) => Some(parse_content_range(v).ok_or_else(|| ApiError::ContentRangeInvalid(v.to_owned()))?),
     };
     Ok(ChunkInfo { range, length: content_length(h)? })
 }

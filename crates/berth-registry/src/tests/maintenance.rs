@@ -1,18 +1,18 @@
-//! Garbage collection, retention and upload expiry over real stores (a
-//! SQLite file and a filesystem blob store in a tempdir).
+//! Garbage collection, retention and upload expiry over real stores, on
+//! SQLite and on Postgres (see [`super::backends`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_blob::{BlobBody, BlobStore, FsBlobStore, UploadCursor};
-use berth_meta::{MaintenanceStore, MetaStore, NewManifest, UploadProgress, no_guard};
-use berth_meta_sqlite::{SqliteMetaStore, SqliteSettings};
+use berth_blob::{BlobBody, BlobStore, UploadCursor};
+use berth_meta::{MetaStore, NewManifest, UploadProgress, no_guard};
 use berth_oci::media_type::{OCI_INDEX, OCI_MANIFEST};
 use berth_oci::{Algorithm, Digest, Hasher, Reference, Tag};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use super::backends::{Db, Store, Stores, on_both_databases};
 use super::{body, repo};
 use crate::gc::{GcOptions, GcReport, no_progress};
 use crate::maintenance::{GC_LEASE, Maintenance};
@@ -21,22 +21,30 @@ use crate::retention_rules::{RuleError, SourcedRule};
 use crate::uploads::ChunkInfo;
 use crate::{ImmutableTags, Policy, Registry, RegistryError, now_ms};
 
+on_both_databases!(
+    gc_frees_every_unreferenced_blob_and_keeps_everything_referenced,
+    grace_period_protects_recent_content,
+    package_api_deletes_make_content_collectable,
+    an_upload_waits_for_the_collector_to_finish_the_same_digest,
+    retention_keeps_the_30_newest_plus_latest_and_protected_tags,
+    gc_and_retention_never_free_what_a_protected_tag_reaches,
+    the_effective_policy_is_config_rules_then_stored_ones_read_per_run,
+    upload_expiry_purges_idle_sessions_and_orphan_data,
+    leases_keep_runners_apart,
+);
+
 struct Env {
     registry: Registry,
     maintenance: Maintenance,
-    store: Arc<SqliteMetaStore>,
-    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    _stores: Stores,
 }
 
-async fn env(policy: Policy) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteMetaStore::connect(&SqliteSettings::for_path(dir.path().join("berth.db"))).await.unwrap();
-    store.migrate().await.unwrap();
-    let store = Arc::new(store);
-    let blobs = FsBlobStore::open(dir.path().join("blobs")).unwrap();
-    let registry = Registry::new(store.clone(), Arc::new(blobs), policy);
-    let maintenance = Maintenance::new(registry.clone(), store.clone());
-    Env { registry, maintenance, store, _dir: dir }
+async fn env(db: Db, policy: Policy) -> Env {
+    let stores = Stores::open(db).await;
+    let registry = Registry::new(stores.meta(), stores.blobs.clone(), policy);
+    let maintenance = Maintenance::new(registry.clone(), stores.maintenance());
+    Env { registry, maintenance, store: stores.store.clone(), _stores: stores }
 }
 
 fn desc(media_type: &str, data: &[u8]) -> serde_json::Value {
@@ -91,8 +99,8 @@ async fn push(
     m
 }
 
-async fn read_blob(r: &Registry, digest: &Digest) -> Vec<u8> {
-    let read = r.open_blob(digest, None).await.unwrap();
+async fn read_blob(r: &Registry, repository: &str, digest: &Digest) -> Vec<u8> {
+    let read = r.read_blob(&repo(repository), digest, None).await.unwrap();
     let BlobBody::Stream(mut s) = read.body else { panic!("filesystem streams") };
     let mut out = Vec::new();
     while let Some(chunk) = s.next().await {
@@ -107,8 +115,7 @@ async fn assert_pullable(r: &Registry, repository: &str, reference: &Reference, 
     assert_eq!(got.content, manifest, "{repository} {reference:?}");
     for b in blobs {
         let d = Digest::sha256_of(b);
-        assert_eq!(r.blob_size(&repo(repository), &d).await.unwrap(), b.len() as u64);
-        assert_eq!(read_blob(r, &d).await, *b, "{repository}: blob {d} intact");
+        assert_eq!(read_blob(r, repository, &d).await, *b, "{repository}: blob {d} intact");
     }
 }
 
@@ -131,9 +138,8 @@ async fn orphan_object(blobs: &dyn BlobStore, data: &[u8]) -> Digest {
     digest
 }
 
-#[tokio::test]
-async fn gc_frees_every_unreferenced_blob_and_keeps_everything_referenced() {
-    let e = env(Policy::default()).await;
+async fn gc_frees_every_unreferenced_blob_and_keeps_everything_referenced(db: Db) {
+    let e = env(db, Policy::default()).await;
     let r = &e.registry;
     let (c1, l1, l2, l3, l4, l5) = (
         &b"{\"c\":1}"[..],
@@ -227,9 +233,8 @@ async fn gc_frees_every_unreferenced_blob_and_keeps_everything_referenced() {
     assert_pullable(r, "acme/app", &tag("v3"), &img3, &[b"{\"c\":2}", l3]).await;
 }
 
-#[tokio::test]
-async fn grace_period_protects_recent_content() {
-    let e = env(Policy::default()).await;
+async fn grace_period_protects_recent_content(db: Db) {
+    let e = env(db, Policy::default()).await;
     let r = &e.registry;
     push(r, "acme/app", &tag("t"), b"{}", &[b"layer"], None).await;
     r.delete_manifest(&repo("acme/app"), &tag("t")).await.unwrap();
@@ -243,9 +248,8 @@ async fn grace_period_protects_recent_content() {
     assert!(stored(r).await.is_empty());
 }
 
-#[tokio::test]
-async fn package_api_deletes_make_content_collectable() {
-    let e = env(Policy::default()).await;
+async fn package_api_deletes_make_content_collectable(db: Db) {
+    let e = env(db, Policy::default()).await;
     let r = &e.registry;
     let tagged = push(r, "acme/pkg", &tag("v1"), b"{\"p\":1}", &[b"pkg layer 1"], None).await;
     let untagged = push(
@@ -272,9 +276,8 @@ async fn package_api_deletes_make_content_collectable() {
     assert_eq!(stored(r).await.len(), 2);
 }
 
-#[tokio::test]
-async fn an_upload_waits_for_the_collector_to_finish_the_same_digest() {
-    let e = env(Policy::default()).await;
+async fn an_upload_waits_for_the_collector_to_finish_the_same_digest(db: Db) {
+    let e = env(db, Policy::default()).await;
     let r = &e.registry;
     let data = b"contended layer".to_vec();
     let digest = Digest::sha256_of(&data);
@@ -300,19 +303,17 @@ async fn an_upload_waits_for_the_collector_to_finish_the_same_digest() {
     assert_eq!(pushing.await.unwrap().unwrap(), data.len() as u64);
     assert_eq!(finishing.await.unwrap().unwrap(), data.len() as u64);
     for name in ["b/two", "c/three"] {
-        assert_eq!(r.blob_size(&repo(name), &digest).await.unwrap(), data.len() as u64);
+        assert_eq!(read_blob(r, name, &digest).await, data, "the bytes were written again");
     }
-    assert_eq!(read_blob(r, &digest).await, data, "the bytes were written again");
 }
 
-#[tokio::test]
-async fn retention_keeps_the_30_newest_plus_latest_and_protected_tags() {
+async fn retention_keeps_the_30_newest_plus_latest_and_protected_tags(db: Db) {
     let policy = Policy {
         allow_sparse: true,
         immutable_tags: ImmutableTags::new(&["acme/app:rel-*"]).unwrap(),
         ..Policy::default()
     };
-    let e = env(policy).await;
+    let e = env(db, policy).await;
     let meta: &dyn MetaStore = e.store.as_ref();
     let r = repo("acme/app");
     let base = now_ms() - 10 * 24 * 3600 * 1000;
@@ -397,10 +398,9 @@ async fn retention_keeps_the_30_newest_plus_latest_and_protected_tags() {
 /// Retention skips the protected tag and collection keeps everything it
 /// reaches: the index, both platform images, their configs and layers.
 /// Deleting any of those by hand is refused as well.
-#[tokio::test]
-async fn gc_and_retention_never_free_what_a_protected_tag_reaches() {
+async fn gc_and_retention_never_free_what_a_protected_tag_reaches(db: Db) {
     let policy = Policy { immutable_tags: ImmutableTags::new(&["*:v*"]).unwrap(), ..Policy::default() };
-    let e = env(policy).await;
+    let e = env(db, policy).await;
     let r = &e.registry;
     let name = "alice/multi";
     let platforms: [(&[u8], &[u8]); 2] =
@@ -435,9 +435,8 @@ async fn gc_and_retention_never_free_what_a_protected_tag_reaches() {
     assert_eq!(stored(r).await.len(), 4, "both platforms' configs and layers");
 }
 
-#[tokio::test]
-async fn the_effective_policy_is_config_rules_then_stored_ones_read_per_run() {
-    let e = env(Policy::default()).await;
+async fn the_effective_policy_is_config_rules_then_stored_ones_read_per_run(db: Db) {
+    let e = env(db, Policy::default()).await;
     let rule = |repositories: &str, keep_last: Option<u32>| RetentionRule {
         repositories: repositories.into(),
         keep_last,
@@ -486,9 +485,8 @@ async fn the_effective_policy_is_config_rules_then_stored_ones_read_per_run() {
     assert_eq!(report.repositories[0].source, any.source);
 }
 
-#[tokio::test]
-async fn upload_expiry_purges_idle_sessions_and_orphan_data() {
-    let e = env(Policy::default()).await;
+async fn upload_expiry_purges_idle_sessions_and_orphan_data(db: Db) {
+    let e = env(db, Policy::default()).await;
     let r = &e.registry;
     let idle = r.start_upload(&repo("a/b"), Algorithm::Sha256).await.unwrap();
     r.append_upload(&repo("a/b"), &idle.id, body(b"abandoned"), ChunkInfo::default()).await.unwrap();
@@ -519,9 +517,8 @@ async fn upload_expiry_purges_idle_sessions_and_orphan_data() {
     blobs.upload_abort("never-existed", &UploadCursor::default()).await.unwrap();
 }
 
-#[tokio::test]
-async fn leases_keep_runners_apart() {
-    let e = env(Policy::default()).await;
+async fn leases_keep_runners_apart(db: Db) {
+    let e = env(db, Policy::default()).await;
     let ttl = Duration::from_millis(400);
     let first = Maintenance::with_lease_ttl(e.registry.clone(), e.store.clone(), ttl);
     let second = Maintenance::with_lease_ttl(e.registry.clone(), e.store.clone(), ttl);

@@ -160,3 +160,12 @@ pub fn berth(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) ->
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs a `berth` subcommand on a test server's data directory and
+/// database (SQLite or Postgres), with `env` added.
+pub fn berth_on(server: &berth_testkit::TestServer, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let database = server.cli_env();
+    let mut all: Vec<(&str, &str)> = database.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(env);
+    berth(server.data_dir(), args, &all)
+}
