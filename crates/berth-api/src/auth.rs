@@ -269,7 +269,9 @@ pub fn insufficient_scope(
     match who {
         // An anonymous token's holder must log in: always 401.
         Principal::Bearer(claims) if who.is_authenticated() && state.scope_refusals().repeated(&claims.jti, scope) => {
-            ApiError::ScopeStillInsufficient { challenge: challenge(state, caller, Some(scope), Some("insufficient_scope")) }
+            ApiError::ScopeStillInsufficient {
+                challenge: challenge(state, caller, Some(scope), Some("insufficient_scope")),
+            }
         }
         _ => unauthorized(state, caller, Some(scope), Some("insufficient_scope"), why),
     }
