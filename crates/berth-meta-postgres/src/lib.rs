@@ -21,6 +21,7 @@
 
 mod auth;
 mod blobs;
+mod browse;
 mod error;
 mod events;
 mod holders;
@@ -29,6 +30,7 @@ mod manifests;
 mod packages;
 mod repositories;
 mod retry;
+mod sessions;
 mod settings;
 mod tags;
 mod uploads;

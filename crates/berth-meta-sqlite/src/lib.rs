@@ -13,6 +13,7 @@
 
 mod auth;
 mod blobs;
+mod browse;
 mod error;
 mod events;
 mod holders;
@@ -21,6 +22,7 @@ mod manifests;
 mod migrate;
 mod packages;
 mod repositories;
+mod sessions;
 mod tags;
 mod uploads;
 

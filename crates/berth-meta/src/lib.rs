@@ -7,10 +7,12 @@
 //! Time is stored as milliseconds since the Unix epoch.
 
 pub mod auth;
+pub mod browse;
 mod error;
 pub mod events;
 pub mod maintenance;
 pub mod protection;
+pub mod sessions;
 mod types;
 
 /// The conformance suite every backend runs; see [`meta_store_suite!`].
@@ -21,9 +23,11 @@ use async_trait::async_trait;
 use berth_oci::{Digest, RepositoryName, Tag};
 
 pub use auth::AuthStore;
+pub use browse::BrowseStore;
 pub use error::{MetaError, RefProblem};
 pub use events::EventStore;
 pub use maintenance::MaintenanceStore;
+pub use sessions::SessionStore;
 pub use types::*;
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -38,8 +42,9 @@ pub fn no_guard(_: &RepositoryName, _: &str) -> Option<String> {
     None
 }
 
+/// Read models for the web pages come with every store ([`BrowseStore`]).
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
+pub trait MetaStore: BrowseStore + Send + Sync + 'static {
     /// Backend name for logs and metrics ("sqlite", "postgres").
     fn backend(&self) -> &'static str;
 

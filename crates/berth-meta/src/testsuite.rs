@@ -20,6 +20,7 @@
 //! [`MetaStore`] again. Every backend implements all of them.
 
 pub mod auth;
+pub mod browse;
 pub mod events;
 pub mod maintenance;
 pub mod protection;
@@ -176,11 +177,18 @@ macro_rules! meta_store_suite {
             protection_is_per_repository,
             push_racing_blob_delete_never_both_win,
             protected_index_push_racing_child_delete_never_both_win,
+        ], browse [
+            packages_list_what_the_viewer_may_read,
+            package_rows_count_tags_size_and_last_push,
+            versions_are_tags_and_top_level_untagged_manifests,
+            versions_page_through_many_tags,
+            recent_pushes_respect_visibility,
+            web_sessions_round_trip_and_expire,
         ]);
     };
     (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?],
      maintenance [$($maintenance_case:ident),* $(,)?], events [$($events_case:ident),* $(,)?],
-     protection [$($protection_case:ident),* $(,)?]) => {
+     protection [$($protection_case:ident),* $(,)?], browse [$($browse_case:ident),* $(,)?]) => {
         mod $prefix {
             #[allow(unused_imports)]
             use super::*;
@@ -222,6 +230,14 @@ macro_rules! meta_store_suite {
                 async fn $protection_case() {
                     let fixture: $crate::testsuite::Fixture = $constructor.await;
                     $crate::testsuite::protection::$protection_case(fixture.store()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $browse_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::browse::$browse_case(fixture.store(), fixture.auth()).await;
                 }
             )*
         }
@@ -1090,7 +1106,8 @@ mod tests {
         let (auth_listed, auth_end) = listed("auth [", meta_end);
         let (maintenance_listed, maintenance_end) = listed("maintenance [", auth_end);
         let (events_listed, events_end) = listed("events [", maintenance_end);
-        let (protection_listed, _) = listed("protection [", events_end);
+        let (protection_listed, protection_end) = listed("protection [", events_end);
+        let (browse_listed, _) = listed("browse [", protection_end);
 
         let meta_defined = defined(source);
         assert!(meta_defined.len() > 30, "found {} cases", meta_defined.len());
@@ -1102,5 +1119,6 @@ mod tests {
         assert_eq!(maintenance_defined, maintenance_listed);
         assert_eq!(defined(include_str!("testsuite/events.rs")), events_listed);
         assert_eq!(defined(include_str!("testsuite/protection.rs")), protection_listed);
+        assert_eq!(defined(include_str!("testsuite/browse.rs")), browse_listed);
     }
 }
