@@ -147,44 +147,12 @@ impl BrowseStore for PostgresMetaStore {
         offset: u64,
         limit: u32,
     ) -> Result<Page<VersionRow>> {
-        let direction = match order {
-            VersionOrder::NewestFirst => "DESC",
-            VersionOrder::OldestFirst => "ASC",
-        };
-        let sql = format!(
-            "WITH repo AS (SELECT id FROM repositories WHERE name = $1), \
-             v AS ( \
-               SELECT t.name AS version, t.digest AS digest, t.updated_at AS pushed_at, t.pushed_by AS pusher \
-                 FROM tags t WHERE t.repository_id = (SELECT id FROM repo) \
-               UNION ALL \
-               SELECT m.digest, m.digest, m.created_at, m.pushed_by FROM manifests m \
-                 WHERE m.repository_id = (SELECT id FROM repo) AND m.subject IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest) \
-                   AND NOT EXISTS (SELECT 1 FROM manifest_references c WHERE c.repository_id = m.repository_id \
-                                   AND c.target_digest = m.digest AND c.kind = 'manifest') \
-             ) \
-             SELECT v.version, v.digest, v.pushed_at, v.pusher, m.media_type, m.artifact_type, \
-               CAST(m.size + {OWN_BLOBS} + {CHILD_BYTES} AS BIGINT), \
-               CASE WHEN EXISTS (SELECT 1 FROM manifest_references c WHERE c.repository_id = m.repository_id \
-                                 AND c.manifest_digest = m.digest AND c.kind = 'manifest') \
-                    OR m.media_type LIKE '%index%' OR m.media_type LIKE '%manifest.list%' \
-                    THEN m.content END, \
-               COUNT(*) OVER () \
-             FROM v JOIN manifests m ON m.repository_id = (SELECT id FROM repo) AND m.digest = v.digest \
-             ORDER BY v.pushed_at {direction}, v.version LIMIT $2 OFFSET $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(repo.as_str())
-            .bind(i64::from(limit))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let total = match rows.first() {
-            Some(r) => from_sql_int(r.try_get(8).map_err(db_err)?, "version count")?,
-            None => 0,
-        };
-        Ok(Page { total, items: rows.iter().map(version_from).collect::<Result<_>>()? })
+        self.version_rows(repo, None, order, offset, limit).await
+    }
+
+    async fn version(&self, repo: &RepositoryName, version: &str) -> Result<Option<VersionRow>> {
+        let page = self.version_rows(repo, Some(version), VersionOrder::NewestFirst, 0, 1).await?;
+        Ok(page.items.into_iter().next())
     }
 
     async fn tags_of(&self, repo: &RepositoryName, digest: &Digest, limit: u32) -> Result<Vec<String>> {
@@ -225,5 +193,58 @@ impl BrowseStore for PostgresMetaStore {
                 })
             })
             .collect()
+    }
+}
+
+impl PostgresMetaStore {
+    /// One page of versions, or (with `only`) the one version so named.
+    async fn version_rows(
+        &self,
+        repo: &RepositoryName,
+        only: Option<&str>,
+        order: VersionOrder,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Page<VersionRow>> {
+        let direction = match order {
+            VersionOrder::NewestFirst => "DESC",
+            VersionOrder::OldestFirst => "ASC",
+        };
+        let sql = format!(
+            "WITH repo AS (SELECT id FROM repositories WHERE name = $1), \
+             v AS ( \
+               SELECT t.name AS version, t.digest AS digest, t.updated_at AS pushed_at, t.pushed_by AS pusher \
+                 FROM tags t WHERE t.repository_id = (SELECT id FROM repo) \
+               UNION ALL \
+               SELECT m.digest, m.digest, m.created_at, m.pushed_by FROM manifests m \
+                 WHERE m.repository_id = (SELECT id FROM repo) AND m.subject IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest) \
+                   AND NOT EXISTS (SELECT 1 FROM manifest_references c WHERE c.repository_id = m.repository_id \
+                                   AND c.target_digest = m.digest AND c.kind = 'manifest') \
+             ) \
+             SELECT v.version, v.digest, v.pushed_at, v.pusher, m.media_type, m.artifact_type, \
+               CAST(m.size + {OWN_BLOBS} + {CHILD_BYTES} AS BIGINT), \
+               CASE WHEN EXISTS (SELECT 1 FROM manifest_references c WHERE c.repository_id = m.repository_id \
+                                 AND c.manifest_digest = m.digest AND c.kind = 'manifest') \
+                    OR m.media_type LIKE '%index%' OR m.media_type LIKE '%manifest.list%' \
+                    THEN m.content END, \
+               COUNT(*) OVER () \
+             FROM v JOIN manifests m ON m.repository_id = (SELECT id FROM repo) AND m.digest = v.digest \
+             WHERE $4::text IS NULL OR v.version = $4 \
+             ORDER BY v.pushed_at {direction}, v.version LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(repo.as_str())
+            .bind(i64::from(limit))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .bind(only)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let total = match rows.first() {
+            Some(r) => from_sql_int(r.try_get(8).map_err(db_err)?, "version count")?,
+            None => 0,
+        };
+        Ok(Page { total, items: rows.iter().map(version_from).collect::<Result<_>>()? })
     }
 }

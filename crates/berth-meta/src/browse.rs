@@ -122,6 +122,9 @@ pub trait BrowseStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Page<VersionRow>>;
 
+    /// One version of `repo` by its name (a tag, or an untagged manifest's digest).
+    async fn version(&self, repo: &RepositoryName, version: &str) -> Result<Option<VersionRow>>;
+
     /// Tags pointing at `digest` in `repo`, in byte order, at most `limit`.
     async fn tags_of(&self, repo: &RepositoryName, digest: &Digest, limit: u32) -> Result<Vec<String>>;
 

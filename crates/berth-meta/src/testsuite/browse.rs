@@ -111,6 +111,11 @@ pub async fn versions_are_tags_and_top_level_untagged_manifests(store: Arc<dyn M
     assert_eq!((oldest.total, oldest.items[0].version.as_str()), (2, "v1"));
     assert!(store.versions(&repo("acme/none"), VersionOrder::NewestFirst, 0, 5).await.expect("none").items.is_empty());
 
+    let one = store.version(&repository, "v1").await.expect("version").expect("v1 exists");
+    assert_eq!(&one, v1);
+    let loose = &page.items[1];
+    assert_eq!(store.version(&repository, &loose.digest.to_string()).await.expect("untagged").as_ref(), Some(loose));
+    assert_eq!(store.version(&repository, "nope").await.expect("unknown"), None);
     assert_eq!(store.tags_of(&repository, &index.digest, 10).await.expect("tags_of"), ["v1"]);
     let sizes = store
         .manifest_sizes(&repository, &[amd64.digest.clone(), arm64.digest.clone(), blob("absent").digest])
