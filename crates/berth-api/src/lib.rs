@@ -24,7 +24,7 @@ use std::time::Duration;
 use berth_auth::AuthService;
 use berth_registry::{Maintenance, Registry};
 
-pub use routes::router;
+pub use routes::{router, router_with_pages};
 
 /// Everything handlers need. Cheap to clone.
 #[derive(Clone)]

@@ -61,6 +61,12 @@ use crate::{AppState, auth, client, endpoint, metrics};
 
 /// The complete router with its middleware.
 pub fn router(state: AppState) -> Router {
+    router_with_pages(state, None)
+}
+
+/// The router with the web pages' routes (`berth-web`, which sits above
+/// this crate) merged in, under the same layers.
+pub fn router_with_pages(state: AppState, pages: Option<Router<AppState>>) -> Router {
     let repository = any(dispatch).layer(from_fn_with_state(state.clone(), auth::repository_layer));
     let mut router = Router::new()
         .route("/v2", get(base::version))
@@ -84,6 +90,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_such_route);
     if state.settings().metrics_on_main {
         router = router.route("/metrics", get(metrics::scrape));
+    }
+    if let Some(pages) = pages {
+        router = router.merge(pages);
     }
     router
         .method_not_allowed_fallback(method_not_allowed)

@@ -37,11 +37,22 @@ fn now_ms() -> i64 {
     (crate::jwt::now_secs() as i64) * 1000
 }
 
-/// An owner name: one repository-name component (lowercase letters, digits, separators).
+/// Names the web pages' and APIs' URLs take for themselves (`/user/login`,
+/// `/api/v1/...`, `/v2/...`, `/-/admin`, the probes): an owner so named
+/// would have its packages page shadowed.
+pub const RESERVED_OWNER_NAMES: &[&str] = &["user", "api", "v2", "livez", "readyz", "metrics", "explore", "org"];
+
+/// An owner name: one repository-name component (lowercase letters, digits,
+/// separators), and not one of [`RESERVED_OWNER_NAMES`].
 pub fn validate_owner_name(name: &str) -> Result<()> {
     if name.contains('/') || RepositoryName::parse(name).is_err() {
         return Err(AdminError::Invalid(format!(
             "{name:?} is not a valid name: use lowercase letters and digits, optionally separated by '.', '_', '__' or '-'"
+        )));
+    }
+    if RESERVED_OWNER_NAMES.contains(&name) {
+        return Err(AdminError::Invalid(format!(
+            "{name:?} is reserved: the web pages and APIs use /{name}/ for themselves; choose another name"
         )));
     }
     Ok(())

@@ -22,6 +22,7 @@ pub mod limiter;
 mod login;
 pub mod policy;
 pub mod secrets;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,7 @@ use crate::secrets::VerifiedCache;
 
 pub use bearer::{LIVE_CHECK_TTL, granted_by_claims, grants_catalog};
 pub use login::loggable_user;
+pub use sessions::{SignedIn, WebSession, viewer_of};
 
 /// Settings taken from `[auth]`.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct AuthSettings {
     pub allow_password: bool,
     pub failed_login_limit: u32,
     pub lockout_max: Duration,
+    /// How long a web sign-in lasts.
+    pub session_ttl: Duration,
 }
 
 /// Who is making a request.

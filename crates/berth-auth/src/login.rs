@@ -25,7 +25,7 @@ pub(crate) const DECOY_HASH: &str =
 /// How often a token's `last_used_at` is written at most.
 const TOUCH_INTERVAL_MS: i64 = 60_000;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     (jwt::now_secs() as i64) * 1000
 }
 
@@ -166,7 +166,7 @@ impl AuthService {
     /// refused), is counted, and waits its turn in the shared argon2 queue. Unknown names
     /// take exactly the same path (the decoy hash), so timing and refusals
     /// do not tell which names exist.
-    async fn login_password(&self, name: &str, password: &str, ip: Option<IpAddr>) -> Result<Principal> {
+    pub(crate) async fn login_password(&self, name: &str, password: &str, ip: Option<IpAddr>) -> Result<Principal> {
         let keys = self.limiter.keys(Some(name), ip);
         self.refuse_if_locked(&keys, name, ip)?;
         // Anything but a repeat of a recent success waits for its slot before

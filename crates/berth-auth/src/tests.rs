@@ -21,7 +21,12 @@ async fn fixture() -> Fixture {
     let store = Arc::new(SqliteMetaStore::connect(&SqliteSettings::for_path(dir.path().join("b.db"))).await.unwrap());
     store.migrate().await.unwrap();
     let keys = JwtKeys::load(&dir.path().join("jwt.pem"), &[], "berth", "berth", Duration::from_secs(300)).unwrap();
-    let settings = AuthSettings { allow_password: true, failed_login_limit: 3, lockout_max: Duration::from_secs(60) };
+    let settings = AuthSettings {
+        allow_password: true,
+        failed_login_limit: 3,
+        lockout_max: Duration::from_secs(60),
+        session_ttl: Duration::from_secs(3600),
+    };
     let auth = AuthService::new(store.clone(), keys, settings).unwrap();
     Fixture { auth, store, _dir: dir }
 }

@@ -37,6 +37,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
+    pub ui: UiConfig,
     /// `[[webhooks]]`: receivers of push, delete and tag events.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -61,6 +62,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            ui: UiConfig::default(),
             webhooks: Vec::new(),
         }
     }
@@ -389,6 +391,24 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig { enabled: true, listen: None }
+    }
+}
+
+/// The web pages (package browser, sign-in, token management, admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the web pages; false: their paths answer 404.
+    pub enabled: bool,
+    /// How long a web sign-in lasts (signing out, a password change or
+    /// disabling the user ends it sooner).
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig { enabled: true, session_ttl: Duration::from_secs(12 * 3600) }
     }
 }
 

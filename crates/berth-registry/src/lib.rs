@@ -11,6 +11,7 @@
 //!   leases ([`maintenance`])
 
 pub mod blobs;
+pub mod browse;
 mod error;
 pub mod expiry;
 pub mod gc;

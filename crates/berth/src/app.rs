@@ -108,7 +108,8 @@ impl App {
         // Every replica runs the schedule; leases keep each job to one runner.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let jobs = scheduler::spawn(self.maintenance.clone(), self.jobs.clone(), stopped);
-        serve(listener, berth_api::router(self.state), opts, shutdown).await;
+        let pages = self.config.ui.enabled.then(berth_web::routes);
+        serve(listener, berth_api::router_with_pages(self.state, pages), opts, shutdown).await;
         let _ = stop.send(true);
         for job in jobs {
             let _ = job.await;
@@ -148,6 +149,7 @@ async fn build_auth(config: &Config, stores: &Stores) -> Result<Option<Arc<AuthS
         allow_password: a.allow_password,
         failed_login_limit: a.failed_login_limit,
         lockout_max: a.lockout_max,
+        session_ttl: config.ui.session_ttl,
     };
     let password = config.admin_password.expose();
     if !password.is_empty()

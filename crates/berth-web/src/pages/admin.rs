@@ -1,0 +1,141 @@
+//! `/-/admin`: users, stored retention rules and a storage summary, for
+//! site admins. Organizations and their members are managed with
+//! `berth org` for now.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::response::Response;
+use berth_api::AppState;
+use berth_auth::{Action, Actions};
+use berth_registry::retention::RuleSource;
+use serde::Deserialize;
+
+use crate::format;
+use crate::render::{Layout, PageError, page, see_other};
+use crate::session::Ctx;
+
+struct UserItem {
+    name: String,
+    admin: bool,
+    disabled: bool,
+    created: String,
+}
+
+struct RuleItem {
+    source: String,
+    repositories: String,
+    keep_last: String,
+    keep_tags: String,
+    remove_tags: String,
+    older_than: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    layout: Layout,
+    users: Vec<UserItem>,
+    rules: Vec<RuleItem>,
+    repositories: u64,
+    manifests: u64,
+    blobs: u64,
+    bytes: String,
+    uploads: u64,
+    error: String,
+}
+
+/// Only site admins signed in on the web; others see a 404.
+fn require_admin(state: &AppState, ctx: &Ctx) -> Result<(), PageError> {
+    let auth = state.auth().ok_or(PageError::NotFound)?;
+    let all = Actions::of(&[Action::Pull, Action::Push, Action::Delete]);
+    if auth.is_site_admin(&ctx.principal(), all) { Ok(()) } else { Err(PageError::NotFound) }
+}
+
+async fn render(state: &AppState, ctx: &Ctx, error: String) -> Result<Response, PageError> {
+    let auth = state.auth().ok_or(PageError::NotFound)?;
+    let users = auth
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| UserItem {
+            name: u.name,
+            admin: u.is_admin,
+            disabled: u.disabled,
+            created: format::time(u.created_at),
+        })
+        .collect();
+    let rules = state
+        .maintenance()
+        .retention_rules()
+        .await?
+        .into_iter()
+        .map(|r| RuleItem {
+            source: match r.source {
+                RuleSource::Config { position } => format!("config file, rule {position}"),
+                RuleSource::Stored { id, created_by, .. } => format!("stored #{id} by {created_by}"),
+            },
+            repositories: r.rule.repositories,
+            keep_last: r.rule.keep_last.map(|n| n.to_string()).unwrap_or_default(),
+            keep_tags: r.rule.keep_tags.join(" "),
+            remove_tags: r.rule.remove_tags.join(" "),
+            older_than: r.rule.remove_older_than.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default(),
+        })
+        .collect();
+    let s = state.registry().storage_summary().await?;
+    let template = AdminPage {
+        layout: ctx.layout("Site administration"),
+        users,
+        rules,
+        repositories: s.repositories,
+        manifests: s.manifests,
+        blobs: s.blobs,
+        bytes: format::size(s.blob_bytes),
+        uploads: s.uploads,
+        error,
+    };
+    Ok(page(&template))
+}
+
+pub async fn show(State(state): State<AppState>, ctx: Ctx) -> Result<Response, PageError> {
+    require_admin(&state, &ctx)?;
+    render(&state, &ctx, String::new()).await
+}
+
+#[derive(Deserialize)]
+pub struct ChangeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    admin: Option<String>,
+}
+
+pub async fn change(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Form(form): Form<ChangeForm>,
+) -> Result<Response, PageError> {
+    require_admin(&state, &ctx)?;
+    let session = ctx.check_csrf(&form.csrf)?;
+    let auth = state.auth().ok_or(PageError::NotFound)?;
+    let name = form.name.trim();
+    let outcome = match form.action.as_str() {
+        "create_user" => auth.create_user(name, &form.password, form.admin.is_some()).await.map(|_| ()),
+        "disable" if name == session.user.name => {
+            return render(&state, &ctx, "You cannot disable yourself.".into()).await;
+        }
+        "disable" => auth.set_user_disabled(name, true).await,
+        "enable" => auth.set_user_disabled(name, false).await,
+        _ => return Err(PageError::BadRequest("unknown action".into())),
+    };
+    match outcome {
+        Ok(()) => Ok(see_other("/-/admin")),
+        Err(e) => render(&state, &ctx, e.to_string()).await,
+    }
+}

@@ -1,0 +1,150 @@
+//! Turning a template into a response with the headers every page sends,
+//! and the error pages.
+
+use askama::Template;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// No inline script or style, nothing from elsewhere, no framing, forms
+/// post only here.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                       form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What the shared frame of every page needs.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    pub title: String,
+    /// The signed-in user's name.
+    pub user: Option<String>,
+    pub is_admin: bool,
+    /// The session's CSRF token (for the sign-out form).
+    pub csrf: String,
+    /// Whether there is such a thing as signing in (authentication on).
+    pub auth_on: bool,
+}
+
+/// Adds the security headers every page carries.
+pub fn secure(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Pages show what one viewer may see: never from a shared cache.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A rendered page with status 200.
+pub fn page<T: Template>(template: &T) -> Response {
+    page_with_status(StatusCode::OK, template)
+}
+
+pub fn page_with_status<T: Template>(status: StatusCode, template: &T) -> Response {
+    match template.render() {
+        Ok(html) => {
+            let mut response = (status, html).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            secure(response)
+        }
+        Err(e) => PageError::Internal(format!("template: {e}")).into_response(),
+    }
+}
+
+/// A 303 to a path on this site (after a POST).
+pub fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    secure(response)
+}
+
+/// Why a page cannot be shown.
+#[derive(Debug)]
+pub enum PageError {
+    /// Unknown, or not visible to this viewer (the same answer, so private
+    /// names do not leak).
+    NotFound,
+    /// A form without the session's CSRF token, or an action refused.
+    Forbidden(String),
+    BadRequest(String),
+    /// Too many sign-in attempts.
+    TooMany(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    layout: Layout,
+    status: u16,
+    heading: &'static str,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, heading, message) = match self {
+            PageError::NotFound => {
+                (StatusCode::NOT_FOUND, "Not found", "There is nothing here you may see.".to_owned())
+            }
+            PageError::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
+            PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m),
+            PageError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts", m),
+            PageError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable", m),
+            PageError::Internal(m) => {
+                tracing::error!(error = %m, "page failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "The error was logged.".to_owned())
+            }
+        };
+        let template = ErrorPage {
+            layout: Layout { title: heading.to_owned(), ..Layout::default() },
+            status: status.as_u16(),
+            heading,
+            message,
+        };
+        match template.render() {
+            Ok(html) => {
+                let mut response = (status, html).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                secure(response)
+            }
+            Err(_) => status.into_response(),
+        }
+    }
+}
+
+impl From<berth_registry::RegistryError> for PageError {
+    fn from(e: berth_registry::RegistryError) -> Self {
+        use berth_registry::RegistryError as E;
+        match e {
+            E::ManifestUnknown | E::BlobUnknown | E::NameUnknown => PageError::NotFound,
+            E::ImmutableTag { tag, rule } => {
+                PageError::Forbidden(format!("The tag {tag} is immutable (rule {rule}); it cannot be deleted."))
+            }
+            E::Protected { repository, tag, rule, .. } => PageError::Forbidden(format!(
+                "This is part of {repository}:{tag}, which is immutable (rule {rule}); it cannot be deleted."
+            )),
+            E::Unavailable(m) => PageError::Unavailable(m),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<berth_auth::AuthError> for PageError {
+    fn from(e: berth_auth::AuthError) -> Self {
+        use berth_auth::AuthError as E;
+        match e {
+            E::InvalidCredentials | E::InvalidToken(_) => PageError::Forbidden("Wrong user name or password.".into()),
+            E::TooManyAttempts(wait) => {
+                PageError::TooMany(format!("Too many failed sign-ins; try again in {} s.", wait.as_secs().max(1)))
+            }
+            E::Busy => PageError::TooMany("Too many sign-ins are being checked; try again in a moment.".into()),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
