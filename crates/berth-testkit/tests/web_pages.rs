@@ -146,6 +146,22 @@ async fn pages_show_packages_versions_and_a_version() {
     let html_url = api["html_url"].as_str().expect("html_url").to_owned();
     let path = &html_url[html_url.find("/alice/").expect("path")..];
     assert_eq!(b.get(path).await.status, 200, "{path}");
+
+    // Gitea's files list, with what Gitea lacks: every file's size.
+    let files = h.get("/api/v1/packages/alice/container/app/v1.0/files", &alice()).await;
+    assert_eq!(files.status, 200, "{}", files.text());
+    let files = files.json();
+    let files = files.as_array().expect("a list");
+    assert_eq!(files[0]["name"], "manifest.json");
+    assert_eq!(files[0]["Size"], img.manifest.len());
+    assert_eq!(files[0]["sha256"], img.manifest_digest.trim_start_matches("sha256:"));
+    let names: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["manifest.json", img.config_digest.as_str(), img.layer_digest.as_str()]);
+    assert_eq!(files[2]["Size"], img.layer.len());
+    let group = h.get("/api/v1/packages/alice/container/group%2Ftool/edge/files", &alice()).await;
+    assert_eq!(group.status, 200);
+    assert_eq!(h.get("/api/v1/packages/alice/container/app/v1.0/files", &Cred::Anon).await.status, 401);
+    assert_eq!(h.get("/api/v1/packages/alice/container/app/nope/files", &alice()).await.status, 404);
 }
 
 #[tokio::test]

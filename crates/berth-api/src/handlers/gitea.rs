@@ -230,9 +230,12 @@ fn parse_version_path(path: &str) -> Option<(RepositoryName, String)> {
     Some((repo, version))
 }
 
-/// `GET /api/v1/packages/{owner}/container/{name}/{version}`
+/// `GET /api/v1/packages/{owner}/container/{name}/{version}[/files]`
 pub async fn get(State(state): State<AppState>, req: Request) -> Response {
     let (req, _) = req.into_parts();
+    if let Some(version_path) = files_path(req.uri.path()) {
+        return files(&state, &req, version_path).await.unwrap_or_else(IntoResponse::into_response);
+    }
     async {
         let who = caller(&state, &Caller::of_parts(&req)).await?;
         let (repo, version) = parse_version_path(req.uri.path()).ok_or(NOT_FOUND)?;
@@ -247,6 +250,42 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
     }
     .await
     .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The version's path of `.../{name}/{version}/files` (a version named
+/// `files` directly under the name is a version, as in Gitea).
+fn files_path(path: &str) -> Option<&str> {
+    let version_path = path.strip_suffix("/files")?;
+    (version_path.split('/').count() >= 8).then_some(version_path)
+}
+
+/// `GET /api/v1/packages/{owner}/container/{name}/{version}/files`: Gitea's
+/// `PackageFile` list (Gitea itself lists no sizes for containers).
+async fn files(state: &AppState, req: &Parts, version_path: &str) -> Result<Response, JsonError> {
+    let who = caller(state, &Caller::of_parts(req)).await?;
+    let (repo, version) = parse_version_path(version_path).ok_or(NOT_FOUND)?;
+    if !may(state, &who, &repo, Actions::PULL).await? {
+        return Err(FORBIDDEN);
+    }
+    let files = state.registry().version_files(&repo, &version).await?;
+    let body: Vec<Value> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let hex = |alg: &str| if f.digest.algorithm().as_str() == alg { f.digest.hex().to_owned() } else { String::new() };
+            json!({
+                "id": i + 1,
+                "Size": f.size,
+                "name": f.name,
+                "md5": "",
+                "sha1": "",
+                "sha256": hex("sha256"),
+                "sha512": hex("sha512"),
+            })
+        })
+        .collect();
+    respond(StatusCode::OK, &[(CONTENT_TYPE, "application/json".into())], Body::from(Value::Array(body).to_string()))
+        .map_err(|e| JsonError::Internal(format!("{e:?}")))
 }
 
 /// `DELETE /api/v1/packages/{owner}/container/{name}/{version}`
