@@ -81,19 +81,23 @@ impl BrowseStore for PostgresMetaStore {
             None => (String::new(), "\u{10FFFF}".to_owned()),
         };
         let sql = format!(
-            "SELECT r.name, COALESCE(r.is_public, o.is_public, false), \
-               (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id), \
-               (SELECT t.name FROM tags t WHERE t.repository_id = r.id ORDER BY t.updated_at DESC, t.name LIMIT 1), \
-               GREATEST((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id), \
-                   (SELECT MAX(m.created_at) FROM manifests m WHERE m.repository_id = r.id)), \
+            "WITH page AS ( \
+               SELECT r.id, r.name, COALESCE(r.is_public, o.is_public, false) AS is_public, COUNT(*) OVER () AS total \
+               FROM repositories r {OWNER_JOIN} \
+               WHERE r.name >= $3 AND r.name < $4 AND {READABLE} \
+                 AND ($5::text IS NULL OR substr(r.name, length($3) + 1) LIKE $5 ESCAPE '\\') \
+                 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) \
+               ORDER BY r.name LIMIT $6 OFFSET $7 \
+             ) \
+             SELECT p.name, p.is_public, \
+               (SELECT COUNT(*) FROM tags t WHERE t.repository_id = p.id), \
+               (SELECT t.name FROM tags t WHERE t.repository_id = p.id ORDER BY t.updated_at DESC, t.name LIMIT 1), \
+               GREATEST((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = p.id), \
+                   (SELECT MAX(m.created_at) FROM manifests m WHERE m.repository_id = p.id)), \
                (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-                  WHERE rb.repository_id = r.id), \
-               COUNT(*) OVER () \
-             FROM repositories r {OWNER_JOIN} \
-             WHERE r.name >= $3 AND r.name < $4 AND {READABLE} \
-               AND ($5::text IS NULL OR substr(r.name, length($3) + 1) LIKE $5 ESCAPE '\\') \
-               AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) \
-             ORDER BY r.name LIMIT $6 OFFSET $7"
+                  WHERE rb.repository_id = p.id), \
+               p.total \
+             FROM page p ORDER BY p.name"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(admin)
@@ -214,24 +218,28 @@ impl PostgresMetaStore {
             "WITH repo AS (SELECT id FROM repositories WHERE name = $1), \
              v AS ( \
                SELECT t.name AS version, t.digest AS digest, t.updated_at AS pushed_at, t.pushed_by AS pusher \
-                 FROM tags t WHERE t.repository_id = (SELECT id FROM repo) \
+                 FROM tags t WHERE t.repository_id = (SELECT id FROM repo) AND ($4::text IS NULL OR t.name = $4) \
                UNION ALL \
                SELECT m.digest, m.digest, m.created_at, m.pushed_by FROM manifests m \
-                 WHERE m.repository_id = (SELECT id FROM repo) AND m.subject IS NULL \
+                 WHERE m.repository_id = (SELECT id FROM repo) AND m.subject IS NULL AND ($4::text IS NULL OR m.digest = $4) \
                    AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest) \
                    AND NOT EXISTS (SELECT 1 FROM manifest_references c WHERE c.repository_id = m.repository_id \
                                    AND c.target_digest = m.digest AND c.kind = 'manifest') \
+             ), \
+             page AS ( \
+               SELECT v.version, v.digest, v.pushed_at, v.pusher, COUNT(*) OVER () AS total FROM v \
+               WHERE $4::text IS NULL OR v.version = $4 \
+               ORDER BY v.pushed_at {direction}, v.version LIMIT $2 OFFSET $3 \
              ) \
-             SELECT v.version, v.digest, v.pushed_at, v.pusher, m.media_type, m.artifact_type, \
+             SELECT p.version, p.digest, p.pushed_at, p.pusher, m.media_type, m.artifact_type, \
                CAST(m.size + {OWN_BLOBS} + {CHILD_BYTES} AS BIGINT), \
                CASE WHEN EXISTS (SELECT 1 FROM manifest_references c WHERE c.repository_id = m.repository_id \
                                  AND c.manifest_digest = m.digest AND c.kind = 'manifest') \
                     OR m.media_type LIKE '%index%' OR m.media_type LIKE '%manifest.list%' \
                     THEN m.content END, \
-               COUNT(*) OVER () \
-             FROM v JOIN manifests m ON m.repository_id = (SELECT id FROM repo) AND m.digest = v.digest \
-             WHERE $4::text IS NULL OR v.version = $4 \
-             ORDER BY v.pushed_at {direction}, v.version LIMIT $2 OFFSET $3"
+               p.total \
+             FROM page p JOIN manifests m ON m.repository_id = (SELECT id FROM repo) AND m.digest = p.digest \
+             ORDER BY p.pushed_at {direction}, p.version"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(repo.as_str())

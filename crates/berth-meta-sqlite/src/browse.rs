@@ -27,12 +27,13 @@ const OWN_BLOBS: &str = "(SELECT COALESCE(SUM(b.size), 0) FROM manifest_referenc
      JOIN blobs b ON b.digest = mr.target_digest \
      WHERE mr.repository_id = m.repository_id AND mr.manifest_digest = m.digest AND mr.kind = 'blob')";
 
-/// Bytes of an index's children and of their blobs (`m` in scope).
+/// Bytes of an index's children and of their blobs (`m` in scope). `CROSS
+/// JOIN` keeps SQLite from starting at `mr` (every reference of the repository).
 const CHILD_BYTES: &str = "(SELECT COALESCE(SUM(cm.size), 0) FROM manifest_references c \
        JOIN manifests cm ON cm.repository_id = c.repository_id AND cm.digest = c.target_digest \
        WHERE c.repository_id = m.repository_id AND c.manifest_digest = m.digest AND c.kind = 'manifest') \
      + (SELECT COALESCE(SUM(b.size), 0) FROM manifest_references c \
-       JOIN manifest_references mr ON mr.repository_id = c.repository_id AND mr.manifest_digest = c.target_digest \
+       CROSS JOIN manifest_references mr ON mr.repository_id = c.repository_id AND mr.manifest_digest = c.target_digest \
          AND mr.kind = 'blob' \
        JOIN blobs b ON b.digest = mr.target_digest \
        WHERE c.repository_id = m.repository_id AND c.manifest_digest = m.digest AND c.kind = 'manifest')";
@@ -81,19 +82,23 @@ impl BrowseStore for SqliteMetaStore {
             None => (String::new(), "\u{10FFFF}".to_owned()),
         };
         let sql = format!(
-            "SELECT r.name, COALESCE(r.is_public, o.is_public, 0) = 1, \
-               (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id), \
-               (SELECT t.name FROM tags t WHERE t.repository_id = r.id ORDER BY t.updated_at DESC, t.name LIMIT 1), \
-               max(COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = r.id), 0), \
-                   (SELECT MAX(m.created_at) FROM manifests m WHERE m.repository_id = r.id)), \
+            "WITH page AS ( \
+               SELECT r.id, r.name, COALESCE(r.is_public, o.is_public, 0) = 1 AS is_public, COUNT(*) OVER () AS total \
+               FROM repositories r {OWNER_JOIN} \
+               WHERE r.name >= ?3 AND r.name < ?4 AND {READABLE} \
+                 AND (?5 IS NULL OR substr(r.name, length(?3) + 1) LIKE ?5 ESCAPE '\\') \
+                 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) \
+               ORDER BY r.name LIMIT ?6 OFFSET ?7 \
+             ) \
+             SELECT p.name, p.is_public, \
+               (SELECT COUNT(*) FROM tags t WHERE t.repository_id = p.id), \
+               (SELECT t.name FROM tags t WHERE t.repository_id = p.id ORDER BY t.updated_at DESC, t.name LIMIT 1), \
+               max(COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository_id = p.id), 0), \
+                   (SELECT MAX(m.created_at) FROM manifests m WHERE m.repository_id = p.id)), \
                (SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-                  WHERE rb.repository_id = r.id), \
-               COUNT(*) OVER () \
-             FROM repositories r {OWNER_JOIN} \
-             WHERE r.name >= ?3 AND r.name < ?4 AND {READABLE} \
-               AND (?5 IS NULL OR substr(r.name, length(?3) + 1) LIKE ?5 ESCAPE '\\') \
-               AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id) \
-             ORDER BY r.name LIMIT ?6 OFFSET ?7"
+                  WHERE rb.repository_id = p.id), \
+               p.total \
+             FROM page p ORDER BY p.name"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(admin)
@@ -215,24 +220,28 @@ impl SqliteMetaStore {
             "WITH repo AS (SELECT id FROM repositories WHERE name = ?1), \
              v AS ( \
                SELECT t.name AS version, t.digest AS digest, t.updated_at AS pushed_at, t.pushed_by AS pusher \
-                 FROM tags t WHERE t.repository_id = (SELECT id FROM repo) \
+                 FROM tags t WHERE t.repository_id = (SELECT id FROM repo) AND (?4 IS NULL OR t.name = ?4) \
                UNION ALL \
                SELECT m.digest, m.digest, m.created_at, m.pushed_by FROM manifests m \
-                 WHERE m.repository_id = (SELECT id FROM repo) AND m.subject IS NULL \
+                 WHERE m.repository_id = (SELECT id FROM repo) AND m.subject IS NULL AND (?4 IS NULL OR m.digest = ?4) \
                    AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository_id = m.repository_id AND t.digest = m.digest) \
                    AND NOT EXISTS (SELECT 1 FROM manifest_references c WHERE c.repository_id = m.repository_id \
                                    AND c.target_digest = m.digest AND c.kind = 'manifest') \
+             ), \
+             page AS ( \
+               SELECT v.version, v.digest, v.pushed_at, v.pusher, COUNT(*) OVER () AS total FROM v \
+               WHERE ?4 IS NULL OR v.version = ?4 \
+               ORDER BY v.pushed_at {direction}, v.version LIMIT ?2 OFFSET ?3 \
              ) \
-             SELECT v.version, v.digest, v.pushed_at, v.pusher, m.media_type, m.artifact_type, \
+             SELECT p.version, p.digest, p.pushed_at, p.pusher, m.media_type, m.artifact_type, \
                m.size + {OWN_BLOBS} + {CHILD_BYTES}, \
                CASE WHEN EXISTS (SELECT 1 FROM manifest_references c WHERE c.repository_id = m.repository_id \
                                  AND c.manifest_digest = m.digest AND c.kind = 'manifest') \
                     OR m.media_type LIKE '%index%' OR m.media_type LIKE '%manifest.list%' \
                     THEN m.content END, \
-               COUNT(*) OVER () \
-             FROM v JOIN manifests m ON m.repository_id = (SELECT id FROM repo) AND m.digest = v.digest \
-             WHERE ?4 IS NULL OR v.version = ?4 \
-             ORDER BY v.pushed_at {direction}, v.version LIMIT ?2 OFFSET ?3"
+               p.total \
+             FROM page p JOIN manifests m ON m.repository_id = (SELECT id FROM repo) AND m.digest = p.digest \
+             ORDER BY p.pushed_at {direction}, p.version"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(repo.as_str())

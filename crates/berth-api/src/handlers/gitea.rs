@@ -272,7 +272,9 @@ async fn files(state: &AppState, req: &Parts, version_path: &str) -> Result<Resp
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let hex = |alg: &str| if f.digest.algorithm().as_str() == alg { f.digest.hex().to_owned() } else { String::new() };
+            let hex = |alg: &str| {
+                if f.digest.algorithm().as_str() == alg { f.digest.hex().to_owned() } else { String::new() }
+            };
             json!({
                 "id": i + 1,
                 "Size": f.size,
