@@ -126,6 +126,11 @@ async fn pages_show_packages_versions_and_a_version() {
 
     let versions = b.get("/alice/-/packages/container/app/versions").await.text();
     assert!(versions.contains(">latest<") && versions.contains(">v1.0<"), "{versions}");
+    assert!(!versions.contains("image.config.v1+json"), "a plain image has no artifact-type badge: {versions}");
+    // An error page keeps the viewer's header.
+    let missing = b.get("/alice/-/packages/container/nope").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.text().contains("Sign out") && missing.text().contains(">alice<"), "{}", missing.text());
 
     let version = b.get("/alice/-/packages/container/app/v1.0").await;
     assert_eq!(version.status, 200);
@@ -178,7 +183,9 @@ async fn private_packages_are_404_to_others_and_anonymous_sees_public_only() {
     assert_eq!(anon.get("/alice/-/packages/container/secret").await.status, 404);
     assert_eq!(anon.get("/alice/-/packages/container/secret/v1").await.status, 404);
     assert_eq!(anon.get("/alice/-/packages/container/open/v1").await.status, 200);
-    assert_eq!(anon.get("/nobody/-/packages").await.status, 404);
+    let missing = anon.get("/nobody/-/packages").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.text().contains("/user/login"), "a way to sign in from the 404: {}", missing.text());
 
     let mut bob = Browser::new(&h);
     bob.sign_in("bob", BOB_PW).await;

@@ -30,7 +30,7 @@ use axum::routing::get;
 use berth_api::AppState;
 
 /// The page routes, to merge into the API router (which adds its layers).
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(pages::home::show))
         .route("/{owner}/-/packages", get(pages::packages::owner))
@@ -40,4 +40,5 @@ pub fn routes() -> Router<AppState> {
         .route("/user/settings/applications", get(pages::tokens::show).post(pages::tokens::change))
         .route("/-/admin", get(pages::admin::show).post(pages::admin::change))
         .route("/-/static/{file}", get(assets::serve))
+        .layer(axum::middleware::from_fn_with_state(state, render::with_viewer))
 }

@@ -75,6 +75,15 @@ pub enum PageError {
     Internal(String),
 }
 
+/// What an error page says, kept on the response so that
+/// [`with_viewer`] can draw it again with the viewer's header.
+#[derive(Debug, Clone)]
+pub struct ErrorView {
+    status: StatusCode,
+    heading: &'static str,
+    message: String,
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
@@ -99,23 +108,51 @@ impl IntoResponse for PageError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "The error was logged.".to_owned())
             }
         };
-        let template = ErrorPage {
-            layout: Layout { title: heading.to_owned(), ..Layout::default() },
-            status: status.as_u16(),
-            heading,
-            message,
-        };
-        match template.render() {
-            Ok(html) => {
-                let mut response = (status, html).into_response();
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-                secure(response)
-            }
-            Err(_) => status.into_response(),
+        let view = ErrorView { status, heading, message };
+        let mut response = error_page(&view, Layout { title: heading.to_owned(), ..Layout::default() });
+        response.extensions_mut().insert(view);
+        response
+    }
+}
+
+fn error_page(view: &ErrorView, layout: Layout) -> Response {
+    let template =
+        ErrorPage { layout, status: view.status.as_u16(), heading: view.heading, message: view.message.clone() };
+    match template.render() {
+        Ok(html) => {
+            let mut response = (view.status, html).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            secure(response)
+        }
+        Err(_) => view.status.into_response(),
+    }
+}
+
+/// Middleware over the page routes: an error page (which its handler drew
+/// without knowing the viewer) is drawn again with the viewer's header, so
+/// a signed-in viewer keeps their menu and a signed-out one gets "Sign in".
+/// Only error responses pay for the session lookup this needs.
+pub async fn with_viewer(
+    axum::extract::State(state): axum::extract::State<berth_api::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let kept = http::Request::from_parts(parts.clone(), ());
+    let response = next.run(axum::extract::Request::from_parts(parts, body)).await;
+    let Some(view) = response.extensions().get::<ErrorView>().cloned() else { return response };
+    let (mut parts, ()) = kept.into_parts();
+    let layout = match <crate::session::Ctx as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, &state).await {
+        Ok(ctx) => ctx.layout(view.heading),
+        Err(_) => Layout { title: view.heading.to_owned(), auth_on: state.auth().is_some(), ..Layout::default() },
+    };
+    let mut again = error_page(&view, layout);
+    for (name, value) in response.headers() {
+        if name == header::SET_COOKIE {
+            again.headers_mut().append(name, value.clone());
         }
     }
+    again
 }
 
 impl From<berth_registry::RegistryError> for PageError {

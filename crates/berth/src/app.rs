@@ -108,7 +108,7 @@ impl App {
         // Every replica runs the schedule; leases keep each job to one runner.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let jobs = scheduler::spawn(self.maintenance.clone(), self.jobs.clone(), stopped);
-        let pages = self.config.ui.enabled.then(berth_web::routes);
+        let pages = self.config.ui.enabled.then(|| berth_web::routes(self.state.clone()));
         serve(listener, berth_api::router_with_pages(self.state, pages), opts, shutdown).await;
         let _ = stop.send(true);
         for job in jobs {

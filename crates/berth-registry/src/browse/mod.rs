@@ -18,6 +18,10 @@ use crate::{Referrer, Registry, RegistryError, Result};
 /// Image configs larger than this are not read for a page.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
+/// Config media types of ordinary images.
+const IMAGE_CONFIG_TYPES: [&str; 2] =
+    ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
 /// How many other tags of a digest a version page lists.
 const MAX_TAGS_SHOWN: u32 = 200;
 
@@ -122,11 +126,14 @@ impl Registry {
             .unwrap_or_default();
         let immutable_rule =
             if row.version.contains(':') { None } else { self.policy().immutable_tags.rule_for(repo, &row.version) };
+        // The stored artifact type falls back to the config's media type (for
+        // the referrers API); a plain image's config type is no artifact type.
+        let artifact_type = row.artifact_type.filter(|t| !IMAGE_CONFIG_TYPES.contains(&t.as_str()));
         VersionListing {
             version: row.version,
             digest: row.digest,
             media_type: row.media_type,
-            artifact_type: row.artifact_type,
+            artifact_type,
             pushed_at: row.pushed_at,
             pushed_by: row.pushed_by,
             size: row.size,
