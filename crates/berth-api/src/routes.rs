@@ -26,6 +26,7 @@
 //! | `/api/v1/admin/retention/rules`            | GET, POST     | `handlers::retention::{list,add}` |
 //! | `/api/v1/admin/retention/rules/<id>`       | DELETE        | `handlers::retention::remove` |
 //! | `/api/v1/admin/retention/preview`          | GET           | `handlers::retention::preview` |
+//! | `/`, `/<owner>/-/packages...`, `/user/...`, `/-/...` | GET, POST | `berth_web` (its own table), via [`router_with_pages`] |
 //!
 //! Layers, outermost first: request id and trace span, panic catcher, API
 //! version header, [`endpoint::layer`] (parses the path once, onto the
