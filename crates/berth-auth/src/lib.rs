@@ -42,7 +42,7 @@ use crate::secrets::VerifiedCache;
 
 pub use bearer::{LIVE_CHECK_TTL, granted_by_claims, grants_catalog};
 pub use login::loggable_user;
-pub use sessions::{SignedIn, WebSession, viewer_of};
+pub use sessions::{OrgListing, SignedIn, WebSession, viewer_of};
 
 /// Settings taken from `[auth]`.
 #[derive(Debug, Clone)]

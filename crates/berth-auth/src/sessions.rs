@@ -159,3 +159,44 @@ impl AuthService {
         crate::admin::set_disabled(self.store.as_ref(), name, disabled).await
     }
 }
+
+/// An organization with its members, for the admin page.
+#[derive(Debug, Clone)]
+pub struct OrgListing {
+    pub org: berth_meta::auth::OwnerRecord,
+    pub members: Vec<berth_meta::auth::Membership>,
+}
+
+/// Organizations from the web pages (site admins only; the caller checked).
+impl AuthService {
+    /// At most `limit` organizations, each with its members.
+    pub async fn orgs(&self, limit: usize) -> Result<Vec<OrgListing>> {
+        let mut out = Vec::new();
+        for org in self.store.list_orgs().await?.into_iter().take(limit) {
+            let members = self.store.list_org_members(&org.name).await?;
+            out.push(OrgListing { org, members });
+        }
+        Ok(out)
+    }
+
+    pub async fn set_site_admin(&self, name: &str, admin: bool) -> Result<(), crate::admin::AdminError> {
+        if self.store.set_user_admin(name, admin).await? {
+            tracing::info!(target: "audit", event = "site_admin_changed", user = name, admin);
+            Ok(())
+        } else {
+            Err(crate::admin::AdminError::NotFound(format!("user {name:?}")))
+        }
+    }
+
+    pub async fn create_org(&self, name: &str) -> Result<i64, crate::admin::AdminError> {
+        crate::admin::create_org(self.store.as_ref(), name).await
+    }
+
+    pub async fn set_org_member(&self, org: &str, user: &str, role: &str) -> Result<(), crate::admin::AdminError> {
+        crate::admin::set_member(self.store.as_ref(), org, user, role).await
+    }
+
+    pub async fn remove_org_member(&self, org: &str, user: &str) -> Result<(), crate::admin::AdminError> {
+        crate::admin::remove_member(self.store.as_ref(), org, user).await
+    }
+}

@@ -22,6 +22,7 @@
 mod auth;
 mod blobs;
 mod browse;
+mod directory;
 mod error;
 mod events;
 mod holders;

@@ -14,6 +14,7 @@
 mod auth;
 mod blobs;
 mod browse;
+mod directory;
 mod error;
 mod events;
 mod holders;

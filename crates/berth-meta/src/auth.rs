@@ -134,9 +134,10 @@ pub struct Membership {
     pub role: OrgRole,
 }
 
-/// Web sessions come with every account store ([`crate::SessionStore`]).
+/// Web sessions and the admin page's listings come with every account store
+/// ([`crate::SessionStore`], [`crate::DirectoryStore`]).
 #[async_trait]
-pub trait AuthStore: crate::SessionStore + Send + Sync + 'static {
+pub trait AuthStore: crate::SessionStore + crate::DirectoryStore + Send + Sync + 'static {
     /// Creates a user; [`crate::MetaError::Conflict`] if the name is taken by a user or an org.
     async fn create_user(&self, name: &str, password_hash: Option<&str>, is_admin: bool, now: i64) -> Result<i64>;
 

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod browse;
+pub mod directory;
 mod error;
 pub mod events;
 pub mod maintenance;
@@ -24,6 +25,7 @@ use berth_oci::{Digest, RepositoryName, Tag};
 
 pub use auth::AuthStore;
 pub use browse::BrowseStore;
+pub use directory::DirectoryStore;
 pub use error::{MetaError, RefProblem};
 pub use events::EventStore;
 pub use maintenance::MaintenanceStore;

@@ -184,6 +184,7 @@ macro_rules! meta_store_suite {
             versions_page_through_many_tags,
             recent_pushes_respect_visibility,
             web_sessions_round_trip_and_expire,
+            orgs_are_listed_and_site_admin_is_granted,
         ]);
     };
     (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?],

@@ -446,4 +446,43 @@ async fn site_admins_manage_users_others_see_nothing() {
     assert_eq!(root.post("/-/admin", &[("csrf", &csrf), ("action", "disable"), ("name", "bob")]).await.status, 303);
     assert_eq!(bob.get("/user/settings/applications").await.status, 303, "bob's session ended");
     assert_eq!(root.post("/-/admin", &[("action", "disable"), ("name", "alice")]).await.status, 403, "CSRF");
+
+    // Site admin, organizations and members.
+    assert_eq!(
+        root.post("/-/admin", &[("csrf", &csrf), ("action", "make_admin"), ("name", "alice")]).await.status,
+        303
+    );
+    assert!(h.store().get_user("alice").await.unwrap().unwrap().is_admin);
+    assert_eq!(root.post("/-/admin", &[("csrf", &csrf), ("action", "create_org"), ("name", "acme")]).await.status, 303);
+    let r = root
+        .post(
+            "/-/admin",
+            &[("csrf", &csrf), ("action", "set_member"), ("org", "acme"), ("name", "dave"), ("role", "write")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let members = h.store().list_org_members("acme").await.unwrap();
+    assert_eq!((members[0].user.as_str(), members[0].role.as_str()), ("dave", "write"));
+    let page = root.get("/-/admin").await.text();
+    assert!(page.contains(">acme<") && page.contains(">dave<"), "{page}");
+    let refused = root.post("/-/admin", &[("csrf", &csrf), ("action", "create_org"), ("name", "user")]).await;
+    assert!(refused.text().contains("reserved"), "{}", refused.text());
+
+    // The retention preview is a dry run.
+    h.push_image("alice/app", "old", &alice(), 12).await;
+    h.push_image("alice/app", "new", &alice(), 13).await;
+    let rule = serde_json::json!({"repositories": "alice/*", "keep_last": 1});
+    let added = h
+        .send(
+            Method::POST,
+            "/api/v1/admin/retention/rules",
+            &Cred::basic("root", "root-pass-word"),
+            &[("content-type", "application/json")],
+            Some(rule.to_string().into_bytes()),
+        )
+        .await;
+    assert!(added.status < 300, "{} {}", added.status, added.text());
+    let preview = root.get("/-/admin?preview=1").await.text();
+    assert!(preview.contains("alice/app") && preview.contains("old"), "{preview}");
+    assert_eq!(h.get_manifest("alice/app", "old", &alice()).await.status, 200, "nothing removed");
 }

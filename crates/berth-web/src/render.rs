@@ -142,10 +142,12 @@ pub async fn with_viewer(
     let response = next.run(axum::extract::Request::from_parts(parts, body)).await;
     let Some(view) = response.extensions().get::<ErrorView>().cloned() else { return response };
     let (mut parts, ()) = kept.into_parts();
-    let layout = match <crate::session::Ctx as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, &state).await {
-        Ok(ctx) => ctx.layout(view.heading),
-        Err(_) => Layout { title: view.heading.to_owned(), auth_on: state.auth().is_some(), ..Layout::default() },
-    };
+    let layout =
+        match <crate::session::Ctx as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, &state).await
+        {
+            Ok(ctx) => ctx.layout(view.heading),
+            Err(_) => Layout { title: view.heading.to_owned(), auth_on: state.auth().is_some(), ..Layout::default() },
+        };
     let mut again = error_page(&view, layout);
     for (name, value) in response.headers() {
         if name == header::SET_COOKIE {

@@ -179,3 +179,17 @@ pub async fn web_sessions_round_trip_and_expire(_store: Arc<dyn MetaStore>, auth
     assert!(auth.delete_web_session(&[7; 32]).await.expect("delete"));
     assert!(!auth.delete_web_session(&[7; 32]).await.expect("delete again"));
 }
+
+pub async fn orgs_are_listed_and_site_admin_is_granted(_store: Arc<dyn MetaStore>, auth: Arc<dyn AuthStore>) {
+    auth.create_user("alice", None, false, T0).await.expect("alice");
+    auth.create_org("zeta", T0).await.expect("zeta");
+    auth.create_org("acme", T0).await.expect("acme");
+    let orgs = auth.list_orgs().await.expect("orgs");
+    assert_eq!(names(&orgs, |o| o.name.clone()), ["acme", "zeta"]);
+    assert!(auth.set_user_admin("alice", true).await.expect("grant"));
+    assert!(auth.get_user("alice").await.expect("get").expect("alice").is_admin);
+    assert!(auth.set_user_admin("alice", false).await.expect("withdraw"));
+    assert!(!auth.get_user("alice").await.expect("get").expect("alice").is_admin);
+    assert!(!auth.set_user_admin("acme", true).await.expect("an org is no user"));
+    assert!(!auth.set_user_admin("nobody", true).await.expect("unknown"));
+}

@@ -1,10 +1,10 @@
-//! `/-/admin`: users, stored retention rules and a storage summary, for
-//! site admins. Organizations and their members are managed with
-//! `berth org` for now.
+//! `/-/admin`: users, organizations and their members, retention rules
+//! with a preview (`?preview=1`, a dry run), and a storage summary, for
+//! site admins.
 
 use askama::Template;
 use axum::Form;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use berth_api::AppState;
 use berth_auth::{Action, Actions};
@@ -31,12 +31,35 @@ struct RuleItem {
     older_than: String,
 }
 
+struct OrgItem {
+    name: String,
+    members: Vec<(String, String)>,
+}
+
+/// A repository's planned removals in the retention preview.
+struct PreviewItem {
+    repository: String,
+    removed: String,
+    kept: u64,
+    immutable: String,
+}
+
+/// How many organizations the page lists.
+const ORGS_SHOWN: usize = 200;
+
+#[derive(Deserialize)]
+pub struct Params {
+    preview: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "admin.html")]
 struct AdminPage {
     layout: Layout,
     users: Vec<UserItem>,
+    orgs: Vec<OrgItem>,
     rules: Vec<RuleItem>,
+    preview: Option<Vec<PreviewItem>>,
     repositories: u64,
     manifests: u64,
     blobs: u64,
@@ -52,7 +75,7 @@ fn require_admin(state: &AppState, ctx: &Ctx) -> Result<(), PageError> {
     if auth.is_site_admin(&ctx.principal(), all) { Ok(()) } else { Err(PageError::NotFound) }
 }
 
-async fn render(state: &AppState, ctx: &Ctx, error: String) -> Result<Response, PageError> {
+async fn render(state: &AppState, ctx: &Ctx, error: String, preview: bool) -> Result<Response, PageError> {
     let auth = state.auth().ok_or(PageError::NotFound)?;
     let users = auth
         .users()
@@ -82,11 +105,42 @@ async fn render(state: &AppState, ctx: &Ctx, error: String) -> Result<Response, 
             older_than: r.rule.remove_older_than.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default(),
         })
         .collect();
+    let orgs = auth
+        .orgs(ORGS_SHOWN)
+        .await?
+        .into_iter()
+        .map(|o| OrgItem {
+            name: o.org.name,
+            members: o.members.into_iter().map(|m| (m.user, m.role.as_str().to_owned())).collect(),
+        })
+        .collect();
+    let preview = if preview {
+        let m = state.maintenance();
+        // A dry run takes no lease: it changes nothing.
+        let report = m.apply_retention(&m.retention_policy().await?, true, None).await?;
+        Some(
+            report
+                .repositories
+                .into_iter()
+                .filter(|r| !r.removed.is_empty() || !r.immutable.is_empty())
+                .map(|r| PreviewItem {
+                    repository: r.repository.to_string(),
+                    removed: r.removed.iter().map(|t| t.tag.as_str()).collect::<Vec<_>>().join(" "),
+                    kept: r.kept,
+                    immutable: r.immutable.join(" "),
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     let s = state.registry().storage_summary().await?;
     let template = AdminPage {
         layout: ctx.layout("Site administration"),
         users,
+        orgs,
         rules,
+        preview,
         repositories: s.repositories,
         manifests: s.manifests,
         blobs: s.blobs,
@@ -97,9 +151,13 @@ async fn render(state: &AppState, ctx: &Ctx, error: String) -> Result<Response, 
     Ok(page(&template))
 }
 
-pub async fn show(State(state): State<AppState>, ctx: Ctx) -> Result<Response, PageError> {
+pub async fn show(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(params): Query<Params>,
+) -> Result<Response, PageError> {
     require_admin(&state, &ctx)?;
-    render(&state, &ctx, String::new()).await
+    render(&state, &ctx, String::new(), params.preview.is_some()).await
 }
 
 #[derive(Deserialize)]
@@ -114,6 +172,10 @@ pub struct ChangeForm {
     password: String,
     #[serde(default)]
     admin: Option<String>,
+    #[serde(default)]
+    org: String,
+    #[serde(default)]
+    role: String,
 }
 
 pub async fn change(
@@ -127,15 +189,20 @@ pub async fn change(
     let name = form.name.trim();
     let outcome = match form.action.as_str() {
         "create_user" => auth.create_user(name, &form.password, form.admin.is_some()).await.map(|_| ()),
-        "disable" if name == session.user.name => {
-            return render(&state, &ctx, "You cannot disable yourself.".into()).await;
+        "disable" | "revoke_admin" if name == session.user.name => {
+            return render(&state, &ctx, "You cannot do that to yourself.".into(), false).await;
         }
         "disable" => auth.set_user_disabled(name, true).await,
         "enable" => auth.set_user_disabled(name, false).await,
+        "make_admin" => auth.set_site_admin(name, true).await,
+        "revoke_admin" => auth.set_site_admin(name, false).await,
+        "create_org" => auth.create_org(name).await.map(|_| ()),
+        "set_member" => auth.set_org_member(form.org.trim(), name, form.role.trim()).await,
+        "remove_member" => auth.remove_org_member(form.org.trim(), name).await,
         _ => return Err(PageError::BadRequest("unknown action".into())),
     };
     match outcome {
         Ok(()) => Ok(see_other("/-/admin")),
-        Err(e) => render(&state, &ctx, e.to_string()).await,
+        Err(e) => render(&state, &ctx, e.to_string(), false).await,
     }
 }

@@ -273,12 +273,15 @@ fn version_page(ctx: &Ctx, repo: &RepositoryName, d: VersionDetails, newest: boo
         let c = i.config.unwrap_or_default();
         ImageItem {
             platform: c.platform.unwrap_or_default(),
-            created: c.created.map(|t| {
-                humantime::parse_rfc3339_weak(&t)
-                    .ok()
-                    .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(t, |d| format::time(d.as_millis() as i64))
-            }).unwrap_or_default(),
+            created: c
+                .created
+                .map(|t| {
+                    humantime::parse_rfc3339_weak(&t)
+                        .ok()
+                        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(t, |d| format::time(d.as_millis() as i64))
+                })
+                .unwrap_or_default(),
             entrypoint: c.entrypoint.unwrap_or_default(),
             cmd: c.cmd.unwrap_or_default(),
             workdir: c.workdir.unwrap_or_default(),
