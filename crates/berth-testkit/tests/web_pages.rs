@@ -486,3 +486,18 @@ async fn site_admins_manage_users_others_see_nothing() {
     assert!(preview.contains("alice/app") && preview.contains("old"), "{preview}");
     assert_eq!(h.get_manifest("alice/app", "old", &alice()).await.status, 200, "nothing removed");
 }
+
+#[tokio::test]
+async fn failed_sign_ins_share_the_basic_auth_limiter() {
+    let h = H::start(|c| c.auth.failed_login_limit = 3).await;
+    h.user("alice", ALICE_PW).await;
+    let mut b = Browser::new(&h);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let csrf = field(&b.get("/user/login").await.text(), "csrf");
+        statuses.push(b.post("/user/login", &[("csrf", &csrf), ("user", "alice"), ("password", "wrong")]).await.status);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // The same lockout answers Basic auth from this address.
+    assert_eq!(h.get("/v2/", &Cred::basic("alice", "wrong-again")).await.status, 429);
+}
