@@ -48,10 +48,8 @@ pub async fn owner(
     // An owner that does not exist is a 404; one whose packages the viewer
     // may not see shows an empty list (owner names are not secret: they
     // are in every image reference).
-    if found.total == 0 {
-        if let Some(auth) = state.auth() {
-            auth.owner(&owner).await?.ok_or(PageError::NotFound)?;
-        }
+    if let Some(auth) = state.auth().filter(|_| found.total == 0) {
+        auth.owner(&owner).await?.ok_or(PageError::NotFound)?;
     }
     let base = if query.is_empty() {
         format!("/{}/-/packages?", segment(&owner))
