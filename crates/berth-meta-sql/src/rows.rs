@@ -5,7 +5,7 @@
 
 use berth_meta::auth::{OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord};
 use berth_meta::protection::Holder;
-use berth_meta::{ManifestRecord, MetaError, Referrer, Result, UploadProgress, UploadSession};
+use berth_meta::{ManifestRecord, MetaError, PackageVersionRecord, Referrer, Result, UploadProgress, UploadSession};
 use berth_oci::Algorithm;
 
 use crate::convert::{from_sql_int, parse_digest, parse_repository};
@@ -268,4 +268,26 @@ pub fn holders_from(rows: Vec<HolderRow>) -> Option<(i64, Vec<Holder>)> {
         })
         .collect();
     Some((repository_id, holders))
+}
+
+/// A package version: a tag, or an untagged manifest (`version` = digest).
+#[derive(sqlx::FromRow)]
+pub struct PackageVersionRow {
+    pub repository: String,
+    pub version: String,
+    pub digest: String,
+    pub created_at: i64,
+    pub pushed_by: Option<String>,
+}
+
+impl PackageVersionRow {
+    pub fn into_record(self) -> Result<PackageVersionRecord> {
+        Ok(PackageVersionRecord {
+            repository: parse_repository(&self.repository)?,
+            version: self.version,
+            digest: parse_digest(&self.digest)?,
+            created_at: self.created_at,
+            pushed_by: self.pushed_by,
+        })
+    }
 }

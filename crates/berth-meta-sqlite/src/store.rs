@@ -9,8 +9,8 @@ use berth_meta::{
     TagGuard, UploadProgress, UploadSession,
 };
 use berth_meta_sql::convert::count;
-use berth_meta_sql::rows::{ManifestRow, ReferrerRow, UploadRow};
-use berth_meta_sql::{from_sql_int, now_ms, parse_digest, parse_repository, to_sql_int, upload_columns};
+use berth_meta_sql::rows::{ManifestRow, PackageVersionRow, ReferrerRow, UploadRow};
+use berth_meta_sql::{from_sql_int, now_ms, parse_repository, to_sql_int, upload_columns};
 use berth_oci::{Digest, RepositoryName, Tag};
 
 use crate::blobs::{self, LinkCondition};
@@ -390,10 +390,11 @@ impl MetaStore for SqliteMetaStore {
         // Names under `owner/` sort between "owner/" and "owner0" ('0' follows '/').
         let (low, high) = (format!("{owner}/"), format!("{owner}0"));
         let only = repository.map(|r| r.as_str().to_owned());
-        let rows: Vec<(String, String, String, i64, Option<String>)> = self
+        let rows: Vec<PackageVersionRow> = self
             .read(async |pool| {
                 Ok(sqlx::query_as(
-                    "SELECT r.name, t.name, t.digest, t.updated_at, t.pushed_by FROM tags t \
+                    "SELECT r.name AS repository, t.name AS version, t.digest, t.updated_at AS created_at, t.pushed_by \
+                     FROM tags t \
                        JOIN repositories r ON r.id = t.repository_id \
                        WHERE r.name >= ?1 AND r.name < ?2 AND (?3 IS NULL OR r.name = ?3) \
                      UNION ALL \
@@ -414,17 +415,7 @@ impl MetaStore for SqliteMetaStore {
                 .await?)
             })
             .await?;
-        rows.into_iter()
-            .map(|(repository, version, digest, created_at, pushed_by)| {
-                Ok(PackageVersionRecord {
-                    repository: parse_repository(&repository)?,
-                    version,
-                    digest: parse_digest(&digest)?,
-                    created_at,
-                    pushed_by,
-                })
-            })
-            .collect()
+        rows.into_iter().map(PackageVersionRow::into_record).collect()
     }
 
     async fn referrers(
