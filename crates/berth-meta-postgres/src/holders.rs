@@ -88,7 +88,8 @@ async fn fetch(
     repo: &RepositoryName,
     digest: &Digest,
 ) -> StoreResult<Option<(i64, Vec<Holder>)>> {
-    let rows: Vec<HolderRow> = sqlx::query_as(sql).bind(repo.as_str()).bind(digest.as_str()).fetch_all(&mut **tx).await?;
+    let rows: Vec<HolderRow> =
+        sqlx::query_as(sql).bind(repo.as_str()).bind(digest.as_str()).fetch_all(&mut **tx).await?;
     Ok(holders_from(rows))
 }
 

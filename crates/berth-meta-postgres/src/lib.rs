@@ -138,4 +138,3 @@ impl PostgresMetaStore {
         Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?)
     }
 }
-

@@ -204,4 +204,3 @@ pub(crate) async fn delete(
     }
     Err(MetaError::Backend(format!("manifest {digest} kept gaining tags or indexes while being deleted")).into())
 }
-

@@ -14,7 +14,11 @@ pub type LinkRow = (String, i64, i64);
 /// `(digest, size)` from `blobs`.
 pub type BlobRow = (String, i64);
 
-pub fn graph(manifests: Vec<ManifestRow>, references: Vec<ReferenceRow>, links: Vec<LinkRow>) -> Result<RepositoryGraph> {
+pub fn graph(
+    manifests: Vec<ManifestRow>,
+    references: Vec<ReferenceRow>,
+    links: Vec<LinkRow>,
+) -> Result<RepositoryGraph> {
     Ok(RepositoryGraph {
         manifests: manifests
             .into_iter()

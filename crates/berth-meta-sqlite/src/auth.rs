@@ -58,8 +58,7 @@ impl SqliteMetaStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             let (Some(org_id), Some(user_id)) = (org_id, user_id) else {
-                let missing =
-                    if org_id.is_none() { format!("organization {org:?}") } else { format!("user {user:?}") };
+                let missing = if org_id.is_none() { format!("organization {org:?}") } else { format!("user {user:?}") };
                 return Err(MetaError::NotFound(missing).into());
             };
             let changed = match role {
@@ -88,7 +87,10 @@ impl SqliteMetaStore {
     }
 
     /// Runs a one-statement update in a write transaction; whether it changed a row.
-    async fn update<'q>(&self, query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>) -> Result<bool> {
+    async fn update<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<bool> {
         self.write(async |tx| Ok(query.execute(&mut *tx).await?.rows_affected() > 0)).await
     }
 }

@@ -61,7 +61,9 @@ pub(crate) async fn link(
 ) -> StoreResult<bool> {
     let sql = match condition {
         LinkCondition::Reserved(_) => link_batch!("token = ?4"),
-        LinkCondition::Linked => link_batch!("EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)"),
+        LinkCondition::Linked => {
+            link_batch!("EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)")
+        }
     };
     let mut query = sqlx::query_scalar::<_, i64>(sql).bind(repo.as_str()).bind(digest.as_str()).bind(now);
     if let LinkCondition::Reserved(token) = condition {

@@ -44,7 +44,11 @@ LEFT JOIN tags t ON t.repository_id = h.repository_id AND t.digest = h.digest";
 
 /// The repository linking the blob and the manifests above the blob;
 /// `None` if `repo` does not link it.
-pub(crate) async fn of_blob(tx: &mut SqliteConnection, repo: &RepositoryName, digest: &Digest) -> StoreResult<Option<(i64, Vec<Holder>)>> {
+pub(crate) async fn of_blob(
+    tx: &mut SqliteConnection,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> StoreResult<Option<(i64, Vec<Holder>)>> {
     fetch(tx, BLOB_HOLDERS, repo, digest).await
 }
 

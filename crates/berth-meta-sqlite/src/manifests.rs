@@ -56,7 +56,11 @@ pub(crate) async fn put(
 
 /// What the manifest references that the repository lacks, with one query
 /// per chunk of blob digests and per chunk of child manifest digests.
-async fn reference_problems(tx: &mut SqliteConnection, repository_id: i64, manifest: &NewManifest) -> StoreResult<RefProblem> {
+async fn reference_problems(
+    tx: &mut SqliteConnection,
+    repository_id: i64,
+    manifest: &NewManifest,
+) -> StoreResult<RefProblem> {
     let blob_digests = unique(manifest.blobs.iter().map(|b| &b.digest));
     let mut linked: HashMap<String, i64> = HashMap::new();
     for chunk in blob_digests.chunks(MAX_BINDS) {
@@ -66,8 +70,7 @@ async fn reference_problems(tx: &mut SqliteConnection, repository_id: i64, manif
         );
         query.push_bind(repository_id).push(" AND rb.digest IN (");
         push_digest_list(&mut query, chunk);
-        let rows: Vec<(String, i64)> =
-            query.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
+        let rows: Vec<(String, i64)> = query.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
         linked.extend(rows);
     }
 
@@ -77,8 +80,7 @@ async fn reference_problems(tx: &mut SqliteConnection, repository_id: i64, manif
         let mut query = QueryBuilder::<Sqlite>::new("SELECT digest FROM manifests WHERE repository_id = ");
         query.push_bind(repository_id).push(" AND digest IN (");
         push_digest_list(&mut query, chunk);
-        let rows: Vec<String> =
-            query.build_query_scalar().persistent(false).fetch_all(&mut *tx).await?;
+        let rows: Vec<String> = query.build_query_scalar().persistent(false).fetch_all(&mut *tx).await?;
         present.extend(rows);
     }
 
@@ -168,7 +170,12 @@ async fn insert_references(tx: &mut SqliteConnection, repository_id: i64, manife
 
 /// Deletes the manifest and, by cascade, its tags and references. Refused
 /// if `guard` protects one of its tags or a tag of an index above it.
-pub(crate) async fn delete(tx: &mut SqliteConnection, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> StoreResult<bool> {
+pub(crate) async fn delete(
+    tx: &mut SqliteConnection,
+    repo: &RepositoryName,
+    digest: &Digest,
+    guard: TagGuard<'_>,
+) -> StoreResult<bool> {
     let Some((repository_id, holders)) = holders::of_manifest(tx, repo, digest).await? else { return Ok(false) };
     if let Some(refusal) = protection::manifest_refusal(repo, digest, &holders, guard) {
         return Err(refusal.into());
@@ -177,8 +184,7 @@ pub(crate) async fn delete(tx: &mut SqliteConnection, repo: &RepositoryName, dig
         .bind(repository_id)
         .bind(digest.as_str())
         .execute(&mut *tx)
-        .await
-        ?;
+        .await?;
     Ok(true)
 }
 

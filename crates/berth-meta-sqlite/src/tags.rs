@@ -25,8 +25,7 @@ pub(crate) async fn set(
                 .bind(repository_id)
                 .bind(tag.as_str())
                 .fetch_optional(&mut *tx)
-                .await
-                ?;
+                .await?;
         if current.is_some_and(|current| current != digest.as_str()) {
             return Err(MetaError::ImmutableTag { tag: tag.to_string(), rule }.into());
         }
@@ -43,8 +42,7 @@ pub(crate) async fn set(
     .bind(manifest.created_at)
     .bind(manifest.pushed_by.as_deref())
     .execute(&mut *tx)
-    .await
-    ?;
+    .await?;
     Ok(())
 }
 
