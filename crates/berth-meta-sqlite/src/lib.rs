@@ -267,7 +267,7 @@ fn parse_location(url: &str) -> Result<Location> {
 
 #[cfg(test)]
 mod tests {
-    use berth_meta::MetaStore;
+    use berth_meta::{MaintenanceStore, MetaStore};
 
     use super::*;
 
@@ -356,6 +356,36 @@ mod tests {
             .await
             .expect("count migrations");
         assert_eq!(applied, i64::try_from(MIGRATOR.iter().count()).expect("count"));
+    }
+
+    /// A batch that fails half-way must not leave its transaction open or
+    /// synchronous relaxed on the writer for the next caller.
+    #[tokio::test]
+    async fn failed_batches_leave_the_writer_clean() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            SqliteMetaStore::connect(&SqliteSettings::for_path(dir.path().join("b.db"))).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        for sql in [
+            "BEGIN IMMEDIATE; INSERT INTO leases (name, holder, expires_at) VALUES ('a', 'h', 1); \
+             INSERT INTO no_such_table VALUES (1); COMMIT",
+            relaxed!("INSERT INTO no_such_table VALUES (1)"),
+        ] {
+            let failed = store.batch(async |c| Ok(sqlx::query(sql).execute(&mut *c).await.map(|_| ())?)).await;
+            assert!(failed.is_err(), "{sql}");
+            let (sync, leases): (i64, i64) = store
+                .batch(async |c| {
+                    let sync = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *c).await?;
+                    let leases = sqlx::query_scalar("SELECT COUNT(*) FROM leases").fetch_one(&mut *c).await?;
+                    Ok((sync, leases))
+                })
+                .await
+                .expect("writer usable");
+            assert_eq!(sync, 2, "synchronous=FULL again after {sql}");
+            assert_eq!(leases, 0, "the failed transaction was rolled back");
+        }
+        // And a write transaction can begin: none is left open.
+        store.acquire_lease("gc", "me", 1, 10).await.expect("lease");
     }
 
     #[tokio::test]
