@@ -187,7 +187,8 @@ impl SqliteMetaStore {
     /// A batch that failed half-way may leave a transaction open or
     /// synchronous relaxed: both are undone before the connection goes back
     /// to the pool, and a connection that cannot be cleaned up (or whose
-    /// batch was cancelled mid-way) is closed, which rolls back.
+    /// batch was cancelled mid-way) is closed, which rolls back. (For an
+    /// in-memory database, used by tests, closing it loses the data.)
     pub(crate) async fn batch<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
         let mut writer = Writer { conn: self.writer.acquire().await.map_err(StoreError::from)?, clean: false };
         let result = op(&mut writer.conn).await;
