@@ -1,55 +1,13 @@
-//! Blobs (global, by digest) and their links to repositories.
+//! Blob reservations and links to repositories: the transactions behind
+//! `MetaStore`'s blob writes.
 
-use berth_meta::{MetaError, Result, TagGuard, protection};
+use berth_meta::{MetaError, TagGuard, protection};
+use berth_meta_sql::to_sql_int;
 use berth_oci::{Digest, RepositoryName};
 use sqlx::PgPool;
 
-use crate::error::{StoreResult, db_err, from_sql_int, parse_repository, to_sql_int};
+use crate::error::StoreResult;
 use crate::{Tx, holders, repositories};
-
-/// Size of `digest` if it is linked to `repo`.
-pub(crate) async fn size_in(pool: &PgPool, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
-    let size: Option<i64> = sqlx::query_scalar(
-        "SELECT b.size FROM repositories r \
-         JOIN repository_blobs rb ON rb.repository_id = r.id \
-         JOIN blobs b ON b.digest = rb.digest \
-         WHERE r.name = $1 AND rb.digest = $2",
-    )
-    .bind(repo.as_str())
-    .bind(digest.as_str())
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    size.map(|s| from_sql_int(s, "blob size")).transpose()
-}
-
-/// Size of `digest` if at least one repository links it. A blob row nobody
-/// links any more is awaiting garbage collection and must not be mounted.
-pub(crate) async fn global_size(pool: &PgPool, digest: &Digest) -> Result<Option<u64>> {
-    let size: Option<i64> = sqlx::query_scalar(
-        "SELECT b.size FROM blobs b \
-         WHERE b.digest = $1 AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
-    )
-    .bind(digest.as_str())
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    size.map(|s| from_sql_int(s, "blob size")).transpose()
-}
-
-/// Repositories linking `digest`, by name (byte order).
-pub(crate) async fn repositories_of(pool: &PgPool, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
-         WHERE rb.digest = $1 ORDER BY r.name LIMIT $2",
-    )
-    .bind(digest.as_str())
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db_err)?;
-    names.iter().map(|n| parse_repository(n)).collect()
-}
 
 /// What a link requires of the blob.
 #[derive(Debug, Clone, Copy)]

@@ -12,7 +12,9 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::PostgresMetaStore;
-use crate::error::{db_err, from_sql_int, parse_digest, parse_repository};
+use berth_meta_sql::{from_sql_int, parse_digest, parse_repository};
+
+use crate::error::StoreResult;
 
 /// `r`'s owner row `o` joined by the name's first component.
 const OWNER_JOIN: &str = "LEFT JOIN owners o ON o.name = split_part(r.name, '/', 1)";
@@ -47,27 +49,27 @@ fn contains_pattern(text: &str) -> String {
     format!("%{escaped}%")
 }
 
-fn package_from(row: &PgRow) -> Result<PackageRow> {
+fn package_from(row: &PgRow) -> StoreResult<PackageRow> {
     Ok(PackageRow {
-        repository: parse_repository(&row.try_get::<String, _>(0).map_err(db_err)?)?,
-        is_public: row.try_get(1).map_err(db_err)?,
-        tag_count: from_sql_int(row.try_get(2).map_err(db_err)?, "tag count")?,
-        newest_tag: row.try_get(3).map_err(db_err)?,
-        last_push: row.try_get(4).map_err(db_err)?,
-        size: from_sql_int(row.try_get(5).map_err(db_err)?, "package size")?,
+        repository: parse_repository(&row.try_get::<String, _>(0)?)?,
+        is_public: row.try_get(1)?,
+        tag_count: from_sql_int(row.try_get(2)?, "tag count")?,
+        newest_tag: row.try_get(3)?,
+        last_push: row.try_get(4)?,
+        size: from_sql_int(row.try_get(5)?, "package size")?,
     })
 }
 
-fn version_from(row: &PgRow) -> Result<VersionRow> {
+fn version_from(row: &PgRow) -> StoreResult<VersionRow> {
     Ok(VersionRow {
-        version: row.try_get(0).map_err(db_err)?,
-        digest: parse_digest(&row.try_get::<String, _>(1).map_err(db_err)?)?,
-        pushed_at: row.try_get(2).map_err(db_err)?,
-        pushed_by: row.try_get(3).map_err(db_err)?,
-        media_type: row.try_get(4).map_err(db_err)?,
-        artifact_type: row.try_get(5).map_err(db_err)?,
-        size: from_sql_int(row.try_get(6).map_err(db_err)?, "version size")?,
-        index_content: row.try_get::<Option<Vec<u8>>, _>(7).map_err(db_err)?.unwrap_or_default(),
+        version: row.try_get(0)?,
+        digest: parse_digest(&row.try_get::<String, _>(1)?)?,
+        pushed_at: row.try_get(2)?,
+        pushed_by: row.try_get(3)?,
+        media_type: row.try_get(4)?,
+        artifact_type: row.try_get(5)?,
+        size: from_sql_int(row.try_get(6)?, "version size")?,
+        index_content: row.try_get::<Option<Vec<u8>>, _>(7)?.unwrap_or_default(),
     })
 }
 
@@ -99,22 +101,24 @@ impl BrowseStore for PostgresMetaStore {
                p.total \
              FROM page p ORDER BY p.name"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(admin)
-            .bind(user)
-            .bind(low)
-            .bind(high)
-            .bind(query.contains.filter(|c| !c.is_empty()).map(contains_pattern))
-            .bind(i64::from(query.limit))
-            .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let total = match rows.first() {
-            Some(r) => from_sql_int(r.try_get(6).map_err(db_err)?, "package count")?,
-            None => 0,
-        };
-        Ok(Page { total, items: rows.iter().map(package_from).collect::<Result<_>>()? })
+        self.read(async |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(admin)
+                .bind(user)
+                .bind(low)
+                .bind(high)
+                .bind(query.contains.filter(|c| !c.is_empty()).map(contains_pattern))
+                .bind(i64::from(query.limit))
+                .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
+                .fetch_all(pool)
+                .await?;
+            let total = match rows.first() {
+                Some(r) => from_sql_int(r.try_get(6)?, "package count")?,
+                None => 0,
+            };
+            Ok(Page { total, items: rows.iter().map(package_from).collect::<StoreResult<_>>()? })
+        })
+        .await
     }
 
     async fn recent_pushes(&self, viewer: Viewer, limit: u32) -> Result<Vec<RecentPush>> {
@@ -124,24 +128,26 @@ impl BrowseStore for PostgresMetaStore {
              JOIN repositories r ON r.id = t.repository_id {OWNER_JOIN} \
              WHERE {READABLE} ORDER BY t.updated_at DESC, r.name, t.name LIMIT $3"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(admin)
-            .bind(user)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(RecentPush {
-                    repository: parse_repository(&r.try_get::<String, _>(0).map_err(db_err)?)?,
-                    tag: r.try_get(1).map_err(db_err)?,
-                    digest: parse_digest(&r.try_get::<String, _>(2).map_err(db_err)?)?,
-                    pushed_at: r.try_get(3).map_err(db_err)?,
-                    pushed_by: r.try_get(4).map_err(db_err)?,
+        self.read(async |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(admin)
+                .bind(user)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(RecentPush {
+                        repository: parse_repository(&r.try_get::<String, _>(0)?)?,
+                        tag: r.try_get(1)?,
+                        digest: parse_digest(&r.try_get::<String, _>(2)?)?,
+                        pushed_at: r.try_get(3)?,
+                        pushed_by: r.try_get(4)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     async fn versions(
@@ -160,16 +166,18 @@ impl BrowseStore for PostgresMetaStore {
     }
 
     async fn tags_of(&self, repo: &RepositoryName, digest: &Digest, limit: u32) -> Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id \
+        self.read(async |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id \
              WHERE r.name = $1 AND t.digest = $2 ORDER BY t.name LIMIT $3",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+            )
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?)
+        })
         .await
-        .map_err(db_err)
     }
 
     async fn manifest_sizes(&self, repo: &RepositoryName, digests: &[Digest]) -> Result<Vec<ManifestSize>> {
@@ -182,21 +190,19 @@ impl BrowseStore for PostgresMetaStore {
              JOIN repositories r ON r.id = m.repository_id \
              WHERE r.name = $1 AND m.digest = ANY($2) ORDER BY m.digest"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(repo.as_str())
-            .bind(wanted)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ManifestSize {
-                    digest: parse_digest(&r.try_get::<String, _>(0).map_err(db_err)?)?,
-                    media_type: r.try_get(1).map_err(db_err)?,
-                    size: from_sql_int(r.try_get(2).map_err(db_err)?, "manifest size")?,
+        self.read(async |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo.as_str()).bind(wanted).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ManifestSize {
+                        digest: parse_digest(&r.try_get::<String, _>(0)?)?,
+                        media_type: r.try_get(1)?,
+                        size: from_sql_int(r.try_get(2)?, "manifest size")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 }
 
@@ -241,18 +247,20 @@ impl PostgresMetaStore {
              FROM page p JOIN manifests m ON m.repository_id = (SELECT id FROM repo) AND m.digest = p.digest \
              ORDER BY p.pushed_at {direction}, p.version"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(repo.as_str())
-            .bind(i64::from(limit))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .bind(only)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let total = match rows.first() {
-            Some(r) => from_sql_int(r.try_get(8).map_err(db_err)?, "version count")?,
-            None => 0,
-        };
-        Ok(Page { total, items: rows.iter().map(version_from).collect::<Result<_>>()? })
+        self.read(async |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(repo.as_str())
+                .bind(i64::from(limit))
+                .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+                .bind(only)
+                .fetch_all(pool)
+                .await?;
+            let total = match rows.first() {
+                Some(r) => from_sql_int(r.try_get(8)?, "version count")?,
+                None => 0,
+            };
+            Ok(Page { total, items: rows.iter().map(version_from).collect::<StoreResult<_>>()? })
+        })
+        .await
     }
 }

@@ -1,43 +1,39 @@
 //! Organizations and the site-admin flag ([`berth_meta::DirectoryStore`]).
 
 use async_trait::async_trait;
-use berth_meta::auth::{OwnerKind, OwnerRecord};
+use berth_meta::auth::OwnerRecord;
 use berth_meta::{DirectoryStore, Result};
-use sqlx::Row;
+use berth_meta_sql::rows::OwnerRow;
 
 use crate::PostgresMetaStore;
-use crate::error::db_err;
+use crate::retry::retrying;
 
 #[async_trait]
 impl DirectoryStore for PostgresMetaStore {
     async fn list_orgs(&self) -> Result<Vec<OwnerRecord>> {
-        let rows = sqlx::query("SELECT id, name, is_public, created_at FROM owners WHERE kind = 'org' ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(OwnerRecord {
-                    id: r.try_get(0).map_err(db_err)?,
-                    name: r.try_get(1).map_err(db_err)?,
-                    kind: OwnerKind::Org,
-                    is_public: r.try_get(2).map_err(db_err)?,
-                    created_at: r.try_get(3).map_err(db_err)?,
-                })
+        let rows: Vec<OwnerRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(
+                    "SELECT id, name, kind, is_public, created_at FROM owners WHERE kind = 'org' ORDER BY name",
+                )
+                .fetch_all(pool)
+                .await?)
             })
-            .collect()
+            .await?;
+        Ok(rows.into_iter().map(OwnerRecord::from).collect())
     }
 
     async fn set_user_admin(&self, name: &str, admin: bool) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE users SET is_admin = $1 WHERE owner_id = (SELECT id FROM owners WHERE name = $2 AND kind = 'user')",
-        )
-        .bind(admin)
-        .bind(name)
-        .execute(&self.pool)
+        retrying("set_user_admin", || async {
+            let n = sqlx::query(
+                "UPDATE users SET is_admin = $1 WHERE owner_id = (SELECT id FROM owners WHERE name = $2 AND kind = 'user')",
+            )
+            .bind(admin)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+            Ok(n.rows_affected() > 0)
+        })
         .await
-        .map_err(db_err)?
-        .rows_affected();
-        Ok(n > 0)
     }
 }

@@ -14,6 +14,7 @@
 //! caller reads again if something did.
 
 use berth_meta::protection::Holder;
+use berth_meta_sql::rows::{HolderRow, holders_from};
 use berth_oci::{Digest, RepositoryName};
 
 use crate::Tx;
@@ -59,8 +60,6 @@ JOIN manifests m ON m.repository_id = h.repository_id AND m.digest = h.digest \
 LEFT JOIN tags t ON t.repository_id = m.repository_id AND t.digest = m.digest \
 FOR UPDATE OF m";
 
-type Row = (i64, Option<String>, Option<String>, Option<bool>);
-
 /// The repository linking the blob and the manifests above the blob, with
 /// the link locked; `None` if `repo` does not link it.
 pub(crate) async fn of_blob(
@@ -89,15 +88,9 @@ async fn fetch(
     repo: &RepositoryName,
     digest: &Digest,
 ) -> StoreResult<Option<(i64, Vec<Holder>)>> {
-    let rows: Vec<Row> = sqlx::query_as(sql).bind(repo.as_str()).bind(digest.as_str()).fetch_all(&mut **tx).await?;
-    let Some(&(repository_id, ..)) = rows.first() else { return Ok(None) };
-    let holders = rows
-        .into_iter()
-        .filter_map(|(_, manifest, tag, direct)| {
-            manifest.map(|manifest| Holder { manifest, tag, direct: direct.unwrap_or(false) })
-        })
-        .collect();
-    Ok(Some((repository_id, holders)))
+    let rows: Vec<HolderRow> =
+        sqlx::query_as(sql).bind(repo.as_str()).bind(digest.as_str()).fetch_all(&mut **tx).await?;
+    Ok(holders_from(rows))
 }
 
 /// What a manifest delete approved, for its re-check: every manifest above

@@ -1,92 +1,14 @@
-//! Manifests, their references, and the referrers index.
+//! The transactions behind `MetaStore::put_manifest` and `delete_manifest`:
+//! manifests, their references and tags.
 
 use std::collections::{HashMap, HashSet};
 
-use berth_meta::{
-    ManifestRecord, ManifestRef, MetaError, NewManifest, RefProblem, Referrer, Result, TagGuard, protection,
-};
+use berth_meta::{MetaError, NewManifest, RefProblem, TagGuard, protection};
+use berth_meta_sql::to_sql_int;
 use berth_oci::{Digest, RepositoryName};
-use sqlx::PgPool;
 
-use crate::error::{StoreResult, db_err, from_sql_int, parse_digest, to_sql_int};
+use crate::error::StoreResult;
 use crate::{Tx, holders, repositories, tags};
-
-#[derive(sqlx::FromRow)]
-struct ManifestRow {
-    digest: String,
-    media_type: String,
-    size: i64,
-    /// NULL unless the caller asked for the bytes.
-    content: Option<Vec<u8>>,
-    created_at: i64,
-}
-
-impl ManifestRow {
-    fn into_record(self) -> Result<ManifestRecord> {
-        Ok(ManifestRecord {
-            digest: parse_digest(&self.digest)?,
-            media_type: self.media_type,
-            size: from_sql_int(self.size, "manifest size")?,
-            content: self.content.unwrap_or_default(),
-            created_at: self.created_at,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ReferrerRow {
-    digest: String,
-    media_type: String,
-    size: i64,
-    artifact_type: Option<String>,
-    annotations: Option<String>,
-}
-
-impl ReferrerRow {
-    fn into_referrer(self) -> Result<Referrer> {
-        Ok(Referrer {
-            digest: parse_digest(&self.digest)?,
-            media_type: self.media_type,
-            size: from_sql_int(self.size, "manifest size")?,
-            artifact_type: self.artifact_type,
-            annotations: self.annotations,
-        })
-    }
-}
-
-/// One query either way: a tag is resolved in the same join that loads the manifest.
-pub(crate) async fn get(
-    pool: &PgPool,
-    repo: &RepositoryName,
-    reference: &ManifestRef<'_>,
-    with_content: bool,
-) -> Result<Option<ManifestRecord>> {
-    let row: Option<ManifestRow> = match reference {
-        ManifestRef::Tag(tag) => sqlx::query_as(
-            "SELECT m.digest, m.media_type, m.size, CASE WHEN $1 THEN m.content END AS content, m.created_at \
-             FROM repositories r \
-             JOIN tags t ON t.repository_id = r.id \
-             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest \
-             WHERE r.name = $2 AND t.name = $3",
-        )
-        .bind(with_content)
-        .bind(repo.as_str())
-        .bind(tag.as_str()),
-        ManifestRef::Digest(digest) => sqlx::query_as(
-            "SELECT m.digest, m.media_type, m.size, CASE WHEN $1 THEN m.content END AS content, m.created_at \
-             FROM repositories r \
-             JOIN manifests m ON m.repository_id = r.id \
-             WHERE r.name = $2 AND m.digest = $3",
-        )
-        .bind(with_content)
-        .bind(repo.as_str())
-        .bind(digest.as_str()),
-    }
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    row.map(ManifestRow::into_record).transpose()
-}
 
 /// Stores the manifest, its references and its tags (see the trait docs).
 pub(crate) async fn put(
@@ -281,25 +203,4 @@ pub(crate) async fn delete(
         }
     }
     Err(MetaError::Backend(format!("manifest {digest} kept gaining tags or indexes while being deleted")).into())
-}
-
-pub(crate) async fn referrers(
-    pool: &PgPool,
-    repo: &RepositoryName,
-    subject: &Digest,
-    artifact_type: Option<&str>,
-) -> Result<Vec<Referrer>> {
-    let rows: Vec<ReferrerRow> = sqlx::query_as(
-        "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
-         FROM repositories r JOIN manifests m ON m.repository_id = r.id \
-         WHERE r.name = $1 AND m.subject = $2 AND ($3::text IS NULL OR m.artifact_type = $3) \
-         ORDER BY m.digest",
-    )
-    .bind(repo.as_str())
-    .bind(subject.as_str())
-    .bind(artifact_type)
-    .fetch_all(pool)
-    .await
-    .map_err(db_err)?;
-    rows.into_iter().map(ReferrerRow::into_referrer).collect()
 }

@@ -1,36 +1,10 @@
 //! Repository rows: created implicitly by the first blob link or manifest.
 
-use berth_meta::{MetaError, Result};
+use berth_meta::MetaError;
 use berth_oci::RepositoryName;
-use sqlx::PgPool;
 
 use crate::Tx;
-use crate::error::{StoreResult, db_err};
-
-/// Postgres reads `LIMIT NULL` as "no limit".
-pub(crate) fn sql_limit(limit: Option<u32>) -> Option<i64> {
-    limit.map(i64::from)
-}
-
-pub(crate) async fn list(pool: &PgPool, after: Option<&str>, limit: Option<u32>) -> Result<Vec<String>> {
-    // Names are never empty, so "" as the lower bound means "from the start"
-    // and the query stays a plain range scan of the unique index (byte
-    // order: the column is COLLATE "C").
-    sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-        .bind(after.unwrap_or(""))
-        .bind(sql_limit(limit))
-        .fetch_all(pool)
-        .await
-        .map_err(db_err)
-}
-
-pub(crate) async fn exists(pool: &PgPool, repo: &RepositoryName) -> Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repositories WHERE name = $1)")
-        .bind(repo.as_str())
-        .fetch_one(pool)
-        .await
-        .map_err(db_err)
-}
+use crate::error::StoreResult;
 
 /// Returns the repository's id, creating the row if needed.
 ///

@@ -67,7 +67,7 @@ mod tests {
     fn deadlock() -> StoreError {
         // A database error cannot be built outside sqlx; a stand-in with the
         // same SQLSTATE is enough for `is_retryable`.
-        StoreError::Sql(sqlx::Error::Database(Box::new(FakeDbError("40P01"))))
+        StoreError::from(sqlx::Error::Database(Box::new(FakeDbError("40P01"))))
     }
 
     #[derive(Debug)]

@@ -1,12 +1,10 @@
 //! Tags: names pointing at manifests, some protected by immutability rules.
 
-use berth_meta::{MetaError, NewManifest, Result, TagGuard};
+use berth_meta::{MetaError, NewManifest, TagGuard};
 use berth_oci::{RepositoryName, Tag};
-use sqlx::PgPool;
 
 use crate::Tx;
-use crate::error::{StoreResult, db_err};
-use crate::repositories::{self, sql_limit};
+use crate::error::StoreResult;
 
 /// Points every tag of `manifest` at it inside its push, in one statement.
 ///
@@ -63,59 +61,4 @@ pub(crate) async fn set(
         None => MetaError::Backend(format!("{} of {} tags were not applied", names.len() - applied.len(), names.len())),
     }
     .into())
-}
-
-/// Deletes a tag unless `guard` protects it. A protected tag that does not
-/// exist is reported absent (`false`) rather than refused: nothing would move.
-pub(crate) async fn delete(pool: &PgPool, repo: &RepositoryName, tag: &Tag, guard: TagGuard<'_>) -> StoreResult<bool> {
-    if let Some(rule) = guard(repo, tag.as_str()) {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM repositories r JOIN tags t ON t.repository_id = r.id \
-             WHERE r.name = $1 AND t.name = $2)",
-        )
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .fetch_one(pool)
-        .await?;
-        return if exists { Err(MetaError::ImmutableTag { tag: tag.to_string(), rule }.into()) } else { Ok(false) };
-    }
-    let result = sqlx::query(
-        "DELETE FROM tags WHERE repository_id = (SELECT id FROM repositories WHERE name = $1) AND name = $2",
-    )
-    .bind(repo.as_str())
-    .bind(tag.as_str())
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() > 0)
-}
-
-/// Tag names in byte order after `after`; `None` if the repository is unknown.
-pub(crate) async fn list(
-    pool: &PgPool,
-    repo: &RepositoryName,
-    after: Option<&str>,
-    limit: Option<u32>,
-) -> Result<Option<Vec<String>>> {
-    if limit == Some(0) {
-        // The query below could not tell "no rows wanted" from "no repository".
-        return Ok(repositories::exists(pool, repo).await?.then(Vec::new));
-    }
-    // One query answers both questions: the LEFT JOIN yields a single row
-    // with a NULL name when the repository exists but has no (further) tags,
-    // and no row at all when it does not exist. Tag names are never empty.
-    let names: Vec<Option<String>> = sqlx::query_scalar(
-        "SELECT t.name FROM repositories r \
-         LEFT JOIN tags t ON t.repository_id = r.id AND t.name > $1 \
-         WHERE r.name = $2 ORDER BY t.name LIMIT $3",
-    )
-    .bind(after.unwrap_or(""))
-    .bind(repo.as_str())
-    .bind(sql_limit(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db_err)?;
-    if names.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(names.into_iter().flatten().collect()))
 }

@@ -1,56 +1,19 @@
-//! Blobs (global, by digest) and their links to repositories.
+//! Linking blobs to repositories: the write transactions of a blob upload,
+//! each a single batch (one round trip to the writer's thread), and the
+//! checked unlink.
+//!
+//! A batch cannot branch, so each write in it carries the batch's condition
+//! in its own `WHERE`: once the condition fails, every write is a no-op and
+//! the `COMMIT` commits nothing. The condition cannot change during the
+//! batch: it holds the write lock from `BEGIN IMMEDIATE`, and its own writes
+//! leave the condition's columns alone.
 
-use berth_meta::{Result, TagGuard, protection};
+use berth_meta::{TagGuard, protection};
 use berth_oci::{Digest, RepositoryName};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::SqliteConnection;
 
-use crate::error::{db_err, from_sql_int, to_sql_int};
-use crate::{Tx, holders, repositories};
-
-/// Size of `digest` if it is linked to `repo`.
-pub(crate) async fn size_in(pool: &SqlitePool, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
-    let size: Option<i64> = sqlx::query_scalar(
-        "SELECT b.size FROM repositories r \
-         JOIN repository_blobs rb ON rb.repository_id = r.id \
-         JOIN blobs b ON b.digest = rb.digest \
-         WHERE r.name = ? AND rb.digest = ?",
-    )
-    .bind(repo.as_str())
-    .bind(digest.as_str())
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    size.map(|s| from_sql_int(s, "blob size")).transpose()
-}
-
-/// Size of `digest` if at least one repository links it. A blob row nobody
-/// links any more is awaiting garbage collection and must not be mounted
-/// (and [`link`] refuses one that is being deleted).
-pub(crate) async fn global_size(pool: &SqlitePool, digest: &Digest) -> Result<Option<u64>> {
-    let size: Option<i64> = sqlx::query_scalar(
-        "SELECT b.size FROM blobs b \
-         WHERE b.digest = ? AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
-    )
-    .bind(digest.as_str())
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    size.map(|s| from_sql_int(s, "blob size")).transpose()
-}
-
-/// Repositories linking `digest`, by name.
-pub(crate) async fn repositories_of(pool: &SqlitePool, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
-         WHERE rb.digest = ? ORDER BY r.name LIMIT ?",
-    )
-    .bind(digest.as_str())
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
-    .map_err(db_err)?;
-    names.iter().map(|n| crate::error::parse_repository(n)).collect()
-}
+use crate::error::StoreResult;
+use crate::holders;
 
 /// What a link requires of the blob.
 #[derive(Debug, Clone, Copy)]
@@ -62,90 +25,113 @@ pub(crate) enum LinkCondition<'a> {
     Linked,
 }
 
-/// Creates the blob row (with a random token) or refreshes its
-/// `last_linked` time; returns the row's token, or `None` if garbage
-/// collection is deleting the blob. One statement on the writer, so it is
-/// ordered before or after any collector transaction as a whole.
-pub(crate) async fn reserve(
-    writer: &mut SqliteConnection,
-    digest: &Digest,
-    size: u64,
-    now: i64,
-) -> Result<Option<String>> {
-    sqlx::query_scalar(
-        "INSERT INTO blobs (digest, size, created_at, last_linked, state, token) \
-         VALUES (?1, ?2, ?3, ?3, 'live', lower(hex(randomblob(16)))) \
-         ON CONFLICT (digest) DO UPDATE SET last_linked = max(blobs.last_linked, excluded.last_linked) \
-         WHERE blobs.state = 'live' \
-         RETURNING token",
-    )
-    .bind(digest.as_str())
-    .bind(to_sql_int(size, "blob size")?)
-    .bind(now)
-    .fetch_optional(&mut *writer)
-    .await
-    .map_err(db_err)
+/// Links a live blob to `repo` (`?1`, digest `?2`, time `?3`) if the
+/// condition holds, creating the repository, and refreshes the blob's
+/// `last_linked` and the link's `linked_at`. The first statement answers
+/// whether it held. `$cond` is a condition on `blobs`, with `?4` for the token.
+macro_rules! link_batch {
+    ($cond:literal) => {
+        concat!(
+            "BEGIN IMMEDIATE; \
+             UPDATE blobs SET last_linked = max(last_linked, ?3) WHERE digest = ?2 AND state = 'live' AND ",
+            $cond,
+            " RETURNING 1; \
+             INSERT INTO repositories (name, created_at) SELECT ?1, ?3 \
+               WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?2 AND state = 'live' AND ",
+            $cond,
+            ") ON CONFLICT (name) DO NOTHING; \
+             INSERT INTO repository_blobs (repository_id, digest, created_at, linked_at) \
+               SELECT id, ?2, ?3, ?3 FROM repositories WHERE name = ?1 \
+               AND EXISTS (SELECT 1 FROM blobs WHERE digest = ?2 AND state = 'live' AND ",
+            $cond,
+            ") ON CONFLICT (repository_id, digest) DO UPDATE \
+               SET linked_at = max(repository_blobs.linked_at, excluded.linked_at); \
+             COMMIT"
+        )
+    };
 }
 
-/// Links a live blob to `repo` if `condition` holds, creating the
-/// repository, and refreshes the blob's `last_linked` and the link's
-/// `linked_at`. `false`, writing nothing, otherwise. Runs inside the
-/// caller's write transaction, which the collector's cannot interleave with.
+/// Runs a link batch; `false`, writing nothing, if the condition failed.
 pub(crate) async fn link(
-    tx: &mut Tx,
+    conn: &mut SqliteConnection,
     repo: &RepositoryName,
     digest: &Digest,
     now: i64,
     condition: LinkCondition<'_>,
-) -> Result<bool> {
-    let touched = match condition {
-        LinkCondition::Reserved(token) => sqlx::query(
-            "UPDATE blobs SET last_linked = max(last_linked, ?1) WHERE digest = ?2 AND state = 'live' AND token = ?3",
-        )
-        .bind(now)
-        .bind(digest.as_str())
-        .bind(token),
-        LinkCondition::Linked => sqlx::query(
-            "UPDATE blobs SET last_linked = max(last_linked, ?1) WHERE digest = ?2 AND state = 'live' \
-             AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)",
-        )
-        .bind(now)
-        .bind(digest.as_str()),
+) -> StoreResult<bool> {
+    let sql = match condition {
+        LinkCondition::Reserved(_) => link_batch!("token = ?4"),
+        LinkCondition::Linked => {
+            link_batch!("EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)")
+        }
+    };
+    let mut query = sqlx::query_scalar::<_, i64>(sql).bind(repo.as_str()).bind(digest.as_str()).bind(now);
+    if let LinkCondition::Reserved(token) = condition {
+        query = query.bind(token);
     }
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    if touched.rows_affected() == 0 {
-        return Ok(false);
-    }
-    let repository_id = repositories::upsert(tx, repo, now).await?;
-    sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest, created_at, linked_at) VALUES (?1, ?2, ?3, ?3) \
-         ON CONFLICT (repository_id, digest) DO UPDATE SET linked_at = max(linked_at, excluded.linked_at)",
+    let touched = query.fetch_all(&mut *conn).await?;
+    Ok(!touched.is_empty())
+}
+
+/// Completes upload `?1`: if the session exists and the blob (`?2`) still
+/// has the reservation token `?3`, links the blob to the session's
+/// repository and removes the session, at time `?4`. Returns the session's
+/// repository and whether the reservation held; no row if the session is
+/// gone. Either failure writes nothing.
+pub(crate) async fn complete_upload(
+    conn: &mut SqliteConnection,
+    id: &str,
+    digest: &Digest,
+    reservation: &str,
+    now: i64,
+) -> StoreResult<Vec<(String, bool)>> {
+    Ok(sqlx::query_as(
+        "BEGIN IMMEDIATE; \
+         SELECT u.repository, \
+                EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ?2 AND b.state = 'live' AND b.token = ?3) \
+           FROM uploads u WHERE u.id = ?1; \
+         UPDATE blobs SET last_linked = max(last_linked, ?4) \
+           WHERE digest = ?2 AND state = 'live' AND token = ?3 AND EXISTS (SELECT 1 FROM uploads WHERE id = ?1); \
+         INSERT INTO repositories (name, created_at) SELECT u.repository, ?4 FROM uploads u \
+           WHERE u.id = ?1 \
+             AND EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ?2 AND b.state = 'live' AND b.token = ?3) \
+           ON CONFLICT (name) DO NOTHING; \
+         INSERT INTO repository_blobs (repository_id, digest, created_at, linked_at) \
+           SELECT r.id, ?2, ?4, ?4 FROM uploads u JOIN repositories r ON r.name = u.repository \
+           WHERE u.id = ?1 \
+             AND EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ?2 AND b.state = 'live' AND b.token = ?3) \
+           ON CONFLICT (repository_id, digest) DO UPDATE \
+           SET linked_at = max(repository_blobs.linked_at, excluded.linked_at); \
+         DELETE FROM uploads WHERE id = ?1 \
+           AND EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ?2 AND b.state = 'live' AND b.token = ?3); \
+         COMMIT",
     )
-    .bind(repository_id)
+    .bind(id)
     .bind(digest.as_str())
+    .bind(reservation)
     .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    Ok(true)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// Removes the link only; the blob row stays for garbage collection.
 /// Refused while a manifest of the repository references the blob (see
 /// [`berth_meta::protection::blob_refusal`]); the check shares the write
 /// transaction, so no push can add a reference between it and the delete.
-pub(crate) async fn unlink(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
+pub(crate) async fn unlink(
+    tx: &mut SqliteConnection,
+    repo: &RepositoryName,
+    digest: &Digest,
+    guard: TagGuard<'_>,
+) -> StoreResult<bool> {
     let Some((repository_id, holders)) = holders::of_blob(tx, repo, digest).await? else { return Ok(false) };
     if let Some(refusal) = protection::blob_refusal(repo, digest, &holders, guard)? {
-        return Err(refusal);
+        return Err(refusal.into());
     }
     sqlx::query("DELETE FROM repository_blobs WHERE repository_id = ? AND digest = ?")
         .bind(repository_id)
         .bind(digest.as_str())
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        .execute(&mut *tx)
+        .await?;
     Ok(true)
 }

@@ -1,12 +1,11 @@
-//! The webhook delivery queue (`berth_meta::EventStore`).
+//! [`EventStore`]: the webhook delivery queue.
 
 use async_trait::async_trait;
 use berth_meta::Result;
 use berth_meta::events::{Delivery, EventStore, NewDelivery, QueueCounts};
-use sqlx::Row;
+use berth_meta_sql::convert::count;
 
 use crate::SqliteMetaStore;
-use crate::error::db_err;
 
 #[async_trait]
 impl EventStore for SqliteMetaStore {
@@ -14,113 +13,118 @@ impl EventStore for SqliteMetaStore {
         if deliveries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
-        for d in deliveries {
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (id, hook, event, payload, attempts, next_attempt_at, created_at) \
-                 VALUES (?, ?, ?, ?, 0, ?, ?)",
-            )
-            .bind(&d.id)
-            .bind(&d.hook)
-            .bind(&d.event)
-            .bind(&d.payload)
-            .bind(d.created_at)
-            .bind(d.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)
+        self.write(async |tx| {
+            for d in deliveries {
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (id, hook, event, payload, attempts, next_attempt_at, created_at) \
+                     VALUES (?, ?, ?, ?, 0, ?, ?)",
+                )
+                .bind(&d.id)
+                .bind(&d.hook)
+                .bind(&d.event)
+                .bind(&d.payload)
+                .bind(d.created_at)
+                .bind(d.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn claim_deliveries(&self, now: i64, claim_until: i64, limit: u32) -> Result<Vec<Delivery>> {
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
-            "UPDATE webhook_deliveries SET claimed_until = ?1 WHERE id IN ( \
-               SELECT id FROM webhook_deliveries \
-               WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ?2 \
-                 AND (claimed_until IS NULL OR claimed_until < ?2) \
-               ORDER BY next_attempt_at LIMIT ?3) \
-             RETURNING id, hook, event, payload, attempts, created_at",
-        )
-        .bind(claim_until)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        let mut claimed = rows
-            .iter()
-            .map(|r| {
-                Ok(Delivery {
-                    id: r.try_get(0).map_err(db_err)?,
-                    hook: r.try_get(1).map_err(db_err)?,
-                    event: r.try_get(2).map_err(db_err)?,
-                    payload: r.try_get(3).map_err(db_err)?,
-                    attempts: r.try_get::<i64, _>(4).map_err(db_err)?.try_into().unwrap_or(u32::MAX),
-                    created_at: r.try_get(5).map_err(db_err)?,
-                })
+        let rows: Vec<(String, String, String, String, i64, i64)> = self
+            .write(async |tx| {
+                Ok(sqlx::query_as(
+                    "UPDATE webhook_deliveries SET claimed_until = ?1 WHERE id IN ( \
+                       SELECT id FROM webhook_deliveries \
+                       WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= ?2 \
+                         AND (claimed_until IS NULL OR claimed_until < ?2) \
+                       ORDER BY next_attempt_at LIMIT ?3) \
+                     RETURNING id, hook, event, payload, attempts, created_at",
+                )
+                .bind(claim_until)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?)
             })
-            .collect::<Result<Vec<_>>>()?;
+            .await?;
+        let mut claimed: Vec<Delivery> = rows
+            .into_iter()
+            .map(|(id, hook, event, payload, attempts, created_at)| Delivery {
+                id,
+                hook,
+                event,
+                payload,
+                attempts: attempts.try_into().unwrap_or(u32::MAX),
+                created_at,
+            })
+            .collect();
         // RETURNING has no order: oldest first, for fairness.
         claimed.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(claimed)
     }
 
     async fn delivery_succeeded(&self, id: &str, now: i64) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE webhook_deliveries SET delivered_at = ?, attempts = attempts + 1, claimed_until = NULL WHERE id = ?",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
+        self.write(async |tx| {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET delivered_at = ?, attempts = attempts + 1, claimed_until = NULL \
+                 WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
         .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
     }
 
     async fn delivery_failed(&self, id: &str, error: &str, retry_at: Option<i64>, now: i64) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = ?, claimed_until = NULL, \
-               next_attempt_at = COALESCE(?, next_attempt_at), dead_at = CASE WHEN ? IS NULL THEN ? END \
-             WHERE id = ?",
-        )
-        .bind(error)
-        .bind(retry_at)
-        .bind(retry_at)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
+        self.write(async |tx| {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = ?, claimed_until = NULL, \
+                   next_attempt_at = COALESCE(?, next_attempt_at), dead_at = CASE WHEN ? IS NULL THEN ? END \
+                 WHERE id = ?",
+            )
+            .bind(error)
+            .bind(retry_at)
+            .bind(retry_at)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
         .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
     }
 
     async fn purge_deliveries(&self, before: i64) -> Result<u64> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query("DELETE FROM webhook_deliveries WHERE delivered_at < ?1 OR dead_at < ?1")
-            .bind(before)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?
-            .rows_affected();
-        tx.commit().await.map_err(db_err)?;
-        Ok(n)
+        self.write(async |tx| {
+            Ok(sqlx::query("DELETE FROM webhook_deliveries WHERE delivered_at < ?1 OR dead_at < ?1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected())
+        })
+        .await
     }
 
     async fn delivery_counts(&self) -> Result<QueueCounts> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(CASE WHEN delivered_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END), 0), \
-                    COALESCE(SUM(CASE WHEN dead_at IS NOT NULL THEN 1 ELSE 0 END), 0) FROM webhook_deliveries",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let count = |i: usize| -> Result<u64> { Ok(row.try_get::<i64, _>(i).map_err(db_err)?.max(0) as u64) };
-        Ok(QueueCounts { pending: count(0)?, dead: count(1)? })
+        let (pending, dead): (i64, i64) = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(
+                    "SELECT COALESCE(SUM(CASE WHEN delivered_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END), 0), \
+                            COALESCE(SUM(CASE WHEN dead_at IS NOT NULL THEN 1 ELSE 0 END), 0) \
+                     FROM webhook_deliveries",
+                )
+                .fetch_one(pool)
+                .await?)
+            })
+            .await?;
+        Ok(QueueCounts { pending: count(pending), dead: count(dead) })
     }
 }
 

@@ -3,12 +3,13 @@
 //! query each, run in the deleting transaction; on the single writer
 //! connection nothing can change between the read and the delete.
 
-use berth_meta::Result;
 use berth_meta::protection::Holder;
+use berth_meta_sql::rows::{HolderRow, holders_from};
 use berth_oci::{Digest, RepositoryName};
 
-use crate::Tx;
-use crate::error::db_err;
+use sqlx::SqliteConnection;
+
+use crate::error::StoreResult;
 
 /// Walks up from the manifests referencing the blob (`direct`) through the
 /// indexes listing them (`kind = 'manifest'`). UNION, not UNION ALL: each
@@ -41,38 +42,33 @@ WITH RECURSIVE holders (repository_id, digest) AS ( \
 SELECT h.repository_id, h.digest, t.name, 0 FROM holders h \
 LEFT JOIN tags t ON t.repository_id = h.repository_id AND t.digest = h.digest";
 
-type Row = (i64, Option<String>, Option<String>, Option<bool>);
-
 /// The repository linking the blob and the manifests above the blob;
 /// `None` if `repo` does not link it.
-pub(crate) async fn of_blob(tx: &mut Tx, repo: &RepositoryName, digest: &Digest) -> Result<Option<(i64, Vec<Holder>)>> {
+pub(crate) async fn of_blob(
+    tx: &mut SqliteConnection,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> StoreResult<Option<(i64, Vec<Holder>)>> {
     fetch(tx, BLOB_HOLDERS, repo, digest).await
 }
 
 /// The manifest's repository and the manifest with every index above it;
 /// `None` if the manifest does not exist.
 pub(crate) async fn of_manifest(
-    tx: &mut Tx,
+    tx: &mut SqliteConnection,
     repo: &RepositoryName,
     digest: &Digest,
-) -> Result<Option<(i64, Vec<Holder>)>> {
+) -> StoreResult<Option<(i64, Vec<Holder>)>> {
     fetch(tx, MANIFEST_HOLDERS, repo, digest).await
 }
 
 async fn fetch(
-    tx: &mut Tx,
+    tx: &mut SqliteConnection,
     sql: &'static str,
     repo: &RepositoryName,
     digest: &Digest,
-) -> Result<Option<(i64, Vec<Holder>)>> {
-    let rows: Vec<Row> =
-        sqlx::query_as(sql).bind(repo.as_str()).bind(digest.as_str()).fetch_all(&mut **tx).await.map_err(db_err)?;
-    let Some(&(repository_id, ..)) = rows.first() else { return Ok(None) };
-    let holders = rows
-        .into_iter()
-        .filter_map(|(_, manifest, tag, direct)| {
-            manifest.map(|manifest| Holder { manifest, tag, direct: direct.unwrap_or(false) })
-        })
-        .collect();
-    Ok(Some((repository_id, holders)))
+) -> StoreResult<Option<(i64, Vec<Holder>)>> {
+    let rows: Vec<HolderRow> =
+        sqlx::query_as(sql).bind(repo.as_str()).bind(digest.as_str()).fetch_all(&mut *tx).await?;
+    Ok(holders_from(rows))
 }

@@ -8,8 +8,15 @@
 //! the writer commits. Writes are therefore queued in-process, and the queue
 //! wait is bounded by the acquire timeout.
 //!
-//! Each aggregate has its own module of small functions taking a pool or a
-//! transaction; the trait impl at the bottom of this file only routes calls.
+//! sqlx runs each SQLite connection on a thread of its own, and every
+//! statement sent to it is a round trip between threads. The hot writes of a
+//! blob upload are therefore written as batches: one SQL string holding the
+//! whole transaction, `BEGIN IMMEDIATE` to `COMMIT`, sent as one command
+//! (see [`SqliteMetaStore::batch`]).
+//!
+//! Each trait is implemented in its own module (`store`, `auth`, `events`,
+//! `maintenance`) with its SQL inline; the rest is shared through
+//! `berth-meta-sql`.
 
 mod auth;
 mod blobs;
@@ -21,35 +28,25 @@ mod holders;
 mod maintenance;
 mod manifests;
 mod migrate;
-mod packages;
-mod repositories;
 mod sessions;
+mod store;
 mod tags;
-mod uploads;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use berth_meta::maintenance::{
-    BlobUsage, GcBlob, LeaseOutcome, LeaseRecord, NewRetentionRule, RepositoryGraph, RetentionRuleRecord, TagRecord,
-};
-use berth_meta::{
-    MaintenanceStore, ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer,
-    Result, StoreStats, TagGuard, UploadProgress, UploadSession,
-};
-use berth_oci::{Digest, RepositoryName, Tag};
+use berth_meta::{MetaError, Result};
+use berth_meta_sql::error::classify_migration;
 use sqlx::SqliteConnection;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::error::db_err;
+use crate::error::{Sqlite, StoreError, StoreResult};
 
 /// How long a statement waits for a lock held by another process (for
 /// example `berth migrate` or a second registry instance on the same file).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 /// How to reach the database.
 #[derive(Debug, Clone)]
@@ -118,7 +115,7 @@ impl SqliteMetaStore {
                     .acquire_timeout(settings.acquire_timeout)
                     .connect_with(options)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(StoreError::from)?;
                 Ok(SqliteMetaStore { writer: pool.clone(), reader: pool, path: None })
             }
             Location::File => {
@@ -137,7 +134,7 @@ impl SqliteMetaStore {
                     .acquire_timeout(settings.acquire_timeout)
                     .connect_with(options.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
                     .await
-                    .map_err(db_err)?;
+                    .map_err(StoreError::from)?;
                 // query_only turns a write sent to the wrong pool into an error
                 // instead of a lock upgrade that could deadlock with the writer.
                 let reader = SqlitePoolOptions::new()
@@ -147,7 +144,7 @@ impl SqliteMetaStore {
                     // holds the file, and sixteen private 2 MiB caches add up.
                     .connect_with(options.pragma("query_only", "ON").pragma("cache_size", "-512"))
                     .await
-                    .map_err(db_err)?;
+                    .map_err(StoreError::from)?;
                 Ok(SqliteMetaStore { writer, reader, path: Some(path) })
             }
         }
@@ -161,7 +158,7 @@ impl SqliteMetaStore {
             Some(path) => Some(migrate::lock_for(path).await?),
             None => None,
         };
-        MIGRATOR.run(&self.writer).await.map_err(error::migrate_err)
+        MIGRATOR.run(&self.writer).await.map_err(|e| classify_migration::<Sqlite>(&e))
     }
 
     /// Closes both pools, waiting for queries in flight.
@@ -170,42 +167,77 @@ impl SqliteMetaStore {
         self.writer.close().await;
     }
 
-    /// Links `digest` into `repo` in a write transaction, if `condition` holds.
-    async fn link(&self, repo: &RepositoryName, digest: &Digest, condition: blobs::LinkCondition<'_>) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        if !blobs::link(&mut tx, repo, digest, now_ms(), condition).await? {
-            return Ok(false);
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(true)
+    /// Runs `op` on the reader pool, classifying its errors.
+    pub(crate) async fn read<T>(&self, op: impl AsyncFnOnce(&SqlitePool) -> StoreResult<T>) -> Result<T> {
+        Ok(op(&self.reader).await?)
     }
 
-    /// Runs a single-statement write that need not survive a power loss on
-    /// its own: upload progress and blob reservations. With
-    /// `synchronous=NORMAL` its commit is not fsynced; the next ordinary
-    /// (FULL) commit fsyncs the write-ahead log and with it this write. Lost
-    /// to a crash, such a write costs nothing but a retry: an upload resumes
-    /// from earlier progress or answers BLOB_UPLOAD_UNKNOWN, and bytes
-    /// committed under a lost reservation are orphans for the collector.
-    async fn relaxed<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>) -> Result<T> {
-        let mut conn = self.writer.acquire().await.map_err(db_err)?;
-        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await.map_err(db_err)?;
-        let result = op(&mut conn).await;
-        if let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
-            // Never hand a relaxed connection to a durable write.
-            conn.close_on_drop();
-            return Err(db_err(e));
-        }
-        result
+    /// Runs `op` in a write transaction on the single writer connection and
+    /// commits. IMMEDIATE takes the write lock up front, so a transaction
+    /// that reads before it writes cannot fail half-way on a lock upgrade.
+    pub(crate) async fn write<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from)?;
+        let value = op(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(value)
     }
 
-    /// Starts a write transaction on the single writer connection.
-    /// IMMEDIATE takes the write lock up front, so a transaction that reads
-    /// before it writes cannot fail half-way on a lock upgrade.
-    async fn begin_write(&self) -> Result<Tx> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
+    /// Runs `op` on the writer connection, for batches: SQL strings of
+    /// several statements (see `blobs` and [`relaxed!`]) that sqlx sends to
+    /// the connection's thread as one command, instead of one round trip per
+    /// statement. A batch runs its own `BEGIN IMMEDIATE` ... `COMMIT`.
+    ///
+    /// A batch that failed half-way may leave a transaction open or
+    /// synchronous relaxed: both are undone before the connection goes back
+    /// to the pool, and a connection that cannot be cleaned up (or whose
+    /// batch was cancelled mid-way) is closed, which rolls back. (For an
+    /// in-memory database, used by tests, closing it loses the data.)
+    pub(crate) async fn batch<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
+        let mut writer = Writer { conn: self.writer.acquire().await.map_err(StoreError::from)?, clean: false };
+        let result = op(&mut writer.conn).await;
+        writer.clean = match result {
+            Ok(_) => true,
+            Err(_) => {
+                // "no transaction is active" is fine: the batch had not begun one.
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *writer.conn).await;
+                sqlx::raw_sql("PRAGMA synchronous = FULL").execute(&mut *writer.conn).await.is_ok()
+            }
+        };
+        Ok(result?)
     }
 }
+
+/// The writer connection during a batch; closed rather than pooled again
+/// unless the batch left it clean (see [`SqliteMetaStore::batch`]).
+struct Writer {
+    conn: PoolConnection<sqlx::Sqlite>,
+    clean: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.clean {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// A single-statement write that need not survive a power loss on its own:
+/// upload progress and blob reservations. With `synchronous=NORMAL` its
+/// commit is not fsynced; the next ordinary (FULL) commit fsyncs the
+/// write-ahead log and with it this write. Lost to a crash, such a write
+/// costs nothing but a retry: an upload resumes from earlier progress or
+/// answers BLOB_UPLOAD_UNKNOWN, and bytes committed under a lost reservation
+/// are orphans for the collector. Run it with [`SqliteMetaStore::batch`],
+/// reading its outcome from `RETURNING` rows: in a batch, sqlx's
+/// `rows_affected` also counts the pragmas (SQLite reports the last write's
+/// count for them).
+macro_rules! relaxed {
+    ($sql:literal) => {
+        concat!("PRAGMA synchronous = NORMAL; ", $sql, "; PRAGMA synchronous = FULL")
+    };
+}
+pub(crate) use relaxed;
 
 /// Readers beyond a couple per core only add memory (each has its own
 /// page cache and worker thread): SQLite reads are CPU-bound.
@@ -237,253 +269,10 @@ fn parse_location(url: &str) -> Result<Location> {
     Ok(Location::File)
 }
 
-/// Milliseconds since the Unix epoch, for rows whose API call carries no time.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-#[async_trait]
-impl MetaStore for SqliteMetaStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn stats(&self) -> Result<StoreStats> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests), \
-                    (SELECT COUNT(*) FROM blobs), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs), \
-                    (SELECT COUNT(*) FROM uploads)",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let n = |i: usize| -> Result<u64> { Ok(sqlx::Row::try_get::<i64, _>(&row, i).map_err(db_err)?.max(0) as u64) };
-        Ok(StoreStats { repositories: n(0)?, manifests: n(1)?, blobs: n(2)?, blob_bytes: n(3)?, uploads: n(4)? })
-    }
-
-    async fn list_repositories(&self, after: Option<&str>, limit: Option<u32>) -> Result<Vec<String>> {
-        repositories::list(&self.reader, after, limit).await
-    }
-
-    async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool> {
-        repositories::exists(&self.reader, repo).await
-    }
-
-    async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
-        blobs::size_in(&self.reader, repo, digest).await
-    }
-
-    async fn global_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        blobs::global_size(&self.reader, digest).await
-    }
-
-    async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>> {
-        blobs::repositories_of(&self.reader, digest, limit).await
-    }
-
-    async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<Option<String>> {
-        self.relaxed(async |c| blobs::reserve(c, digest, size, now_ms()).await).await
-    }
-
-    async fn link_reserved_blob(&self, repo: &RepositoryName, digest: &Digest, reservation: &str) -> Result<bool> {
-        self.link(repo, digest, blobs::LinkCondition::Reserved(reservation)).await
-    }
-
-    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
-        self.link(repo, digest, blobs::LinkCondition::Linked).await
-    }
-
-    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let unlinked = blobs::unlink(&mut tx, repo, digest, guard).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(unlinked)
-    }
-
-    async fn create_upload(&self, upload: &UploadSession) -> Result<()> {
-        self.relaxed(async |c| uploads::create(c, upload).await).await
-    }
-
-    async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>> {
-        uploads::get(&self.reader, id).await
-    }
-
-    async fn update_upload(&self, id: &str, expected_offset: u64, progress: &UploadProgress) -> Result<bool> {
-        self.relaxed(async |c| uploads::update(c, id, expected_offset, progress).await).await
-    }
-
-    async fn delete_upload(&self, id: &str) -> Result<bool> {
-        uploads::delete(&self.writer, id).await
-    }
-
-    async fn complete_upload(&self, id: &str, digest: &Digest, reservation: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        uploads::complete(&mut tx, id, digest, reservation, now_ms()).await?;
-        tx.commit().await.map_err(db_err)
-    }
-
-    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadSession>> {
-        uploads::stale(&self.reader, before, limit).await
-    }
-
-    async fn get_manifest(
-        &self,
-        repo: &RepositoryName,
-        reference: &ManifestRef<'_>,
-        with_content: bool,
-    ) -> Result<Option<ManifestRecord>> {
-        manifests::get(&self.reader, repo, reference, with_content).await
-    }
-
-    async fn put_manifest(
-        &self,
-        repo: &RepositoryName,
-        manifest: &NewManifest,
-        check_references: bool,
-        guard: TagGuard<'_>,
-    ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        manifests::put(&mut tx, repo, manifest, check_references, guard).await?;
-        tx.commit().await.map_err(db_err)
-    }
-
-    async fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let deleted = manifests::delete(&mut tx, repo, digest, guard).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(deleted)
-    }
-
-    async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag, guard: TagGuard<'_>) -> Result<bool> {
-        tags::delete(&self.reader, &self.writer, repo, tag, guard).await
-    }
-
-    async fn list_tags(
-        &self,
-        repo: &RepositoryName,
-        after: Option<&str>,
-        limit: Option<u32>,
-    ) -> Result<Option<Vec<String>>> {
-        tags::list(&self.reader, repo, after, limit).await
-    }
-
-    async fn package_versions(
-        &self,
-        owner: &str,
-        repository: Option<&RepositoryName>,
-    ) -> Result<Vec<PackageVersionRecord>> {
-        packages::versions(&self.reader, owner, repository).await
-    }
-
-    async fn referrers(
-        &self,
-        repo: &RepositoryName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>> {
-        manifests::referrers(&self.reader, repo, subject, artifact_type).await
-    }
-}
-
-#[async_trait]
-impl MaintenanceStore for SqliteMetaStore {
-    async fn acquire_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<LeaseOutcome> {
-        let mut tx = self.begin_write().await?;
-        let outcome = maintenance::acquire_lease(&mut tx, name, holder, now, ttl_ms).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(outcome)
-    }
-
-    async fn renew_lease(&self, name: &str, holder: &str, now: i64, ttl_ms: i64) -> Result<bool> {
-        maintenance::renew_lease(&self.writer, name, holder, now, ttl_ms).await
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str, finished_at: Option<i64>) -> Result<bool> {
-        maintenance::release_lease(&self.writer, name, holder, finished_at).await
-    }
-
-    async fn get_lease(&self, name: &str) -> Result<Option<LeaseRecord>> {
-        maintenance::get_lease(&self.reader, name).await
-    }
-
-    async fn repository_graph(&self, repo: &RepositoryName) -> Result<RepositoryGraph> {
-        maintenance::repository_graph(&self.reader, repo).await
-    }
-
-    async fn unlinked_blobs(&self, cutoff: i64, after: Option<&Digest>, limit: u32) -> Result<Vec<GcBlob>> {
-        maintenance::unlinked_blobs(&self.reader, cutoff, after, limit).await
-    }
-
-    async fn deleting_blobs(&self, marked_before: i64, limit: u32) -> Result<Vec<GcBlob>> {
-        maintenance::deleting_blobs(&self.reader, marked_before, limit).await
-    }
-
-    async fn blob_usage(&self, digests: &[Digest]) -> Result<Vec<BlobUsage>> {
-        maintenance::blob_usage(&self.reader, digests).await
-    }
-
-    async fn known_blobs(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
-        maintenance::known_blobs(&self.reader, digests).await
-    }
-
-    async fn gc_delete_manifest(&self, repo: &RepositoryName, digest: &Digest, cutoff: i64) -> Result<Option<u64>> {
-        maintenance::delete_manifest(&self.writer, repo, digest, cutoff).await
-    }
-
-    async fn gc_unlink_blob(&self, repo: &RepositoryName, digest: &Digest, cutoff: i64) -> Result<bool> {
-        maintenance::unlink_blob(&self.writer, repo, digest, cutoff).await
-    }
-
-    async fn gc_mark_blob(&self, digest: &Digest, cutoff: i64) -> Result<Option<u64>> {
-        maintenance::mark_blob(&self.writer, digest, cutoff).await
-    }
-
-    async fn gc_mark_orphan(&self, digest: &Digest, size: u64, now: i64) -> Result<bool> {
-        maintenance::mark_orphan(&self.writer, digest, size, now).await
-    }
-
-    async fn gc_forget_blob(&self, digest: &Digest) -> Result<bool> {
-        maintenance::forget_blob(&self.writer, digest).await
-    }
-
-    async fn repository_tags(&self, repo: &RepositoryName) -> Result<Vec<TagRecord>> {
-        maintenance::repository_tags(&self.reader, repo).await
-    }
-
-    async fn delete_tag_if_unchanged(
-        &self,
-        repo: &RepositoryName,
-        tag: &Tag,
-        digest: &Digest,
-        updated_at: i64,
-    ) -> Result<bool> {
-        maintenance::delete_tag_if_unchanged(&self.writer, repo, tag, digest, updated_at).await
-    }
-
-    async fn list_retention_rules(&self) -> Result<Vec<RetentionRuleRecord>> {
-        maintenance::list_retention_rules(&self.reader).await
-    }
-
-    async fn add_retention_rule(&self, rule: &NewRetentionRule) -> Result<i64> {
-        maintenance::add_retention_rule(&self.writer, rule).await
-    }
-
-    async fn remove_retention_rule(&self, id: i64) -> Result<bool> {
-        maintenance::remove_retention_rule(&self.writer, id).await
-    }
-
-    async fn expire_upload(&self, id: &str, before: i64) -> Result<bool> {
-        maintenance::expire_upload(&self.writer, id, before).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use berth_meta::{MaintenanceStore, MetaStore};
+
     use super::*;
 
     #[test]
@@ -571,6 +360,36 @@ mod tests {
             .await
             .expect("count migrations");
         assert_eq!(applied, i64::try_from(MIGRATOR.iter().count()).expect("count"));
+    }
+
+    /// A batch that fails half-way must not leave its transaction open or
+    /// synchronous relaxed on the writer for the next caller.
+    #[tokio::test]
+    async fn failed_batches_leave_the_writer_clean() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            SqliteMetaStore::connect(&SqliteSettings::for_path(dir.path().join("b.db"))).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        for sql in [
+            "BEGIN IMMEDIATE; INSERT INTO leases (name, holder, expires_at) VALUES ('a', 'h', 1); \
+             INSERT INTO no_such_table VALUES (1); COMMIT",
+            relaxed!("INSERT INTO no_such_table VALUES (1)"),
+        ] {
+            let failed = store.batch(async |c| Ok(sqlx::query(sql).execute(&mut *c).await.map(|_| ())?)).await;
+            assert!(failed.is_err(), "{sql}");
+            let (sync, leases): (i64, i64) = store
+                .batch(async |c| {
+                    let sync = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *c).await?;
+                    let leases = sqlx::query_scalar("SELECT COUNT(*) FROM leases").fetch_one(&mut *c).await?;
+                    Ok((sync, leases))
+                })
+                .await
+                .expect("writer usable");
+            assert_eq!(sync, 2, "synchronous=FULL again after {sql}");
+            assert_eq!(leases, 0, "the failed transaction was rolled back");
+        }
+        // And a write transaction can begin: none is left open.
+        store.acquire_lease("gc", "me", 1, 10).await.expect("lease");
     }
 
     #[tokio::test]

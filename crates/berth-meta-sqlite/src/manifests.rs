@@ -2,109 +2,45 @@
 
 use std::collections::{HashMap, HashSet};
 
-use berth_meta::{
-    ManifestRecord, ManifestRef, MetaError, NewManifest, RefProblem, Referrer, Result, TagGuard, protection,
-};
+use berth_meta::{MetaError, NewManifest, RefProblem, TagGuard, protection};
+use berth_meta_sql::to_sql_int;
 use berth_oci::{Digest, RepositoryName};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
-use crate::error::{db_err, from_sql_int, parse_digest, to_sql_int};
-use crate::{Tx, holders, repositories, tags};
+use crate::error::StoreResult;
+use crate::{holders, tags};
 
 /// Bind parameters per statement for generated IN lists and multi-row
 /// inserts; far below SQLite's limit (32766), and keeps statements small.
 const MAX_BINDS: usize = 400;
 
-#[derive(sqlx::FromRow)]
-struct ManifestRow {
-    digest: String,
-    media_type: String,
-    size: i64,
-    /// NULL unless the caller asked for the bytes.
-    content: Option<Vec<u8>>,
-    created_at: i64,
-}
-
-impl ManifestRow {
-    fn into_record(self) -> Result<ManifestRecord> {
-        Ok(ManifestRecord {
-            digest: parse_digest(&self.digest)?,
-            media_type: self.media_type,
-            size: from_sql_int(self.size, "manifest size")?,
-            content: self.content.unwrap_or_default(),
-            created_at: self.created_at,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ReferrerRow {
-    digest: String,
-    media_type: String,
-    size: i64,
-    artifact_type: Option<String>,
-    annotations: Option<String>,
-}
-
-impl ReferrerRow {
-    fn into_referrer(self) -> Result<Referrer> {
-        Ok(Referrer {
-            digest: parse_digest(&self.digest)?,
-            media_type: self.media_type,
-            size: from_sql_int(self.size, "manifest size")?,
-            artifact_type: self.artifact_type,
-            annotations: self.annotations,
-        })
-    }
-}
-
-/// One query either way: a tag is resolved in the same join that loads the manifest.
-pub(crate) async fn get(
-    pool: &SqlitePool,
-    repo: &RepositoryName,
-    reference: &ManifestRef<'_>,
-    with_content: bool,
-) -> Result<Option<ManifestRecord>> {
-    let row: Option<ManifestRow> = match reference {
-        ManifestRef::Tag(tag) => sqlx::query_as(
-            "SELECT m.digest, m.media_type, m.size, CASE WHEN ? THEN m.content END AS content, m.created_at \
-             FROM repositories r \
-             JOIN tags t ON t.repository_id = r.id \
-             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest \
-             WHERE r.name = ? AND t.name = ?",
-        )
-        .bind(with_content)
-        .bind(repo.as_str())
-        .bind(tag.as_str()),
-        ManifestRef::Digest(digest) => sqlx::query_as(
-            "SELECT m.digest, m.media_type, m.size, CASE WHEN ? THEN m.content END AS content, m.created_at \
-             FROM repositories r \
-             JOIN manifests m ON m.repository_id = r.id \
-             WHERE r.name = ? AND m.digest = ?",
-        )
-        .bind(with_content)
-        .bind(repo.as_str())
-        .bind(digest.as_str()),
-    }
-    .fetch_optional(pool)
-    .await
-    .map_err(db_err)?;
-    row.map(ManifestRow::into_record).transpose()
+/// Returns the repository's id, creating the row if needed. The no-op
+/// update makes `RETURNING` yield the id for an existing row too.
+pub(crate) async fn upsert_repository(tx: &mut SqliteConnection, repo: &RepositoryName, now: i64) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO repositories (name, created_at) VALUES (?, ?) \
+         ON CONFLICT (name) DO UPDATE SET name = excluded.name \
+         RETURNING id",
+    )
+    .bind(repo.as_str())
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?)
 }
 
 /// Stores the manifest, its references and its tags (see the trait docs).
 pub(crate) async fn put(
-    tx: &mut Tx,
+    tx: &mut SqliteConnection,
     repo: &RepositoryName,
     manifest: &NewManifest,
     check_references: bool,
     guard: TagGuard<'_>,
-) -> Result<()> {
-    let repository_id = repositories::upsert(tx, repo, manifest.created_at).await?;
+) -> StoreResult<()> {
+    let repository_id = upsert_repository(tx, repo, manifest.created_at).await?;
     if check_references {
         let problem = reference_problems(tx, repository_id, manifest).await?;
         if !problem.missing.is_empty() || !problem.wrong_size.is_empty() {
-            return Err(MetaError::References(problem));
+            return Err(MetaError::References(problem).into());
         }
     }
     // Same digest, same bytes: a repeated push changes nothing about the
@@ -120,7 +56,11 @@ pub(crate) async fn put(
 
 /// What the manifest references that the repository lacks, with one query
 /// per chunk of blob digests and per chunk of child manifest digests.
-async fn reference_problems(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> Result<RefProblem> {
+async fn reference_problems(
+    tx: &mut SqliteConnection,
+    repository_id: i64,
+    manifest: &NewManifest,
+) -> StoreResult<RefProblem> {
     let blob_digests = unique(manifest.blobs.iter().map(|b| &b.digest));
     let mut linked: HashMap<String, i64> = HashMap::new();
     for chunk in blob_digests.chunks(MAX_BINDS) {
@@ -130,8 +70,7 @@ async fn reference_problems(tx: &mut Tx, repository_id: i64, manifest: &NewManif
         );
         query.push_bind(repository_id).push(" AND rb.digest IN (");
         push_digest_list(&mut query, chunk);
-        let rows: Vec<(String, i64)> =
-            query.build_query_as().persistent(false).fetch_all(&mut **tx).await.map_err(db_err)?;
+        let rows: Vec<(String, i64)> = query.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
         linked.extend(rows);
     }
 
@@ -141,8 +80,7 @@ async fn reference_problems(tx: &mut Tx, repository_id: i64, manifest: &NewManif
         let mut query = QueryBuilder::<Sqlite>::new("SELECT digest FROM manifests WHERE repository_id = ");
         query.push_bind(repository_id).push(" AND digest IN (");
         push_digest_list(&mut query, chunk);
-        let rows: Vec<String> =
-            query.build_query_scalar().persistent(false).fetch_all(&mut **tx).await.map_err(db_err)?;
+        let rows: Vec<String> = query.build_query_scalar().persistent(false).fetch_all(&mut *tx).await?;
         present.extend(rows);
     }
 
@@ -181,7 +119,7 @@ fn push_digest_list(query: &mut QueryBuilder<Sqlite>, digests: &[&Digest]) {
 }
 
 /// Inserts the manifest row; `false` if this repository already had it.
-async fn insert_manifest(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> Result<bool> {
+async fn insert_manifest(tx: &mut SqliteConnection, repository_id: i64, manifest: &NewManifest) -> StoreResult<bool> {
     let size = to_sql_int(manifest.content.len() as u64, "manifest size")?;
     let result = sqlx::query(
         "INSERT INTO manifests \
@@ -199,15 +137,15 @@ async fn insert_manifest(tx: &mut Tx, repository_id: i64, manifest: &NewManifest
     .bind(&manifest.content)
     .bind(manifest.pushed_by.as_deref())
     .bind(manifest.created_at)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
-    .map_err(db_err)?;
+    ?;
     Ok(result.rows_affected() > 0)
 }
 
 /// Records what the manifest points at, in multi-row inserts. Repeats (the
 /// same layer twice) collapse on the primary key.
-async fn insert_references(tx: &mut Tx, repository_id: i64, manifest: &NewManifest) -> Result<()> {
+async fn insert_references(tx: &mut SqliteConnection, repository_id: i64, manifest: &NewManifest) -> StoreResult<()> {
     let targets: Vec<(&str, &str)> = manifest
         .blobs
         .iter()
@@ -225,47 +163,29 @@ async fn insert_references(tx: &mut Tx, repository_id: i64, manifest: &NewManife
                 .push_bind(kind);
         });
         query.push(" ON CONFLICT (repository_id, manifest_digest, target_digest) DO NOTHING");
-        query.build().persistent(false).execute(&mut **tx).await.map_err(db_err)?;
+        query.build().persistent(false).execute(&mut *tx).await?;
     }
     Ok(())
 }
 
 /// Deletes the manifest and, by cascade, its tags and references. Refused
 /// if `guard` protects one of its tags or a tag of an index above it.
-pub(crate) async fn delete(tx: &mut Tx, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
+pub(crate) async fn delete(
+    tx: &mut SqliteConnection,
+    repo: &RepositoryName,
+    digest: &Digest,
+    guard: TagGuard<'_>,
+) -> StoreResult<bool> {
     let Some((repository_id, holders)) = holders::of_manifest(tx, repo, digest).await? else { return Ok(false) };
     if let Some(refusal) = protection::manifest_refusal(repo, digest, &holders, guard) {
-        return Err(refusal);
+        return Err(refusal.into());
     }
     sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
         .bind(repository_id)
         .bind(digest.as_str())
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        .execute(&mut *tx)
+        .await?;
     Ok(true)
-}
-
-pub(crate) async fn referrers(
-    pool: &SqlitePool,
-    repo: &RepositoryName,
-    subject: &Digest,
-    artifact_type: Option<&str>,
-) -> Result<Vec<Referrer>> {
-    let rows: Vec<ReferrerRow> = sqlx::query_as(
-        "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
-         FROM repositories r JOIN manifests m ON m.repository_id = r.id \
-         WHERE r.name = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?) \
-         ORDER BY m.digest",
-    )
-    .bind(repo.as_str())
-    .bind(subject.as_str())
-    .bind(artifact_type)
-    .bind(artifact_type)
-    .fetch_all(pool)
-    .await
-    .map_err(db_err)?;
-    rows.into_iter().map(ReferrerRow::into_referrer).collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,466 @@
+//! [`MetaStore`]: repositories, blobs, upload sessions, manifests, tags,
+//! package versions and referrers. Writes run at READ COMMITTED and are
+//! retried on conflicts (see the crate docs); single-statement writes run
+//! in autocommit mode, each atomic on its own: under READ COMMITTED an
+//! UPDATE or DELETE that waited for another transaction's row lock
+//! re-checks its WHERE clause against the row as that transaction left it.
+
+use async_trait::async_trait;
+use berth_meta::{
+    ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer, Result, StoreStats,
+    TagGuard, UploadProgress, UploadSession,
+};
+use berth_meta_sql::convert::count;
+use berth_meta_sql::rows::{ManifestRow, PackageVersionRow, ReferrerRow, UploadRow};
+use berth_meta_sql::{from_sql_int, now_ms, parse_repository, to_sql_int, upload_columns};
+use berth_oci::{Digest, RepositoryName, Tag};
+
+use crate::blobs::{self, LinkCondition};
+use crate::retry::retrying;
+use crate::{PostgresMetaStore, manifests};
+
+/// Postgres reads `LIMIT NULL` as "no limit".
+fn sql_limit(limit: Option<u32>) -> Option<i64> {
+    limit.map(i64::from)
+}
+
+#[async_trait]
+impl MetaStore for PostgresMetaStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(async |pool| Ok(sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?)).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let (repositories, manifests, blobs, blob_bytes, uploads): (i64, i64, i64, i64, i64) = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests), \
+                            (SELECT COUNT(*) FROM blobs), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs), \
+                            (SELECT COUNT(*) FROM uploads)",
+                )
+                .fetch_one(pool)
+                .await?)
+            })
+            .await?;
+        Ok(StoreStats {
+            repositories: count(repositories),
+            manifests: count(manifests),
+            blobs: count(blobs),
+            blob_bytes: count(blob_bytes),
+            uploads: count(uploads),
+        })
+    }
+
+    // --- repositories -------------------------------------------------------
+
+    async fn list_repositories(&self, after: Option<&str>, limit: Option<u32>) -> Result<Vec<String>> {
+        // Names are never empty, so "" as the lower bound means "from the start"
+        // and the query stays a plain range scan of the unique index (byte
+        // order: the column is COLLATE "C").
+        self.read(async |pool| {
+            Ok(sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+                .bind(after.unwrap_or(""))
+                .bind(sql_limit(limit))
+                .fetch_all(pool)
+                .await?)
+        })
+        .await
+    }
+
+    async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool> {
+        self.read(async |pool| {
+            Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repositories WHERE name = $1)")
+                .bind(repo.as_str())
+                .fetch_one(pool)
+                .await?)
+        })
+        .await
+    }
+
+    // --- blobs ------------------------------------------------------------------
+
+    async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = self
+            .read(async |pool| {
+                Ok(sqlx::query_scalar(
+                    "SELECT b.size FROM repositories r \
+                     JOIN repository_blobs rb ON rb.repository_id = r.id \
+                     JOIN blobs b ON b.digest = rb.digest \
+                     WHERE r.name = $1 AND rb.digest = $2",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str())
+                .fetch_optional(pool)
+                .await?)
+            })
+            .await?;
+        size.map(|s| from_sql_int(s, "blob size")).transpose()
+    }
+
+    /// A blob row nobody links any more is awaiting garbage collection and
+    /// must not be mounted.
+    async fn global_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = self
+            .read(async |pool| {
+                Ok(sqlx::query_scalar(
+                    "SELECT b.size FROM blobs b \
+                     WHERE b.digest = $1 AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
+                )
+                .bind(digest.as_str())
+                .fetch_optional(pool)
+                .await?)
+            })
+            .await?;
+        size.map(|s| from_sql_int(s, "blob size")).transpose()
+    }
+
+    async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>> {
+        let names: Vec<String> = self
+            .read(async |pool| {
+                Ok(sqlx::query_scalar(
+                    "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
+                     WHERE rb.digest = $1 ORDER BY r.name LIMIT $2",
+                )
+                .bind(digest.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?)
+            })
+            .await?;
+        names.iter().map(|n| parse_repository(n)).collect()
+    }
+
+    async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<Option<String>> {
+        retrying("reserve_blob", || blobs::reserve(&self.pool, digest, size, now_ms())).await
+    }
+
+    async fn link_reserved_blob(&self, repo: &RepositoryName, digest: &Digest, reservation: &str) -> Result<bool> {
+        self.link(repo, digest, LinkCondition::Reserved(reservation)).await
+    }
+
+    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
+        self.link(repo, digest, LinkCondition::Linked).await
+    }
+
+    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
+        retrying("unlink_blob", || async {
+            let mut tx = self.begin().await?;
+            let unlinked = blobs::unlink(&mut tx, repo, digest, guard).await?;
+            tx.commit().await?;
+            Ok(unlinked)
+        })
+        .await
+    }
+
+    // --- upload sessions ----------------------------------------------------------
+
+    async fn create_upload(&self, upload: &UploadSession) -> Result<()> {
+        let offset = to_sql_int(upload.progress.offset, "upload offset")?;
+        retrying("create_upload", || async {
+            sqlx::query(concat!(
+                "INSERT INTO uploads (",
+                upload_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ))
+            .bind(&upload.id)
+            .bind(upload.repository.as_str())
+            .bind(upload.algorithm.as_str())
+            .bind(offset)
+            .bind(&upload.progress.hash_state)
+            .bind(&upload.progress.backend_state)
+            .bind(upload.created_at)
+            .bind(upload.progress.updated_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>> {
+        let row: Option<UploadRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?)
+            })
+            .await?;
+        row.map(UploadRow::into_session).transpose()
+    }
+
+    /// Compare-and-set on the offset: two appends racing on one session
+    /// cannot both win, even from different replicas. The loser waits for
+    /// the winner's row lock, re-evaluates `committed_size = $6` against
+    /// the winner's row, matches nothing, and sees `false`.
+    async fn update_upload(&self, id: &str, expected_offset: u64, progress: &UploadProgress) -> Result<bool> {
+        let offset = to_sql_int(progress.offset, "upload offset")?;
+        let expected = to_sql_int(expected_offset, "upload offset")?;
+        retrying("update_upload", || async {
+            let result = sqlx::query(
+                "UPDATE uploads SET committed_size = $1, hash_state = $2, backend_state = $3, updated_at = $4 \
+                 WHERE id = $5 AND committed_size = $6",
+            )
+            .bind(offset)
+            .bind(&progress.hash_state)
+            .bind(&progress.backend_state)
+            .bind(progress.updated_at)
+            .bind(id)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?;
+            Ok(result.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool> {
+        retrying("delete_upload", || async {
+            let result = sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
+            Ok(result.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// Removes the session and links the finished blob to its repository. If
+    /// the session is already gone (completed or cancelled concurrently), or
+    /// the blob's reservation is gone or being deleted, nothing is written:
+    /// the transaction is dropped, which rolls it back.
+    async fn complete_upload(&self, id: &str, digest: &Digest, reservation: &str) -> Result<()> {
+        retrying("complete_upload", || async {
+            let mut tx = self.begin().await?;
+            // Deleting first both claims the session and tells us its
+            // repository; a concurrent completion waits on the row lock,
+            // then finds no row.
+            let repository: Option<String> =
+                sqlx::query_scalar("DELETE FROM uploads WHERE id = $1 RETURNING repository")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(repository) = repository else {
+                return Err(MetaError::UploadUnknown.into());
+            };
+            let repository = parse_repository(&repository)?;
+            if !blobs::link(&mut tx, &repository, digest, now_ms(), LinkCondition::Reserved(reservation)).await? {
+                let message = format!("blob {digest} was garbage-collected while it was being uploaded; retry");
+                return Err(MetaError::Unavailable(message).into());
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sessions last updated strictly before `before`, oldest first.
+    async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadSession>> {
+        let rows: Vec<UploadRow> = self
+            .read(async |pool| {
+                let sql = concat!(
+                    "SELECT ",
+                    upload_columns!(),
+                    " FROM uploads WHERE updated_at < $1 ORDER BY updated_at, id LIMIT $2"
+                );
+                Ok(sqlx::query_as(sql).bind(before).bind(i64::from(limit)).fetch_all(pool).await?)
+            })
+            .await?;
+        rows.into_iter().map(UploadRow::into_session).collect()
+    }
+
+    // --- manifests and tags -------------------------------------------------------
+
+    /// One query either way: a tag is resolved in the same join that loads the manifest.
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &ManifestRef<'_>,
+        with_content: bool,
+    ) -> Result<Option<ManifestRecord>> {
+        let row: Option<ManifestRow> = self
+            .read(async |pool| {
+                Ok(match reference {
+                    ManifestRef::Tag(tag) => sqlx::query_as(
+                        "SELECT m.digest, m.media_type, m.size, CASE WHEN $1 THEN m.content END AS content, \
+                                m.created_at \
+                         FROM repositories r \
+                         JOIN tags t ON t.repository_id = r.id \
+                         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest \
+                         WHERE r.name = $2 AND t.name = $3",
+                    )
+                    .bind(with_content)
+                    .bind(repo.as_str())
+                    .bind(tag.as_str()),
+                    ManifestRef::Digest(digest) => sqlx::query_as(
+                        "SELECT m.digest, m.media_type, m.size, CASE WHEN $1 THEN m.content END AS content, \
+                                m.created_at \
+                         FROM repositories r \
+                         JOIN manifests m ON m.repository_id = r.id \
+                         WHERE r.name = $2 AND m.digest = $3",
+                    )
+                    .bind(with_content)
+                    .bind(repo.as_str())
+                    .bind(digest.as_str()),
+                }
+                .fetch_optional(pool)
+                .await?)
+            })
+            .await?;
+        row.map(ManifestRow::into_record).transpose()
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        manifest: &NewManifest,
+        check_references: bool,
+        guard: TagGuard<'_>,
+    ) -> Result<()> {
+        retrying("put_manifest", || async {
+            let mut tx = self.begin().await?;
+            manifests::put(&mut tx, repo, manifest, check_references, guard).await?;
+            Ok(tx.commit().await?)
+        })
+        .await
+    }
+
+    async fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest, guard: TagGuard<'_>) -> Result<bool> {
+        retrying("delete_manifest", || async {
+            let mut tx = self.begin().await?;
+            let deleted = manifests::delete(&mut tx, repo, digest, guard).await?;
+            tx.commit().await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    /// A protected tag that does not exist is reported absent (`false`)
+    /// rather than refused: nothing would move.
+    async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag, guard: TagGuard<'_>) -> Result<bool> {
+        if let Some(rule) = guard(repo, tag.as_str()) {
+            let exists: bool = self
+                .read(async |pool| {
+                    Ok(sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM repositories r JOIN tags t ON t.repository_id = r.id \
+                         WHERE r.name = $1 AND t.name = $2)",
+                    )
+                    .bind(repo.as_str())
+                    .bind(tag.as_str())
+                    .fetch_one(pool)
+                    .await?)
+                })
+                .await?;
+            return if exists { Err(MetaError::ImmutableTag { tag: tag.to_string(), rule }) } else { Ok(false) };
+        }
+        retrying("delete_tag", || async {
+            let result = sqlx::query(
+                "DELETE FROM tags WHERE repository_id = (SELECT id FROM repositories WHERE name = $1) AND name = $2",
+            )
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&self.pool)
+            .await?;
+            Ok(result.rows_affected() > 0)
+        })
+        .await
+    }
+
+    /// One query answers both questions: the LEFT JOIN yields a single row
+    /// with a NULL name when the repository exists but has no (further)
+    /// tags, and no row at all when it does not exist. Tag names are never
+    /// empty.
+    async fn list_tags(
+        &self,
+        repo: &RepositoryName,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Option<Vec<String>>> {
+        if limit == Some(0) {
+            // The query below could not tell "no rows wanted" from "no repository".
+            return Ok(self.repository_exists(repo).await?.then(Vec::new));
+        }
+        let names: Vec<Option<String>> = self
+            .read(async |pool| {
+                Ok(sqlx::query_scalar(
+                    "SELECT t.name FROM repositories r \
+                     LEFT JOIN tags t ON t.repository_id = r.id AND t.name > $1 \
+                     WHERE r.name = $2 ORDER BY t.name LIMIT $3",
+                )
+                .bind(after.unwrap_or(""))
+                .bind(repo.as_str())
+                .bind(sql_limit(limit))
+                .fetch_all(pool)
+                .await?)
+            })
+            .await?;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(names.into_iter().flatten().collect()))
+    }
+
+    /// Tags, plus manifests no tag points to (children of an index count as
+    /// part of their index).
+    async fn package_versions(
+        &self,
+        owner: &str,
+        repository: Option<&RepositoryName>,
+    ) -> Result<Vec<PackageVersionRecord>> {
+        // Names under `owner/` sort between "owner/" and "owner0" ('0'
+        // follows '/' in byte order, which the "C" collation of
+        // repositories.name gives): a range scan of the name index.
+        let (low, high) = (format!("{owner}/"), format!("{owner}0"));
+        let rows: Vec<PackageVersionRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(
+                    "SELECT r.name AS repository, t.name AS version, t.digest, t.updated_at AS created_at, \
+                            t.pushed_by \
+                       FROM tags t JOIN repositories r ON r.id = t.repository_id \
+                       WHERE r.name >= $1 AND r.name < $2 AND ($3::text IS NULL OR r.name = $3) \
+                     UNION ALL \
+                     SELECT r.name, m.digest, m.digest, m.created_at, m.pushed_by \
+                       FROM manifests m JOIN repositories r ON r.id = m.repository_id \
+                       WHERE r.name >= $1 AND r.name < $2 AND ($3::text IS NULL OR r.name = $3) \
+                         AND NOT EXISTS (SELECT 1 FROM tags t \
+                                         WHERE t.repository_id = m.repository_id AND t.digest = m.digest) \
+                         AND NOT EXISTS (SELECT 1 FROM manifest_references mr \
+                                         WHERE mr.repository_id = m.repository_id \
+                                           AND mr.target_digest = m.digest AND mr.kind = 'manifest') \
+                     ORDER BY 4 DESC, 1, 2",
+                )
+                .bind(low)
+                .bind(high)
+                .bind(repository.map(RepositoryName::as_str))
+                .fetch_all(pool)
+                .await?)
+            })
+            .await?;
+        rows.into_iter().map(PackageVersionRow::into_record).collect()
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let rows: Vec<ReferrerRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(
+                    "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
+                     FROM repositories r JOIN manifests m ON m.repository_id = r.id \
+                     WHERE r.name = $1 AND m.subject = $2 AND ($3::text IS NULL OR m.artifact_type = $3) \
+                     ORDER BY m.digest",
+                )
+                .bind(repo.as_str())
+                .bind(subject.as_str())
+                .bind(artifact_type)
+                .fetch_all(pool)
+                .await?)
+            })
+            .await?;
+        rows.into_iter().map(ReferrerRow::into_referrer).collect()
+    }
+}
