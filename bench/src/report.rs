@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::MIB;
+use crate::cli::Params;
 use crate::stats::median;
-use crate::{MIB, Params, Recorder};
+use crate::suite::Recorder;
 
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -97,6 +99,8 @@ enum Goal {
     RatioAtMost(f64),
     /// Berth's value below this many milliseconds.
     BelowMs(f64),
+    /// Berth's value at least this many percent.
+    AtLeastPct(f64),
 }
 
 impl Goal {
@@ -108,6 +112,7 @@ impl Goal {
                 format!("≤ {}", if (g - 1.0 / 3.0).abs() < 1e-9 { "1/3".to_owned() } else { format!("{g}×") })
             }
             Goal::BelowMs(ms) => format!("< {ms} ms"),
+            Goal::AtLeastPct(pct) => format!("≥ {pct} %"),
         }
     }
 
@@ -117,6 +122,7 @@ impl Goal {
             Goal::RatioAtLeast(g) => Some(ratio >= g),
             Goal::RatioAtMost(g) => Some(ratio <= g),
             Goal::BelowMs(ms) => Some(berth < ms),
+            Goal::AtLeastPct(pct) => Some(berth >= pct),
         }
     }
 }
@@ -152,10 +158,38 @@ fn rows(p: &Params) -> Vec<Row> {
         row("pull_mbps", format!("Blob pull, {blob} MiB (GET, streamed)"), "MB/s", true, Goal::RatioAtLeast(1.5)),
         row("manifest_rps", format!("Manifest GET by tag, {c} connections"), "req/s", true, Goal::RatioAtLeast(10.0)),
         row("manifest_p50_ms", "  manifest GET p50 latency".into(), "ms", false, Goal::None),
-        row("manifest_p99_ms", "  manifest GET p99 latency".into(), "ms", false, Goal::BelowMs(10.0)),
+        row("manifest_p99_ms", "  manifest GET p99 latency".into(), "ms", false, Goal::BelowMs(5.0)),
+        row(
+            "manifest_ceiling_rps",
+            "  ceiling: minimal hyper server, same answer (one value)".into(),
+            "req/s",
+            true,
+            Goal::None,
+        ),
+        row(
+            "manifest_ceiling_share_pct",
+            "  manifest GET as a share of the ceiling".into(),
+            "%",
+            true,
+            Goal::AtLeastPct(50.0),
+        ),
         row("head_rps", format!("Blob HEAD, {c} connections"), "req/s", true, Goal::RatioAtLeast(10.0)),
         row("head_p50_ms", "  blob HEAD p50 latency".into(), "ms", false, Goal::None),
-        row("head_p99_ms", "  blob HEAD p99 latency".into(), "ms", false, Goal::BelowMs(10.0)),
+        row("head_p99_ms", "  blob HEAD p99 latency".into(), "ms", false, Goal::BelowMs(5.0)),
+        row(
+            "head_ceiling_rps",
+            "  ceiling: minimal hyper server, same answer (one value)".into(),
+            "req/s",
+            true,
+            Goal::None,
+        ),
+        row(
+            "head_ceiling_share_pct",
+            "  blob HEAD as a share of the ceiling".into(),
+            "%",
+            true,
+            Goal::AtLeastPct(50.0),
+        ),
         row(
             "small_blobs_per_s",
             format!(
@@ -183,6 +217,13 @@ fn rows(p: &Params) -> Vec<Row> {
         row(
             "anon_peak_mib",
             "  private memory peak (RssAnon, sampled every 50 ms)".into(),
+            "MiB",
+            false,
+            Goal::RatioAtMost(1.0 / 3.0),
+        ),
+        row(
+            "anon_transfer_peak_mib",
+            format!("  private memory peak during the {blob} MiB pushes and pull (RssAnon, sampled)"),
             "MiB",
             false,
             Goal::RatioAtMost(1.0 / 3.0),
