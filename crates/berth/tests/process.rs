@@ -131,7 +131,9 @@ fn a_mistyped_variable_is_named_with_the_one_meant() {
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("BERTH_AUTH_ENABLE is not a configuration key and is ignored; did you mean BERTH_AUTH_ENABLED?"),
+            stderr.contains(
+                "BERTH_AUTH_ENABLE is not a configuration key and is ignored; did you mean BERTH_AUTH_ENABLED?"
+            ),
             "{args:?}: {stderr}"
         );
         assert!(!stderr.contains("BERTH_TEST_POSTGRES_URL") && !stderr.contains("BERTH_CONFORMANCE_URL"), "{stderr}");
