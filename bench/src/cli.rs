@@ -15,6 +15,11 @@ pub struct Cli {
     /// Berth binary (build it with `cargo build --release -p berth`).
     #[arg(long, env = "BERTH_BIN")]
     pub berth: Option<PathBuf>,
+    /// A second Berth binary (say, another build profile) measured beside the
+    /// first in the same interleaved rounds, with the same settings: its
+    /// columns are labelled "Berth B".
+    #[arg(long, env = "BERTH_B_BIN")]
+    pub berth_b: Option<PathBuf>,
     /// Distribution binary (Debian: `apt-get install docker-registry`).
     #[arg(long, env = "DISTRIBUTION_BIN", default_value = "/usr/bin/docker-registry")]
     pub distribution: PathBuf,

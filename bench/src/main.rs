@@ -65,6 +65,9 @@ async fn run(cli: Cli) -> Result<()> {
         )
         .into());
     }
+    if let Some(b) = cli.berth_b.as_ref().filter(|b| !b.exists()) {
+        return Err(format!("--berth-b {} not found", b.display()).into());
+    }
     if !cli.distribution.exists() {
         return Err(format!(
             "{} not found: `apt-get install -y docker-registry` or pass --distribution",
@@ -80,7 +83,7 @@ async fn run(cli: Cli) -> Result<()> {
         workspace_root().join("target/bench").join(if p.quick { "report-quick.md" } else { "report.md" })
     });
 
-    let machine = report::Machine::probe(&berth_bin, &cli.distribution);
+    let machine = report::Machine::probe(&berth_bin, cli.berth_b.as_deref(), &cli.distribution);
     eprintln!(
         "machine: {} ({} cores), kernel {}, load {}",
         machine.cpu, machine.cores, machine.kernel, machine.load_start

@@ -22,6 +22,7 @@ pub struct Machine {
     pub load_start: String,
     pub load_end: String,
     pub berth: String,
+    pub berth_b: Option<String>,
     pub distribution: String,
     pub wall: Duration,
 }
@@ -39,7 +40,7 @@ fn loadavg() -> String {
 }
 
 impl Machine {
-    pub fn probe(berth: &Path, distribution: &Path) -> Machine {
+    pub fn probe(berth: &Path, berth_b: Option<&Path>, distribution: &Path) -> Machine {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -74,6 +75,9 @@ impl Machine {
                 berth.display(),
                 git.map(|g| format!(", git {g}{}", if dirty { " + local changes" } else { "" })).unwrap_or_default()
             ),
+            berth_b: berth_b.map(|b| {
+                format!("{} ({})", b.display(), run(&b.to_string_lossy(), &["--version"]).unwrap_or_default())
+            }),
             distribution: format!(
                 "{} ({})",
                 distribution.display(),
@@ -273,6 +277,9 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
         ),
     );
     push(&mut md, &format!("- Berth: {}", m.berth));
+    if let Some(b) = &m.berth_b {
+        push(&mut md, &format!("- Berth B: {b}"));
+    }
     push(&mut md, &format!("- Distribution: {}", m.distribution));
     push(
         &mut md,
@@ -386,7 +393,8 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
     let json = json!({
         "machine": {
             "date": m.date, "cpu": m.cpu, "cores": m.cores, "kernel": m.kernel, "memory_gib": m.memory_gib,
-            "load_start": m.load_start, "load_end": m.load_end, "berth": m.berth, "distribution": m.distribution,
+            "load_start": m.load_start, "load_end": m.load_end, "berth": m.berth, "berth_b": m.berth_b,
+            "distribution": m.distribution,
             "wall_seconds": m.wall.as_secs_f64(),
         },
         "parameters": {
@@ -401,7 +409,9 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
     (md, json)
 }
 
-/// "Berth (PAT)" -> "PAT", for verdicts in a row with several Berth columns.
+/// "Berth (PAT)" -> "PAT", "Berth B (PAT)" -> "B (PAT)", "Berth B" -> "B":
+/// for verdicts in a row with several Berth columns.
 fn short(label: &str) -> &str {
-    label.split_once('(').map_or(label, |(_, r)| r.trim_end_matches(')'))
+    let rest = label.strip_prefix("Berth ").unwrap_or(label);
+    if rest.starts_with('(') { rest.trim_start_matches('(').trim_end_matches(')') } else { rest }
 }

@@ -128,7 +128,7 @@ impl Round<'_> {
     async fn load(&self, rec: &mut Recorder, metric: &str, method: Method, path: &str, accept: Option<&'static str>) {
         let (suite, p) = (self.suite, self.p);
         let mut ceiling_rps = None;
-        let ceiling_first = self.round % 2 == 0;
+        let ceiling_first = self.round.is_multiple_of(2);
         if ceiling_first {
             ceiling_rps = self.load_ceiling(rec, metric, method.clone(), path, accept).await;
         }

@@ -55,7 +55,7 @@ pub async fn run_suite(
 ) -> Result<()> {
     let auth = suite == "auth";
     eprintln!("== suite {suite}: starting servers");
-    let berth = servers::start_berth(berth_bin, &workdir.join(format!("{suite}-berth")), auth).await?;
+    let berth = servers::start_berth(berth_bin, &workdir.join(format!("{suite}-berth")), auth, "Berth").await?;
     let dist = servers::start_distribution(
         &cli.distribution,
         &cli.htpasswd,
@@ -64,12 +64,17 @@ pub async fn run_suite(
     )
     .await?;
     eprintln!("   Berth pid {} on {}, Distribution pid {} on {}", berth.pid(), berth.addr, dist.pid(), dist.addr);
-    let servers: Vec<Server> = vec![berth, dist];
+    let mut servers: Vec<Server> = vec![berth, dist];
+    if let Some(bin) = &cli.berth_b {
+        let b = servers::start_berth(bin, &workdir.join(format!("{suite}-berth-b")), auth, "Berth B").await?;
+        eprintln!("   Berth B pid {} on {} ({})", b.pid(), b.addr, bin.display());
+        servers.push(b);
+    }
 
     let mut clients = Vec::new();
     for (i, s) in servers.iter().enumerate() {
         for (label, ep) in &s.clients {
-            if label == "Berth (password)" && !cli.berth_password {
+            if label.ends_with("(password)") && !cli.berth_password {
                 continue;
             }
             clients.push(ClientRef { label: label.clone(), server: i, ep: ep.clone() });
