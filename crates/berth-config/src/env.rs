@@ -59,8 +59,9 @@ pub const OTHER_VARS: &[&str] = &[
     "BERTH_CONFORMANCE_URL",
 ];
 
-/// Prefixes of variables read by the test suites (`BERTH_TEST_POSTGRES_URL`, ...).
-pub const OTHER_PREFIXES: &[&str] = &["BERTH_TEST_"];
+/// Prefixes of variables read by the test suites (`BERTH_TEST_POSTGRES_URL`,
+/// ...) and by the browser test script (`BERTH_BROWSER_NO_INSTALL`, ...).
+pub const OTHER_PREFIXES: &[&str] = &["BERTH_TEST_", "BERTH_BROWSER_"];
 
 /// A `BERTH_*` variable that sets nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]

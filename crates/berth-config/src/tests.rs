@@ -184,6 +184,7 @@ fn unknown_berth_variables_are_named_with_the_closest_known_one() {
         "BERTH_BIN",
         "BERTH_TEST_POSTGRES_URL",
         "BERTH_TEST_ANYTHING_NEW",
+        "BERTH_BROWSER_NO_INSTALL",
     ]);
     let pairs: Vec<(&str, Option<&str>)> = got.iter().map(|u| (u.name.as_str(), u.closest.as_deref())).collect();
     assert_eq!(
