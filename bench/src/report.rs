@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::MIB;
+use crate::cli::Params;
 use crate::stats::median;
-use crate::{MIB, Params, Recorder};
+use crate::suite::Recorder;
 
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -20,6 +22,7 @@ pub struct Machine {
     pub load_start: String,
     pub load_end: String,
     pub berth: String,
+    pub berth_b: Option<String>,
     pub distribution: String,
     pub wall: Duration,
 }
@@ -37,7 +40,7 @@ fn loadavg() -> String {
 }
 
 impl Machine {
-    pub fn probe(berth: &Path, distribution: &Path) -> Machine {
+    pub fn probe(berth: &Path, berth_b: Option<&Path>, distribution: &Path) -> Machine {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -72,6 +75,9 @@ impl Machine {
                 berth.display(),
                 git.map(|g| format!(", git {g}{}", if dirty { " + local changes" } else { "" })).unwrap_or_default()
             ),
+            berth_b: berth_b.map(|b| {
+                format!("{} ({})", b.display(), run(&b.to_string_lossy(), &["--version"]).unwrap_or_default())
+            }),
             distribution: format!(
                 "{} ({})",
                 distribution.display(),
@@ -97,6 +103,8 @@ enum Goal {
     RatioAtMost(f64),
     /// Berth's value below this many milliseconds.
     BelowMs(f64),
+    /// Berth's value at least this many percent.
+    AtLeastPct(f64),
 }
 
 impl Goal {
@@ -108,6 +116,7 @@ impl Goal {
                 format!("≤ {}", if (g - 1.0 / 3.0).abs() < 1e-9 { "1/3".to_owned() } else { format!("{g}×") })
             }
             Goal::BelowMs(ms) => format!("< {ms} ms"),
+            Goal::AtLeastPct(pct) => format!("≥ {pct} %"),
         }
     }
 
@@ -117,6 +126,7 @@ impl Goal {
             Goal::RatioAtLeast(g) => Some(ratio >= g),
             Goal::RatioAtMost(g) => Some(ratio <= g),
             Goal::BelowMs(ms) => Some(berth < ms),
+            Goal::AtLeastPct(pct) => Some(berth >= pct),
         }
     }
 }
@@ -152,10 +162,38 @@ fn rows(p: &Params) -> Vec<Row> {
         row("pull_mbps", format!("Blob pull, {blob} MiB (GET, streamed)"), "MB/s", true, Goal::RatioAtLeast(1.5)),
         row("manifest_rps", format!("Manifest GET by tag, {c} connections"), "req/s", true, Goal::RatioAtLeast(10.0)),
         row("manifest_p50_ms", "  manifest GET p50 latency".into(), "ms", false, Goal::None),
-        row("manifest_p99_ms", "  manifest GET p99 latency".into(), "ms", false, Goal::BelowMs(10.0)),
+        row("manifest_p99_ms", "  manifest GET p99 latency".into(), "ms", false, Goal::BelowMs(5.0)),
+        row(
+            "manifest_ceiling_rps",
+            "  ceiling: minimal hyper server, same answer (one value)".into(),
+            "req/s",
+            true,
+            Goal::None,
+        ),
+        row(
+            "manifest_ceiling_share_pct",
+            "  manifest GET as a share of the ceiling".into(),
+            "%",
+            true,
+            Goal::AtLeastPct(50.0),
+        ),
         row("head_rps", format!("Blob HEAD, {c} connections"), "req/s", true, Goal::RatioAtLeast(10.0)),
         row("head_p50_ms", "  blob HEAD p50 latency".into(), "ms", false, Goal::None),
-        row("head_p99_ms", "  blob HEAD p99 latency".into(), "ms", false, Goal::BelowMs(10.0)),
+        row("head_p99_ms", "  blob HEAD p99 latency".into(), "ms", false, Goal::BelowMs(5.0)),
+        row(
+            "head_ceiling_rps",
+            "  ceiling: minimal hyper server, same answer (one value)".into(),
+            "req/s",
+            true,
+            Goal::None,
+        ),
+        row(
+            "head_ceiling_share_pct",
+            "  blob HEAD as a share of the ceiling".into(),
+            "%",
+            true,
+            Goal::AtLeastPct(50.0),
+        ),
         row(
             "small_blobs_per_s",
             format!(
@@ -183,6 +221,13 @@ fn rows(p: &Params) -> Vec<Row> {
         row(
             "anon_peak_mib",
             "  private memory peak (RssAnon, sampled every 50 ms)".into(),
+            "MiB",
+            false,
+            Goal::RatioAtMost(1.0 / 3.0),
+        ),
+        row(
+            "anon_transfer_peak_mib",
+            format!("  private memory peak during the {blob} MiB pushes and pull (RssAnon, sampled)"),
             "MiB",
             false,
             Goal::RatioAtMost(1.0 / 3.0),
@@ -232,6 +277,9 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
         ),
     );
     push(&mut md, &format!("- Berth: {}", m.berth));
+    if let Some(b) = &m.berth_b {
+        push(&mut md, &format!("- Berth B: {b}"));
+    }
     push(&mut md, &format!("- Distribution: {}", m.distribution));
     push(
         &mut md,
@@ -345,7 +393,8 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
     let json = json!({
         "machine": {
             "date": m.date, "cpu": m.cpu, "cores": m.cores, "kernel": m.kernel, "memory_gib": m.memory_gib,
-            "load_start": m.load_start, "load_end": m.load_end, "berth": m.berth, "distribution": m.distribution,
+            "load_start": m.load_start, "load_end": m.load_end, "berth": m.berth, "berth_b": m.berth_b,
+            "distribution": m.distribution,
             "wall_seconds": m.wall.as_secs_f64(),
         },
         "parameters": {
@@ -360,7 +409,9 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
     (md, json)
 }
 
-/// "Berth (PAT)" -> "PAT", for verdicts in a row with several Berth columns.
+/// "Berth (PAT)" -> "PAT", "Berth B (PAT)" -> "B (PAT)", "Berth B" -> "B":
+/// for verdicts in a row with several Berth columns.
 fn short(label: &str) -> &str {
-    label.split_once('(').map_or(label, |(_, r)| r.trim_end_matches(')'))
+    let rest = label.strip_prefix("Berth ").unwrap_or(label);
+    if rest.starts_with('(') { rest.trim_start_matches('(').trim_end_matches(')') } else { rest }
 }

@@ -141,8 +141,9 @@ fn berth_cli(bin: &Path, dir: &Path, addr: SocketAddr, args: &[&str], stdin: Opt
 }
 
 /// Starts Berth on SQLite + filesystem under `dir`. With `auth`, creates the
-/// user and a personal access token first and offers both as clients.
-pub async fn start_berth(bin: &Path, dir: &Path, auth: bool) -> Result<Server> {
+/// user and a personal access token first and offers both as clients,
+/// labelled `<name> (PAT)` and `<name> (password)`; without, one `<name>`.
+pub async fn start_berth(bin: &Path, dir: &Path, auth: bool, name: &str) -> Result<Server> {
     fs::create_dir_all(dir)?;
     let addr = free_addr()?;
     let mut clients = Vec::new();
@@ -151,10 +152,10 @@ pub async fn start_berth(bin: &Path, dir: &Path, auth: bool) -> Result<Server> {
         berth_cli(bin, dir, addr, &["user", "add", USER, "--password-stdin"], Some(&format!("{PASSWORD}\n")))?;
         let out = berth_cli(bin, dir, addr, &["token", "create", USER, "--scopes", "write:package"], None)?;
         let token = out.lines().map(str::trim).rfind(|l| !l.is_empty()).ok_or("berth token create printed nothing")?;
-        clients.push(("Berth (PAT)".to_owned(), Endpoint::basic(addr, USER, token)));
-        clients.push(("Berth (password)".to_owned(), Endpoint::basic(addr, USER, PASSWORD)));
+        clients.push((format!("{name} (PAT)"), Endpoint::basic(addr, USER, token)));
+        clients.push((format!("{name} (password)"), Endpoint::basic(addr, USER, PASSWORD)));
     } else {
-        clients.push(("Berth".to_owned(), Endpoint { addr, authorization: None }));
+        clients.push((name.to_owned(), Endpoint { addr, authorization: None }));
     }
     let (out, err) = log_files(dir)?;
     let mut cmd = berth_command(bin, dir, addr, auth);

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::header::CONTENT_TYPE;
+use berth_metrics::Format;
+use http::HeaderMap;
+use http::header::{ACCEPT, CONTENT_TYPE};
 
 use crate::AppState;
 use crate::endpoint::Parsed;
@@ -47,18 +49,20 @@ pub async fn record(req: Request, next: Next) -> Response {
 /// `GET /metrics`: the store gauges (repositories, manifests, blobs, bytes,
 /// open uploads) are read as the scrape asks, so they are never stale;
 /// then [`serve`].
-pub async fn scrape(State(state): State<AppState>) -> Response {
+pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match tokio::time::timeout(GAUGE_REFRESH_TIMEOUT, state.registry().record_stats()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot refresh the store gauges"),
         Err(_) => tracing::warn!("refreshing the store gauges timed out"),
     }
-    serve().await
+    serve(&headers)
 }
 
-/// `GET /metrics` in the Prometheus text format.
-pub async fn serve() -> Response {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], berth_metrics::encode()).into_response()
+/// `GET /metrics` in the format the scraper's `Accept` asks for: OpenMetrics
+/// for Prometheus, else the classic text format (see [`Format::negotiate`]).
+pub fn serve(headers: &HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(CONTENT_TYPE, format.content_type())], berth_metrics::encode_as(format)).into_response()
 }
 
 #[cfg(test)]

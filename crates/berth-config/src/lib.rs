@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 
+pub use env::{OTHER_PREFIXES, OTHER_VARS, UnknownVar, unknown_vars};
 pub use secret::{Secret, mask_url};
 pub use sections::*;
 

@@ -167,3 +167,56 @@ fn max_connections_has_a_default_and_must_be_positive() {
     let e = Config::load(None, vars(&[("BERTH_HTTP_MAX_CONNECTIONS", "0")])).unwrap_err();
     assert!(e.to_string().contains("http.max_connections"), "{e}");
 }
+
+#[test]
+fn unknown_berth_variables_are_named_with_the_closest_known_one() {
+    let got = unknown_vars([
+        "BERTH_AUTH_ENABLE",
+        "BERTH_STORAGE_S3_BUKET",
+        "BERTH_LOG",
+        "BERTH_CONFG",
+        "BERTH_NO_SUCH_THING_AT_ALL",
+        "HOME",
+        "BERTH_LISTEN",
+        "BERTH_ADMIN_PASSWORD",
+        "BERTH_STORAGE_S3_BUCKET",
+        "BERTH_CONFIG",
+        "BERTH_BIN",
+        "BERTH_TEST_POSTGRES_URL",
+        "BERTH_TEST_ANYTHING_NEW",
+        "BERTH_BROWSER_NO_INSTALL",
+    ]);
+    let pairs: Vec<(&str, Option<&str>)> = got.iter().map(|u| (u.name.as_str(), u.closest.as_deref())).collect();
+    assert_eq!(
+        pairs,
+        [
+            ("BERTH_AUTH_ENABLE", Some("BERTH_AUTH_ENABLED")),
+            ("BERTH_STORAGE_S3_BUKET", Some("BERTH_STORAGE_S3_BUCKET")),
+            ("BERTH_LOG", Some("BERTH_LOG_LEVEL")),
+            ("BERTH_CONFG", Some("BERTH_CONFIG")),
+            ("BERTH_NO_SUCH_THING_AT_ALL", None),
+        ]
+    );
+    assert_eq!(
+        got[0].to_string(),
+        "environment variable BERTH_AUTH_ENABLE is not a configuration key and is ignored; \
+         did you mean BERTH_AUTH_ENABLED?"
+    );
+    assert!(got[4].to_string().contains("config.example.toml"), "{}", got[4]);
+}
+
+#[test]
+fn lower_case_typos_find_their_key_too() {
+    let got = unknown_vars(["BERTH_storage_s3_bucket", "BERTH_HTTP_MAX_CONNECTION"]);
+    assert_eq!(got[0].closest.as_deref(), Some("BERTH_STORAGE_S3_BUCKET"));
+    assert_eq!(got[1].closest.as_deref(), Some("BERTH_HTTP_MAX_CONNECTIONS"));
+}
+
+#[test]
+fn every_variable_the_docs_and_scripts_use_is_known() {
+    // The configuration's own variables never warn.
+    let config_vars: Vec<String> = env::known_keys().keys().map(|k| env::var_name(k)).collect();
+    assert!(config_vars.iter().any(|v| v == "BERTH_STORAGE_S3_SECRET_ACCESS_KEY"));
+    assert_eq!(unknown_vars(&config_vars), []);
+    assert_eq!(unknown_vars(OTHER_VARS), []);
+}

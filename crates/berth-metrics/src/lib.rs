@@ -141,11 +141,134 @@ impl Metrics {
     }
 }
 
-/// The text exposition format.
+/// The OpenMetrics 1.0 text format, what [`prometheus_client`] writes.
 pub fn encode() -> String {
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &metrics().registry);
     out
+}
+
+/// The two exposition formats a scraper can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text: typed families (`# TYPE x counter`, samples `x_total`), `# EOF`.
+    OpenMetrics,
+    /// Prometheus's classic text format 0.0.4 (`# TYPE x_total counter`).
+    Classic,
+}
+
+impl Format {
+    /// OpenMetrics when the `Accept` header lists `application/openmetrics-text`
+    /// (as every Prometheus since 2.5 does), else the classic format, which
+    /// any scraper, or a bare `curl`, reads: the choice Prometheus's Go client makes.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next().unwrap_or_default();
+                media.eq_ignore_ascii_case("application/openmetrics-text")
+                    && !params.any(|p| {
+                        p.split_once('=').is_some_and(|(k, v)| {
+                            k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                        })
+                    })
+            })
+        });
+        if wants_openmetrics { Format::OpenMetrics } else { Format::Classic }
+    }
+
+    /// The `Content-Type` of a scrape in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The process's metrics in `format`.
+pub fn encode_as(format: Format) -> String {
+    match format {
+        Format::OpenMetrics => encode(),
+        Format::Classic => to_classic(&encode()),
+    }
+}
+
+/// Rewrites OpenMetrics text as the classic format: a counter family `x`
+/// (samples `x_total`) is typed and described as `x_total`, `info` becomes a
+/// gauge `x_info`, `unknown` is `untyped`, `stateset` and `gaugehistogram`
+/// become gauge and histogram; `# UNIT`, `# EOF`, `_created` samples and
+/// exemplars have no classic form and are dropped.
+pub fn to_classic(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // Family name -> (classic type, classic name): from each `# TYPE` line.
+    let mut types = std::collections::HashMap::<&str, (&str, String)>::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, kind)) = rest.split_once(' ')
+        {
+            let classic = match kind {
+                "counter" => ("counter", format!("{name}_total")),
+                "info" => ("gauge", format!("{name}_info")),
+                "stateset" => ("gauge", name.to_owned()),
+                "gaugehistogram" => ("histogram", name.to_owned()),
+                "unknown" => ("untyped", name.to_owned()),
+                other => (other, name.to_owned()),
+            };
+            types.insert(name, classic);
+        }
+    }
+    let mut counters = Vec::new();
+    for (name, (kind, _)) in &types {
+        if *kind == "counter" {
+            counters.push(*name);
+        }
+    }
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split_once(' ').map_or(rest, |(n, _)| n);
+            let (kind, classic) = &types[name];
+            out.push_str(&format!("# TYPE {classic} {kind}\n"));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let classic = types.get(name).map_or(name, |(_, c)| c.as_str());
+            // OpenMetrics escapes `"` in help text too; the classic format does not.
+            out.push_str(&format!("# HELP {classic} {}\n", help.replace("\\\"", "\"")));
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let sample = sample_without_exemplar(line);
+        let sample_name = sample.split(['{', ' ']).next().unwrap_or_default();
+        if sample_name.strip_suffix("_created").is_some_and(|family| counters.contains(&family)) {
+            continue;
+        }
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
+}
+
+/// A sample line without its ` # {...} value` exemplar, if any: the `#`
+/// outside the label set's quoted values.
+fn sample_without_exemplar(line: &str) -> &str {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '#' if !quoted => return line[..i].trim_end(),
+            _ => {}
+        }
+    }
+    line
 }
 
 /// A method name as a static label.
@@ -183,5 +306,68 @@ mod tests {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         assert!(text.contains(r#"route="manifest",method="GET",status="200""#));
+        assert!(text.contains("# TYPE berth_http_requests counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn prometheus_gets_openmetrics_and_everyone_else_the_classic_format() {
+        // What Prometheus 2.42 sends.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                          text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("Application/OpenMetrics-Text; version=1.0.0")), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Classic);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Classic);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text;q=0, text/plain")), Format::Classic);
+        assert_eq!(Format::negotiate(None), Format::Classic);
+        assert!(Format::OpenMetrics.content_type().starts_with("application/openmetrics-text; version=1.0.0"));
+        assert!(Format::Classic.content_type().starts_with("text/plain; version=0.0.4"));
+    }
+
+    #[test]
+    fn the_classic_format_types_each_sample_name() {
+        let openmetrics = "# HELP a_requests Requests with \\\"quotes\\\".\n\
+                           # TYPE a_requests counter\n\
+                           a_requests_total{route=\"x # y\"} 3 # {trace_id=\"1\"} 1.0\n\
+                           a_requests_created 1700000000.0\n\
+                           # HELP a_size Bytes.\n\
+                           # TYPE a_size gauge\n\
+                           # UNIT a_size bytes\n\
+                           a_size 7\n\
+                           # HELP a_build Build.\n\
+                           # TYPE a_build info\n\
+                           a_build_info{version=\"1\"} 1\n\
+                           # HELP a_seconds Latency.\n\
+                           # TYPE a_seconds histogram\n\
+                           a_seconds_bucket{le=\"+Inf\"} 1\n\
+                           a_seconds_sum 0.5\n\
+                           a_seconds_count 1\n\
+                           # EOF\n";
+        let classic = to_classic(openmetrics);
+        assert_eq!(
+            classic,
+            "# HELP a_requests_total Requests with \"quotes\".\n\
+             # TYPE a_requests_total counter\n\
+             a_requests_total{route=\"x # y\"} 3\n\
+             # HELP a_size Bytes.\n\
+             # TYPE a_size gauge\n\
+             a_size 7\n\
+             # HELP a_build_info Build.\n\
+             # TYPE a_build_info gauge\n\
+             a_build_info{version=\"1\"} 1\n\
+             # HELP a_seconds Latency.\n\
+             # TYPE a_seconds histogram\n\
+             a_seconds_bucket{le=\"+Inf\"} 1\n\
+             a_seconds_sum 0.5\n\
+             a_seconds_count 1\n"
+        );
+        // Every family of the real registry comes through typed.
+        metrics().observe_request("manifest", "GET", 200, Duration::from_millis(3));
+        let classic = encode_as(Format::Classic);
+        assert!(classic.contains("# TYPE berth_http_requests_total counter\n"), "{classic}");
+        assert!(classic.contains("# TYPE berth_http_request_duration_seconds histogram\n"), "{classic}");
+        assert!(classic.contains("# TYPE berth_storage_bytes gauge\n"), "{classic}");
+        assert!(!classic.contains("# EOF"), "{classic}");
     }
 }

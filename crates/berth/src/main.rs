@@ -156,14 +156,22 @@ fn main() -> ExitCode {
 
 async fn run() -> ExitCode {
     let cli = Cli::parse();
+    // A mistyped variable sets nothing; say so at every start, whatever the subcommand.
+    let unknown = berth_config::unknown_vars(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()));
     let config = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
+            for u in &unknown {
+                eprintln!("berth: warning: {u}");
+            }
             eprintln!("berth: {e}");
             return ExitCode::from(2);
         }
     };
     berth::telemetry::init(&config);
+    for u in &unknown {
+        tracing::warn!(variable = %u.name, closest = u.closest.as_deref(), "{u}");
+    }
     let result = match cli.command {
         Command::Serve { .. } => {
             raise_fd_limit(&config);

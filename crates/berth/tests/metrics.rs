@@ -33,7 +33,22 @@ async fn scrape_contains_the_documented_metrics() {
     let r = c.head(p.url("/v2/m/blobs/manifests/v1")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 
-    let text = c.get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    // Prometheus asks for OpenMetrics and gets it, typed (`berth_http_requests`
+    // is a counter family whose samples are `..._total`).
+    let prometheus_accept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let r = c.get(p.url("/metrics")).header("accept", prometheus_accept).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    let openmetrics = r.text().await.unwrap();
+    assert!(openmetrics.contains("# TYPE berth_http_requests counter\n"), "{openmetrics}");
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    // A scraper that accepts only the classic format (or says nothing) gets
+    // it: the type is declared on the sample name, and no `# EOF`.
+    let r = c.get(p.url("/metrics")).header("accept", "text/plain;version=0.0.4").send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("# TYPE berth_http_requests_total counter\n"), "{text}");
+    assert!(text.contains("# TYPE berth_http_request_duration_seconds histogram\n"), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
     for name in [
         "berth_http_requests_total",
         "berth_http_request_duration_seconds_bucket",

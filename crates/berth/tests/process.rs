@@ -116,6 +116,35 @@ fn bad_config_is_a_clear_error() {
 }
 
 #[test]
+fn a_mistyped_variable_is_named_with_the_one_meant() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let env = [
+        ("BERTH_DATA_DIR", data),
+        ("BERTH_AUTH_ENABLE", "false"),
+        ("BERTH_TEST_POSTGRES_URL", "postgres://elsewhere"),
+        ("BERTH_CONFORMANCE_URL", "http://elsewhere"),
+    ];
+    // Every subcommand warns, whether it logs to a server log or prints.
+    for args in [&["config"][..], &["migrate"], &["user", "list"]] {
+        let out = berth(args, &env);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "BERTH_AUTH_ENABLE is not a configuration key and is ignored; did you mean BERTH_AUTH_ENABLED?"
+            ),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("BERTH_TEST_POSTGRES_URL") && !stderr.contains("BERTH_CONFORMANCE_URL"), "{stderr}");
+    }
+    // And so does a start that fails for another reason.
+    let out = berth(&["config"], &[("BERTH_STORAGE_S3_BUKET", "b"), ("BERTH_AUTH_ENABLED", "perhaps")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean BERTH_STORAGE_S3_BUCKET?"));
+}
+
+#[test]
 fn migrate_and_health_commands() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
