@@ -6,6 +6,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY crates crates
 COPY conformance conformance
+COPY bench bench
 COPY migrations migrations
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl -p berth \
  && cp target/x86_64-unknown-linux-musl/release/berth /berth \

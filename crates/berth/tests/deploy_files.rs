@@ -200,3 +200,21 @@ async fn probe_paths_are_served() {
         assert_eq!(c.get(server.url(path)).send().await.unwrap().status(), 200, "{path}");
     }
 }
+
+/// `cargo build` in the image needs every workspace member's directory:
+/// one left out fails the build before it compiles anything.
+#[test]
+fn dockerfile_copies_every_workspace_member() {
+    let manifest = std::fs::read_to_string(repo_file("Cargo.toml")).expect("Cargo.toml");
+    let dockerfile = std::fs::read_to_string(repo_file("Dockerfile")).expect("Dockerfile");
+    let members_line = manifest.lines().find(|l| l.starts_with("members")).expect("workspace members");
+    let members: Vec<&str> = members_line.split('"').skip(1).step_by(2).collect();
+    assert!(members.len() >= 3, "{members:?}");
+    for member in members {
+        let top = member.split('/').next().expect("a directory");
+        assert!(
+            dockerfile.lines().any(|l| l.trim() == format!("COPY {top} {top}")),
+            "the Dockerfile does not copy {top}/ (workspace member {member})"
+        );
+    }
+}
