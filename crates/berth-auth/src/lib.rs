@@ -125,6 +125,8 @@ pub struct AuthService {
     verified: Arc<VerifiedCache>,
     /// The bounded queue of argon2 checks.
     hashing: HashingPool,
+    /// argon2 checks under way, shared by identical concurrent logins.
+    in_flight: login::InFlight,
     /// Recent live checks of bearer tokens.
     live: bearer::LiveChecks,
 }
@@ -141,6 +143,7 @@ impl AuthService {
             limiter: LoginLimiter::new(settings.failed_login_limit, settings.lockout_max),
             verified: login::verified_cache(),
             hashing: HashingPool::new(),
+            in_flight: login::InFlight::default(),
             live: bearer::LiveChecks::default(),
             settings,
         })

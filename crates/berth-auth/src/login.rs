@@ -241,12 +241,56 @@ impl AuthService {
     /// success is answered from the cache inline; otherwise in the shared
     /// queue. A caller that waited re-checks the cache, so a burst of
     /// identical logins costs one check.
+    ///
+    /// Concurrent checks of the same secret against the same hash share one
+    /// argon2 run (single flight): a client opening 32 connections with a
+    /// token whose cache entry just expired costs one check and one queue
+    /// slot, not 32 (which would overflow the queue into 429s).
     async fn verify_hash(&self, subject: Subject, hash: String, secret: &str) -> Result<bool> {
         if self.verified.recently_verified(subject, &hash, secret) {
             return Ok(true);
         }
-        let (cache, secret) = (self.verified.clone(), secret.to_owned());
-        self.hashing.run(move || cache.verify(subject, &hash, &secret)).await
+        let key = VerifiedCache::key(subject, &hash, secret);
+        let flight = self.in_flight.join(key);
+        let outcome = flight
+            .cell
+            .get_or_try_init(|| {
+                let (cache, secret) = (self.verified.clone(), secret.to_owned());
+                self.hashing.run(move || cache.verify(subject, &hash, &secret))
+            })
+            .await
+            .copied();
+        self.in_flight.leave(key, &flight);
+        outcome
+    }
+}
+
+/// Checks in progress, by [`VerifiedCache::key`] (a hash: no secret is kept).
+#[derive(Default)]
+pub(crate) struct InFlight {
+    checks: std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Flight>>>,
+}
+
+pub(crate) struct Flight {
+    cell: tokio::sync::OnceCell<bool>,
+}
+
+impl InFlight {
+    /// The check under way for `key`, or a new one.
+    fn join(&self, key: [u8; 32]) -> Arc<Flight> {
+        let mut checks = self.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        checks.entry(key).or_insert_with(|| Arc::new(Flight { cell: tokio::sync::OnceCell::new() })).clone()
+    }
+
+    /// Forgets `flight` once its check is over (its result is cached, or it
+    /// failed and the next caller starts afresh).
+    fn leave(&self, key: [u8; 32], flight: &Arc<Flight>) {
+        let mut checks = self.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if checks.get(&key).is_some_and(|f| Arc::ptr_eq(f, flight))
+            && (flight.cell.initialized() || Arc::strong_count(flight) <= 2)
+        {
+            checks.remove(&key);
+        }
     }
 }
 

@@ -155,7 +155,7 @@ impl VerifiedCache {
         entries.insert(key, now);
     }
 
-    fn key(subject: Subject, stored_hash: &str, secret: &str) -> [u8; 32] {
+    pub(crate) fn key(subject: Subject, stored_hash: &str, secret: &str) -> [u8; 32] {
         let (kind, id) = match subject {
             Subject::Password(id) => (b'p', id),
             Subject::Token(id) => (b't', id),

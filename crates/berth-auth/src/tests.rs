@@ -347,3 +347,23 @@ async fn rows_without_an_argon2_verifier_match_nothing() {
     s.create_token(&old).await.unwrap();
     assert!(f.auth.authenticate(Credentials::Bearer(&secret), None).await.is_err());
 }
+
+/// A burst of identical token logins (a client opening many connections at
+/// once, right after its cache entry expired) shares one argon2 check
+/// instead of overflowing the bounded queue into 429s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_identical_token_logins_shares_one_check() {
+    let f = fixture().await;
+    let s: &dyn AuthStore = f.store.as_ref();
+    admin::create_user(s, "ci", None, false).await.unwrap();
+    let req = TokenRequest { scopes: vec!["read:package".into()], name: "burst".into(), ..Default::default() };
+    let (_, secret) = admin::create_token(s, "ci", &req).await.unwrap();
+    let auth = Arc::new(f.auth);
+    let logins = (0..64).map(|_| {
+        let (auth, secret) = (auth.clone(), secret.clone());
+        tokio::spawn(async move { auth.authenticate(basic("ci", &secret), None).await.map(|_| ()) })
+    });
+    for login in logins.collect::<Vec<_>>() {
+        login.await.unwrap().expect("every login of the burst succeeds");
+    }
+}
