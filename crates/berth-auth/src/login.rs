@@ -166,7 +166,35 @@ impl AuthService {
     /// refused), is counted, and waits its turn in the shared argon2 queue. Unknown names
     /// take exactly the same path (the decoy hash), so timing and refusals
     /// do not tell which names exist.
+    ///
+    /// Identical logins arriving together (a client opening many
+    /// connections at once) wait for the first one's verdict instead of
+    /// each taking a slot: after a success they are repeats, answered from
+    /// the cache; after a failure each is an attempt of its own.
     pub(crate) async fn login_password(&self, name: &str, password: &str, ip: Option<IpAddr>) -> Result<Principal> {
+        if self.verified.recent_login(name, password) {
+            return self.login_password_once(name, password, ip).await;
+        }
+        let key = VerifiedCache::key(Subject::Password(i64::MIN), name, password);
+        let flight = self.in_flight.join(key);
+        let mut led = None;
+        let _ = flight
+            .cell
+            .get_or_try_init(|| async {
+                let outcome = self.login_password_once(name, password, ip).await;
+                let verdict = outcome.as_ref().map(|_| true).map_err(|_| ());
+                led = Some(outcome);
+                verdict
+            })
+            .await;
+        self.in_flight.leave(key, &flight);
+        match led {
+            Some(outcome) => outcome,
+            None => self.login_password_once(name, password, ip).await,
+        }
+    }
+
+    async fn login_password_once(&self, name: &str, password: &str, ip: Option<IpAddr>) -> Result<Principal> {
         let keys = self.limiter.keys(Some(name), ip);
         self.refuse_if_locked(&keys, name, ip)?;
         // Anything but a repeat of a recent success waits for its slot before

@@ -367,3 +367,38 @@ async fn a_burst_of_identical_token_logins_shares_one_check() {
         login.await.unwrap().expect("every login of the burst succeeds");
     }
 }
+
+/// The same for passwords: identical concurrent logins wait for the first
+/// one's verdict instead of each taking a slot of the per-user gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_identical_password_logins_shares_one_check() {
+    let f = fixture().await;
+    admin::create_user(f.store.as_ref(), "ci", Some("pw-ci-burst"), false).await.unwrap();
+    let auth = Arc::new(f.auth);
+    let logins = (0..64).map(|_| {
+        let auth = auth.clone();
+        tokio::spawn(async move { auth.authenticate(basic("ci", "pw-ci-burst"), None).await.map(|_| ()) })
+    });
+    for login in logins.collect::<Vec<_>>() {
+        login.await.unwrap().expect("every login of the burst succeeds");
+    }
+    // A burst of one wrong password still counts as attempts (the limit is 3).
+    let wrong = (0..8).map(|_| {
+        let auth = auth.clone();
+        tokio::spawn(async move { auth.authenticate(basic("ci", "wrong"), None).await.map(|_| ()) })
+    });
+    let outcomes: Vec<_> = futures_join(wrong.collect()).await;
+    assert!(outcomes.iter().all(Result::is_err));
+    assert!(matches!(
+        auth.authenticate(basic("ci", "pw-ci-burst-other"), None).await,
+        Err(AuthError::TooManyAttempts(_))
+    ));
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<Result<()>>>) -> Vec<Result<()>> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
