@@ -35,6 +35,7 @@ mod sessions;
 mod settings;
 mod store;
 mod tags;
+mod usage;
 
 use std::fmt;
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use berth_meta::MetaError;
+use berth_meta::{MetaError, QuotaKind};
 
 /// What differs between databases when classifying their errors.
 pub trait Dialect: Send + Sync + 'static {
@@ -97,6 +97,9 @@ pub fn classify<D: Dialect>(err: sqlx::Error) -> MetaError {
         // Configuration errors may quote the connection URL (and its password).
         sqlx::Error::Configuration(_) => MetaError::Backend(format!("invalid {} connection settings", D::NAME)),
         sqlx::Error::Migrate(m) => classify_migration::<D>(m),
+        sqlx::Error::Database(db) if quota_refusal(db.message()).is_some() => {
+            MetaError::QuotaExceeded(quota_refusal(db.message()).unwrap_or(QuotaKind::Bytes))
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             let message = format!("{} ({} code {code})", db.message(), D::NAME);
@@ -104,6 +107,16 @@ pub fn classify<D: Dialect>(err: sqlx::Error) -> MetaError {
         }
         e if is_unavailable::<D>(e) => MetaError::Unavailable(err.to_string()),
         _ => MetaError::Backend(err.to_string()),
+    }
+}
+
+/// The quota a usage trigger refused a write for (the error text the
+/// triggers of `migrations/*/0009_usage_quotas.sql` raise).
+fn quota_refusal(message: &str) -> Option<QuotaKind> {
+    match message.trim() {
+        "berth:quota:bytes" => Some(QuotaKind::Bytes),
+        "berth:quota:repositories" => Some(QuotaKind::Repositories),
+        _ => None,
     }
 }
 

@@ -31,6 +31,7 @@ mod migrate;
 mod sessions;
 mod store;
 mod tags;
+mod usage;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

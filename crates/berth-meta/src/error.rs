@@ -1,5 +1,7 @@
 use berth_oci::Digest;
 
+use crate::QuotaKind;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     /// A manifest references content the repository does not hold.
@@ -19,6 +21,10 @@ pub enum MetaError {
     /// A name is already taken (users and organizations share one namespace).
     #[error("{0} already exists")]
     Conflict(String),
+    /// The write would take the repository's owner past a quota; nothing
+    /// was written.
+    #[error("quota exceeded ({0:?})")]
+    QuotaExceeded(QuotaKind),
     /// A named user, organization or token does not exist.
     #[error("{0} not found")]
     NotFound(String),

@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod protection;
 pub mod sessions;
 mod types;
+pub mod usage;
 
 /// The conformance suite every backend runs; see [`meta_store_suite!`].
 #[cfg(feature = "testsuite")]
@@ -31,6 +32,7 @@ pub use events::EventStore;
 pub use maintenance::MaintenanceStore;
 pub use sessions::SessionStore;
 pub use types::*;
+pub use usage::{OwnerQuota, OwnerUsage, QuotaKind, QuotaLimits, RepositoryUsage, UsageDrift, UsageStore};
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
@@ -44,9 +46,10 @@ pub fn no_guard(_: &RepositoryName, _: &str) -> Option<String> {
     None
 }
 
-/// Read models for the web pages come with every store ([`BrowseStore`]).
+/// Read models for the web pages ([`BrowseStore`]) and storage accounting
+/// ([`UsageStore`]) come with every store.
 #[async_trait]
-pub trait MetaStore: BrowseStore + Send + Sync + 'static {
+pub trait MetaStore: BrowseStore + UsageStore + Send + Sync + 'static {
     /// Backend name for logs and metrics ("sqlite", "postgres").
     fn backend(&self) -> &'static str;
 

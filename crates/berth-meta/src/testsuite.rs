@@ -24,6 +24,7 @@ pub mod browse;
 pub mod events;
 pub mod maintenance;
 pub mod protection;
+pub mod usage;
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -185,11 +186,19 @@ macro_rules! meta_store_suite {
             recent_pushes_respect_visibility,
             web_sessions_round_trip_and_expire,
             orgs_are_listed_and_site_admin_is_granted,
+        ], usage [
+            usage_counts_each_blob_once_per_owner,
+            bytes_quota_refuses_a_link_and_writes_nothing,
+            manifest_push_past_the_quota_is_refused,
+            defaults_apply_and_owners_override_them,
+            racing_links_cannot_pass_the_quota_together,
+            usage_matches_a_recount_after_a_random_mix,
         ]);
     };
     (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?],
      maintenance [$($maintenance_case:ident),* $(,)?], events [$($events_case:ident),* $(,)?],
-     protection [$($protection_case:ident),* $(,)?], browse [$($browse_case:ident),* $(,)?]) => {
+     protection [$($protection_case:ident),* $(,)?], browse [$($browse_case:ident),* $(,)?],
+     usage [$($usage_case:ident),* $(,)?]) => {
         mod $prefix {
             #[allow(unused_imports)]
             use super::*;
@@ -239,6 +248,14 @@ macro_rules! meta_store_suite {
                 async fn $browse_case() {
                     let fixture: $crate::testsuite::Fixture = $constructor.await;
                     $crate::testsuite::browse::$browse_case(fixture.store(), fixture.auth()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $usage_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::usage::$usage_case(fixture.store(), fixture.maintenance()).await;
                 }
             )*
         }

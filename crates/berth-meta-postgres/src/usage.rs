@@ -1,0 +1,130 @@
+//! Storage accounting and quotas ([`berth_meta::UsageStore`]). The triggers
+//! of `0009_usage_quotas.sql` keep `owner_usage` current; this module reads
+//! it, edits the limits, and recounts.
+
+use async_trait::async_trait;
+use berth_meta::{OwnerQuota, OwnerUsage, QuotaLimits, RepositoryUsage, Result, UsageDrift, UsageStore};
+use berth_meta_sql::usage::{QuotaRow, RepositoryUsageRow, UsageRow, drift, limits_to_sql};
+use berth_meta_sql::usage_columns;
+
+use crate::PostgresMetaStore;
+use crate::retry::retrying;
+
+#[async_trait]
+impl UsageStore for PostgresMetaStore {
+    async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage> {
+        let row: Option<UsageRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage WHERE owner = $1"))
+                    .bind(owner)
+                    .fetch_optional(pool)
+                    .await?)
+            })
+            .await?;
+        Ok(row.map_or_else(|| OwnerUsage { owner: owner.to_owned(), ..OwnerUsage::default() }, OwnerUsage::from))
+    }
+
+    async fn all_owner_usage(&self) -> Result<Vec<OwnerUsage>> {
+        let rows: Vec<UsageRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage ORDER BY owner"))
+                    .fetch_all(pool)
+                    .await?)
+            })
+            .await?;
+        Ok(rows.into_iter().map(OwnerUsage::from).collect())
+    }
+
+    async fn repository_usage(&self, owner: &str) -> Result<Vec<RepositoryUsage>> {
+        let rows: Vec<RepositoryUsageRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(
+                    "SELECT r.name AS repository, \
+                       CAST((SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb \
+                             JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = r.id) \
+                          + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository_id = r.id) \
+                          AS BIGINT) AS bytes, \
+                       (SELECT COUNT(*) FROM manifests m WHERE m.repository_id = r.id) AS manifests, \
+                       (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id) AS tags \
+                     FROM repositories r WHERE r.owner = $1 ORDER BY r.name",
+                )
+                .bind(owner)
+                .fetch_all(pool)
+                .await?)
+            })
+            .await?;
+        rows.into_iter().map(RepositoryUsageRow::into_usage).collect()
+    }
+
+    async fn set_default_quota(&self, limits: QuotaLimits) -> Result<()> {
+        self.set_quota("", limits).await
+    }
+
+    async fn set_quota(&self, owner: &str, limits: QuotaLimits) -> Result<()> {
+        let (bytes, repositories) = limits_to_sql(limits)?;
+        retrying("set_quota", || async {
+            sqlx::query(
+                "INSERT INTO quotas (owner, bytes, repositories) VALUES ($1, $2, $3) \
+                 ON CONFLICT (owner) DO UPDATE SET bytes = excluded.bytes, repositories = excluded.repositories",
+            )
+            .bind(owner)
+            .bind(bytes)
+            .bind(repositories)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_quota(&self, owner: &str) -> Result<bool> {
+        retrying("remove_quota", || async {
+            let n = sqlx::query("DELETE FROM quotas WHERE owner = $1 AND owner <> ''")
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+            Ok(n.rows_affected() > 0)
+        })
+        .await
+    }
+
+    async fn quotas(&self) -> Result<Vec<OwnerQuota>> {
+        let rows: Vec<QuotaRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as("SELECT owner, bytes, repositories FROM quotas WHERE owner <> '' ORDER BY owner")
+                    .fetch_all(pool)
+                    .await?)
+            })
+            .await?;
+        Ok(rows.into_iter().map(OwnerQuota::from).collect())
+    }
+
+    /// The exclusive lock waits for every transaction that has touched the
+    /// usage tables to end and holds off new ones until the rewrite commits.
+    /// A write whose content change this count cannot see yet runs its
+    /// trigger after the commit, onto the recounted figures.
+    async fn recount_usage(&self) -> Result<Vec<UsageDrift>> {
+        retrying("recount_usage", || async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("LOCK TABLE owner_usage, owner_blobs IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+            let stored: Vec<UsageRow> =
+                sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage")).fetch_all(&mut *tx).await?;
+            let actual: Vec<UsageRow> = sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage_actual"))
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::raw_sql(
+                "DELETE FROM owner_blobs; \
+                 INSERT INTO owner_blobs (owner, digest, size, links) \
+                   SELECT owner, digest, size, links FROM owner_blobs_actual; \
+                 DELETE FROM owner_usage; \
+                 INSERT INTO owner_usage (owner, bytes, repositories, manifests, tags) \
+                   SELECT owner, bytes, repositories, manifests, tags FROM owner_usage_actual",
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(drift(stored, actual))
+        })
+        .await
+    }
+}
