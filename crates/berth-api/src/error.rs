@@ -33,6 +33,7 @@
 //! | authenticated but not allowed                     | DENIED                | 403    |
 //! | a user's token repeated for a scope it lacks      | DENIED (+ challenge)  | 403    |
 //! | immutable tag, protected or referenced content    | DENIED                | 403    |
+//! | owner quota exceeded, blob over `blob_max_size`   | DENIED                | 403    |
 //! | login locked out, too many logins in progress     | TOOMANYREQUESTS       | 429    |
 //! | unexpected failure, handler panic                 | UNKNOWN               | 500    |
 //! | blob storage full                                 | UNKNOWN               | 507    |
@@ -299,6 +300,7 @@ fn describe_registry(e: RegistryError) -> Described {
         ref e @ RegistryError::Referenced { ref digest, ref by } => d(C::Denied, S::FORBIDDEN)
             .message(e.to_string())
             .detail(json!({ "digest": digest.as_str(), "manifest": by.as_str() })),
+        RegistryError::QuotaExceeded(m) | RegistryError::BlobTooLarge(m) => d(C::Denied, S::FORBIDDEN).message(m),
         RegistryError::Body(e) => {
             // The client's side failed: worth a debug line, not an error.
             tracing::debug!(error = %e, "request body failed");

@@ -8,6 +8,7 @@
 mod env;
 mod secret;
 mod sections;
+mod size;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use figment::providers::{Format, Serialized, Toml};
 pub use env::{OTHER_PREFIXES, OTHER_VARS, UnknownVar, unknown_vars};
 pub use secret::{Secret, mask_url};
 pub use sections::*;
+pub use size::{Size, human as human_size};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -117,8 +119,8 @@ impl Config {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 return bad(format!("webhooks {:?}: url must be http:// or https://", hook.name));
             }
-            if let Some(e) = hook.events.iter().find(|e| !matches!(e.as_str(), "push" | "delete" | "tag")) {
-                return bad(format!("webhooks {:?}: unknown event {e:?} (push, delete, tag)", hook.name));
+            if let Some(e) = hook.events.iter().find(|e| !matches!(e.as_str(), "push" | "delete" | "tag" | "quota")) {
+                return bad(format!("webhooks {:?}: unknown event {e:?} (push, delete, tag, quota)", hook.name));
             }
         }
         for (i, rule) in self.retention.rules.iter().enumerate() {

@@ -38,6 +38,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
     pub ui: UiConfig,
+    pub quotas: QuotasConfig,
     /// `[[webhooks]]`: receivers of push, delete and tag events.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -63,6 +64,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
             ui: UiConfig::default(),
+            quotas: QuotasConfig::default(),
             webhooks: Vec::new(),
         }
     }
@@ -276,6 +278,20 @@ impl Default for UploadsConfig {
     fn default() -> Self {
         UploadsConfig { expire_after: Duration::from_secs(24 * 3600), expiry_interval: Duration::from_secs(600) }
     }
+}
+
+/// `[quotas]`: default limits per owner (user or organization). 0 or an
+/// empty string means unlimited, the default. `berth quota set` and the
+/// admin API override them per owner.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasConfig {
+    /// Bytes an owner may store: each distinct blob once, plus manifests.
+    pub owner_bytes: crate::Size,
+    /// Repositories an owner may have.
+    pub owner_repositories: u64,
+    /// Largest blob a push may upload (Gitea's `LIMIT_SIZE_CONTAINER`).
+    pub blob_max_size: crate::Size,
 }
 
 /// `[gc]`: online garbage collection.

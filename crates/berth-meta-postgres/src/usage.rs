@@ -109,9 +109,10 @@ impl UsageStore for PostgresMetaStore {
             sqlx::query("LOCK TABLE owner_usage, owner_blobs IN EXCLUSIVE MODE").execute(&mut *tx).await?;
             let stored: Vec<UsageRow> =
                 sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage")).fetch_all(&mut *tx).await?;
-            let actual: Vec<UsageRow> = sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage_actual"))
-                .fetch_all(&mut *tx)
-                .await?;
+            let actual: Vec<UsageRow> =
+                sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage_actual"))
+                    .fetch_all(&mut *tx)
+                    .await?;
             sqlx::raw_sql(
                 "DELETE FROM owner_blobs; \
                  INSERT INTO owner_blobs (owner, digest, size, links) \

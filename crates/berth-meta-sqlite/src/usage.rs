@@ -81,7 +81,8 @@ impl UsageStore for SqliteMetaStore {
 
     async fn remove_quota(&self, owner: &str) -> Result<bool> {
         self.write(async |tx| {
-            let n = sqlx::query("DELETE FROM quotas WHERE owner = ? AND owner <> ''").bind(owner).execute(&mut *tx).await?;
+            let n =
+                sqlx::query("DELETE FROM quotas WHERE owner = ? AND owner <> ''").bind(owner).execute(&mut *tx).await?;
             Ok(n.rows_affected() > 0)
         })
         .await
@@ -103,9 +104,10 @@ impl UsageStore for SqliteMetaStore {
         self.write(async |tx| {
             let stored: Vec<UsageRow> =
                 sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage")).fetch_all(&mut *tx).await?;
-            let actual: Vec<UsageRow> = sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage_actual"))
-                .fetch_all(&mut *tx)
-                .await?;
+            let actual: Vec<UsageRow> =
+                sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage_actual"))
+                    .fetch_all(&mut *tx)
+                    .await?;
             sqlx::raw_sql(
                 "DELETE FROM owner_blobs; \
                  INSERT INTO owner_blobs (owner, digest, size, links) \

@@ -1,6 +1,7 @@
 //! Process-wide metrics. Every layer records into [`metrics()`]; the HTTP
 //! layer serves [`encode`] at `GET /metrics`. Label values are small fixed
-//! sets (route kinds, methods, status codes), so cardinality stays bounded.
+//! sets (route kinds, methods, status codes), so cardinality stays bounded;
+//! the one exception, owners, is limited to owners with a quota of their own.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,6 +24,13 @@ pub struct RequestLabels {
 pub struct RouteLabels {
     pub route: &'static str,
     pub method: &'static str,
+}
+
+/// Per-owner series exist only for owners with a quota of their own, so
+/// their number is what an operator chose to limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OwnerLabels {
+    pub owner: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +59,9 @@ pub struct Metrics {
     pub retention_deletions: Counter,
     pub uploads_expired: Counter,
     pub webhook_deliveries: Family<KindLabels, Counter>,
+    pub quota_refusals: Counter,
+    pub owner_bytes: Family<OwnerLabels, Gauge>,
+    pub owner_quota_bytes: Family<OwnerLabels, Gauge>,
 }
 
 fn build() -> Metrics {
@@ -100,6 +111,15 @@ fn build() -> Metrics {
     for kind in ["delivered", "failed", "abandoned"] {
         let _ = webhook_deliveries.get_or_create(&KindLabels { kind });
     }
+    let quota_refusals = counter(&mut registry, "quota_refusals", "Pushes refused for a quota or a size limit");
+    let owner_bytes = Family::<OwnerLabels, Gauge>::default();
+    registry.register("owner_bytes", "Bytes stored by owners that have a quota of their own", owner_bytes.clone());
+    let owner_quota_bytes = Family::<OwnerLabels, Gauge>::default();
+    registry.register(
+        "owner_quota_bytes",
+        "Byte quota of owners that have one of their own (0: unlimited)",
+        owner_quota_bytes.clone(),
+    );
     Metrics {
         registry,
         requests,
@@ -121,6 +141,9 @@ fn build() -> Metrics {
         retention_deletions,
         uploads_expired,
         webhook_deliveries,
+        quota_refusals,
+        owner_bytes,
+        owner_quota_bytes,
     }
 }
 

@@ -214,10 +214,9 @@ impl Registry {
         // Only a blob some repository still links is mountable (one linked
         // nowhere may be collected at any moment); the store re-checks that
         // as it links.
-        match size {
-            Some(size) if self.inner.meta.link_blob(repo, digest).await? => Ok(Some(size)),
-            _ => Ok(None),
-        }
+        let Some(size) = size else { return Ok(None) };
+        let linked = self.inner.meta.link_blob(repo, digest).await;
+        Ok(self.explain(repo, None, linked).await?.then_some(size))
     }
 
     /// Removes the blob from `repo`. Its bytes stay until garbage collection

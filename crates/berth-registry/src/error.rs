@@ -45,6 +45,13 @@ pub enum RegistryError {
     /// Reading the request body failed: client disconnect or timeout.
     #[error("request body: {0}")]
     Body(std::io::Error),
+    /// The write would take the owner past a quota; the text is what the
+    /// client shows (`quota exceeded: acme uses 49.8 GiB of 50 GiB`).
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// An upload passed `quotas.blob_max_size`.
+    #[error("{0}")]
+    BlobTooLarge(String),
     /// A named user, organization or token does not exist.
     #[error("{0} not found")]
     NotFound(String),
@@ -74,6 +81,8 @@ impl From<MetaError> for RegistryError {
             MetaError::Unavailable(m) => RegistryError::Unavailable(m),
             MetaError::Backend(m) => RegistryError::Internal(m),
             MetaError::NotFound(m) => RegistryError::NotFound(m),
+            // Callers that know the repository explain it (`Registry::explain`).
+            MetaError::QuotaExceeded(kind) => RegistryError::QuotaExceeded(format!("quota exceeded ({kind:?})")),
             MetaError::Conflict(m) => RegistryError::Conflict(m),
         }
     }

@@ -9,6 +9,7 @@
 //!   ([`retention`], from the config file and the database:
 //!   [`retention_rules`]), upload expiry ([`expiry`]), under cluster-wide
 //!   leases ([`maintenance`])
+//! - usage and quotas ([`quota`])
 
 pub mod blobs;
 pub mod browse;
@@ -20,6 +21,7 @@ mod locks;
 pub mod maintenance;
 pub mod manifests;
 pub mod packages;
+pub mod quota;
 pub mod retention;
 pub mod retention_rules;
 pub mod uploads;
@@ -48,6 +50,7 @@ pub struct Policy {
     /// Accept manifests whose references are not (all) present.
     pub allow_sparse: bool,
     pub max_manifest_size: usize,
+    pub quotas: quota::QuotaPolicy,
 }
 
 impl Default for Policy {
@@ -56,6 +59,7 @@ impl Default for Policy {
             immutable_tags: ImmutableTags::default(),
             allow_sparse: false,
             max_manifest_size: berth_oci::manifest::MAX_MANIFEST_SIZE,
+            quotas: quota::QuotaPolicy::default(),
         }
     }
 }
@@ -79,6 +83,7 @@ struct Inner {
     policy: Policy,
     upload_locks: locks::KeyedLocks,
     webhooks: Option<webhooks::Webhooks>,
+    limits: quota::LimitsCache,
 }
 
 impl Registry {
@@ -95,7 +100,14 @@ impl Registry {
     ) -> Self {
         let webhooks = webhooks.filter(|w| !w.is_empty());
         Registry {
-            inner: Arc::new(Inner { meta, blobs, policy, upload_locks: locks::KeyedLocks::default(), webhooks }),
+            inner: Arc::new(Inner {
+                meta,
+                blobs,
+                policy,
+                upload_locks: locks::KeyedLocks::default(),
+                webhooks,
+                limits: quota::LimitsCache::default(),
+            }),
         }
     }
 
@@ -134,7 +146,7 @@ impl Registry {
     }
 
     /// Refreshes the store gauges of `/metrics` (repositories, manifests,
-    /// blobs, bytes stored, open uploads).
+    /// blobs, bytes stored, open uploads, and usage of owners with a quota).
     pub async fn record_stats(&self) -> Result<()> {
         let s = self.inner.meta.stats().await?;
         let m = berth_metrics::metrics();
@@ -144,6 +156,16 @@ impl Registry {
         m.blobs_stored.set(gauge(s.blobs));
         m.storage_bytes.set(gauge(s.blob_bytes));
         m.uploads_in_flight.set(gauge(s.uploads));
+        // Owners with a quota of their own, and only those (bounded labels).
+        let quotas = self.quotas().await?;
+        m.owner_bytes.clear();
+        m.owner_quota_bytes.clear();
+        for q in quotas {
+            let usage = self.inner.meta.owner_usage(&q.owner).await?;
+            let labels = berth_metrics::OwnerLabels { owner: q.owner };
+            m.owner_bytes.get_or_create(&labels).set(gauge(usage.bytes));
+            m.owner_quota_bytes.get_or_create(&labels).set(gauge(q.limits.bytes));
+        }
         Ok(())
     }
 

@@ -83,7 +83,8 @@ impl Registry {
             created_at: now_ms(),
         };
         let guard = |repo: &RepositoryName, tag: &str| policy.immutable_tags.rule_for(repo, tag);
-        self.inner.meta.put_manifest(repo, &new, !policy.allow_sparse, &guard).await?;
+        let stored = self.inner.meta.put_manifest(repo, &new, !policy.allow_sparse, &guard).await;
+        self.explain(repo, actor, stored).await?;
         let event = |kind, tag: Option<&Tag>| Event {
             kind,
             repository: repo.to_string(),
@@ -93,6 +94,7 @@ impl Registry {
             size: Some(new.content.len() as u64),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             actor: actor.map(str::to_owned),
+            message: None,
         };
         let mut events = vec![event(EventKind::Push, None)];
         events.extend(tags.iter().map(|t| event(EventKind::Tag, Some(t))));
@@ -134,6 +136,7 @@ impl Registry {
             size: None,
             tags: Vec::new(),
             actor: actor.map(str::to_owned),
+            message: None,
         };
         self.emit(vec![event]).await;
         Ok(())

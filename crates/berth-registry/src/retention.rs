@@ -318,6 +318,7 @@ impl Maintenance {
                                 size: None,
                                 tags: Vec::new(),
                                 actor: Some("retention".into()),
+                                message: None,
                             }])
                             .await;
                     }

@@ -6,6 +6,7 @@
 //! different algorithm than the session hashed with.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use berth_blob::{ByteStream, UploadCursor};
@@ -96,12 +97,16 @@ impl Registry {
         body: ByteStream,
         length: Option<u64>,
     ) -> Result<u64> {
+        let room = self.upload_room(repo).await?;
+        if let Some(length) = length {
+            self.check_room(repo, room, length).await?;
+        }
         let id = new_upload_id();
         let store = &self.inner.blobs;
         let start = store.upload_start(&id).await?;
+        let (body, stopped) = Registry::within_room(limit_body(body, length), 0, room);
         let outcome = async {
-            let (cursor, hasher) =
-                store.upload_append(&id, &start, limit_body(body, length), Hasher::new(digest.algorithm())).await?;
+            let (cursor, hasher) = store.upload_append(&id, &start, body, Hasher::new(digest.algorithm())).await?;
             check_length(length, cursor.offset)?;
             verify(digest, hasher.finish())?;
             let reservation = self.reserve_blob(digest, cursor.offset).await?;
@@ -112,7 +117,8 @@ impl Registry {
         match outcome {
             Ok((size, reservation)) => {
                 berth_metrics::metrics().bytes_pushed.inc_by(size);
-                if !self.inner.meta.link_reserved_blob(repo, digest, &reservation).await? {
+                let linked = self.inner.meta.link_reserved_blob(repo, digest, &reservation).await;
+                if !self.explain(repo, None, linked).await? {
                     return Err(RegistryError::Unavailable(format!(
                         "blob {digest} was garbage-collected while it was being uploaded; retry"
                     )));
@@ -121,6 +127,9 @@ impl Registry {
             }
             Err(e) => {
                 let _ = store.upload_abort(&id, &start).await;
+                if stopped.load(Ordering::Relaxed) {
+                    return Err(self.stopped_by_room(repo, room).await);
+                }
                 Err(e)
             }
         }
@@ -168,12 +177,30 @@ impl Registry {
     }
 
     /// Appends `body` to the session's data (made durable by the store) and
-    /// returns the new progress, not yet recorded.
+    /// returns the new progress, not yet recorded. An upload that would pass
+    /// a size limit or its owner's quota is refused, and discarded, as soon
+    /// as it does (before any byte when the chunk's declared length tells).
     async fn append(&self, session: &UploadSession, body: ByteStream, expected: Option<u64>) -> Result<UploadProgress> {
         let before = &session.progress;
+        let repo = &session.repository;
+        let room = self.upload_room(repo).await?;
+        if let Some(n) = expected
+            && let Err(refusal) = self.check_room(repo, room, before.offset.saturating_add(n)).await
+        {
+            self.discard(session).await;
+            return Err(refusal);
+        }
         let hasher = Hasher::restore(session.algorithm, &before.hash_state).ok_or(RegistryError::UploadUnknown)?;
-        let (cursor, hasher) =
-            self.inner.blobs.upload_append(&session.id, &cursor_of(before), limit_body(body, expected), hasher).await?;
+        let (body, stopped) = Registry::within_room(limit_body(body, expected), before.offset, room);
+        let appended = self.inner.blobs.upload_append(&session.id, &cursor_of(before), body, hasher).await;
+        let (cursor, hasher) = match appended {
+            Ok(done) => done,
+            Err(_) if stopped.load(Ordering::Relaxed) => {
+                self.discard(session).await;
+                return Err(self.stopped_by_room(repo, room).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
         check_length(expected, cursor.offset - before.offset)?;
         berth_metrics::metrics().bytes_pushed.inc_by(cursor.offset - before.offset);
         Ok(UploadProgress {
@@ -229,8 +256,16 @@ impl Registry {
         verify(digest, computed)?;
         let reservation = self.reserve_blob(digest, cursor.offset).await?;
         self.inner.blobs.upload_commit(id, &cursor, digest).await?;
-        self.inner.meta.complete_upload(id, digest, &reservation).await?;
-        Ok(cursor.offset)
+        let completed = self.inner.meta.complete_upload(id, digest, &reservation).await;
+        match self.explain(repo, None, completed).await {
+            Ok(()) => Ok(cursor.offset),
+            Err(refusal @ RegistryError::QuotaExceeded(_)) => {
+                // The committed bytes are linked nowhere: garbage collection's.
+                let _ = self.inner.meta.delete_upload(id).await;
+                Err(refusal)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reserves `digest` in the metadata store before its bytes are
@@ -250,6 +285,13 @@ impl Registry {
             }
             tokio::time::sleep(RESERVE_POLL).await;
         }
+    }
+
+    /// Ends a session refused for a limit, with its data (best effort: upload
+    /// expiry removes whatever this leaves). The caller holds its lock.
+    async fn discard(&self, session: &UploadSession) {
+        let _ = self.inner.meta.delete_upload(&session.id).await;
+        let _ = self.inner.blobs.upload_abort(&session.id, &cursor_of(&session.progress)).await;
     }
 
     /// Cancels an upload (DELETE on its location) and discards its data.

@@ -30,6 +30,8 @@ pub enum EventKind {
     Delete,
     /// A tag was created or moved.
     Tag,
+    /// A push was refused for a quota or a size limit.
+    Quota,
 }
 
 impl EventKind {
@@ -38,6 +40,7 @@ impl EventKind {
             EventKind::Push => "push",
             EventKind::Delete => "delete",
             EventKind::Tag => "tag",
+            EventKind::Quota => "quota",
         }
     }
 
@@ -46,6 +49,7 @@ impl EventKind {
             "push" => Some(EventKind::Push),
             "delete" => Some(EventKind::Delete),
             "tag" => Some(EventKind::Tag),
+            "quota" => Some(EventKind::Quota),
             _ => None,
         }
     }
@@ -88,6 +92,8 @@ pub struct Event {
     pub size: Option<u64>,
     pub tags: Vec<String>,
     pub actor: Option<String>,
+    /// What a refusal said (quota events).
+    pub message: Option<String>,
 }
 
 /// The configured hooks and the queue.
@@ -138,6 +144,7 @@ impl Webhooks {
                     "media_type": e.media_type,
                     "size": e.size,
                     "actor": e.actor,
+                    "message": e.message,
                 });
                 rows.push(NewDelivery {
                     id,

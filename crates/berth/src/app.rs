@@ -8,6 +8,7 @@ use berth_api::serve::{ServeOptions, load_tls, serve};
 use berth_api::{ApiSettings, AppState};
 use berth_auth::{AuthService, AuthSettings, JwtKeys, admin};
 use berth_config::Config;
+use berth_registry::quota::QuotaPolicy;
 use berth_registry::webhooks::{EventKind, Hook, Webhooks};
 use berth_registry::{ImmutableTags, Maintenance, Policy, Registry};
 use tokio::net::TcpListener;
@@ -60,6 +61,8 @@ impl App {
         let policy = registry_policy(&config)?;
         let retention = crate::maintenance::retention_policy(&config).map_err(StartError::Config)?;
         let registry = Registry::with_webhooks(meta, blobs, policy, Some(webhooks));
+        // The store's write-time checks read the `[quotas]` defaults from the database.
+        registry.apply_quota_defaults().await.map_err(|e| StartError::Config(format!("quotas: {e}")))?;
         let settings = ApiSettings {
             public_url: config.public_url.clone(),
             body_idle_timeout: config.http.body_idle_timeout,
@@ -126,6 +129,11 @@ pub fn registry_policy(config: &Config) -> Result<Policy, StartError> {
         immutable_tags: ImmutableTags::new(&config.tags.immutable).map_err(StartError::Config)?,
         allow_sparse: config.manifests.allow_sparse,
         max_manifest_size: config.manifests.max_size,
+        quotas: QuotaPolicy {
+            owner_bytes: config.quotas.owner_bytes.bytes(),
+            owner_repositories: config.quotas.owner_repositories,
+            blob_max_size: config.quotas.blob_max_size.bytes(),
+        },
     })
 }
 

@@ -139,7 +139,10 @@ pub async fn defaults_apply_and_owners_override_them(store: Arc<dyn MetaStore>, 
     store.set_quota("acme", QuotaLimits { bytes: Some(0), repositories: None }).await.expect("override");
     link(&*store, "acme/a", &sized("more", 500)).await;
     let token = reserve(&*store, &c).await;
-    assert_eq!(expect_quota(store.link_reserved_blob(&repo("acme/c"), &c.digest, &token).await), QuotaKind::Repositories);
+    assert_eq!(
+        expect_quota(store.link_reserved_blob(&repo("acme/c"), &c.digest, &token).await),
+        QuotaKind::Repositories
+    );
     let listed = store.quotas().await.expect("quotas");
     assert_eq!(listed.len(), 1, "the defaults row is not an owner's quota: {listed:?}");
     assert_eq!(listed[0].limits, QuotaLimits { bytes: Some(0), repositories: None });
