@@ -194,10 +194,21 @@ impl Registry {
 
     /// The refusal for `kind` in `repo`'s owner, reported.
     pub(crate) async fn refuse(&self, repo: &RepositoryName, actor: Option<&str>, kind: QuotaKind) -> RegistryError {
+        self.refuse_with(repo, actor, kind, "").await
+    }
+
+    /// [`Registry::refuse`] with `suffix` after the usage figures.
+    async fn refuse_with(
+        &self,
+        repo: &RepositoryName,
+        actor: Option<&str>,
+        kind: QuotaKind,
+        suffix: &str,
+    ) -> RegistryError {
         let owner = owner_of(repo);
         let message = match self.usage(owner).await {
-            Ok(report) => refusal_message(&report, kind),
-            Err(_) => format!("quota exceeded: {owner} is at its limit"),
+            Ok(report) => refusal_message(&report, kind) + suffix,
+            Err(_) => format!("quota exceeded: {owner} is at its limit{suffix}"),
         };
         self.report_refusal(repo, actor, &message).await;
         RegistryError::QuotaExceeded(message)
@@ -256,25 +267,37 @@ impl Registry {
                 self.report_refusal(repo, None, &message).await;
                 RegistryError::BlobTooLarge(message)
             }
-            RoomLimit::OwnerBytes => self.refuse(repo, None, QuotaKind::Bytes).await,
+            RoomLimit::OwnerBytes => {
+                // Uploads in progress do not count yet: say why this one cannot finish.
+                let suffix = format!("; this upload needs more than the {} left", human_size(room.max_offset));
+                self.refuse_with(repo, None, QuotaKind::Bytes, &suffix).await
+            }
         }
     }
 
     /// `body` cut off with an error as soon as the upload (now at `offset`)
-    /// would pass `room`; the flag tells that this is why it failed.
+    /// would pass `room`; the flag tells that this is why it failed. What the
+    /// client still sends is read and dropped (bounded, see [`drain`]) before
+    /// the error, so that it reads the refusal instead of a reset connection.
     pub(crate) fn within_room(body: ByteStream, offset: u64, room: Option<Room>) -> (ByteStream, Arc<AtomicBool>) {
         let stopped = Arc::new(AtomicBool::new(false));
         let Some(room) = room else { return (body, stopped) };
-        let flag = stopped.clone();
-        let mut total = offset;
-        let limited = body.map(move |item| {
-            let chunk = item?;
-            total += chunk.len() as u64;
-            if total > room.max_offset {
-                flag.store(true, Ordering::Relaxed);
-                return Err(io::Error::other(LimitReached));
+        let state = (body, offset, stopped.clone());
+        let limited = futures_util::stream::unfold(Some(state), move |state| async move {
+            let (mut body, total, flag) = state?;
+            match body.next().await {
+                Some(Ok(chunk)) if total + chunk.len() as u64 > room.max_offset => {
+                    flag.store(true, Ordering::Relaxed);
+                    drain(body).await;
+                    Some((Err(io::Error::other(LimitReached)), None))
+                }
+                Some(Ok(chunk)) => {
+                    let total = total + chunk.len() as u64;
+                    Some((Ok(chunk), Some((body, total, flag))))
+                }
+                Some(Err(e)) => Some((Err(e), None)),
+                None => None,
             }
-            Ok(chunk)
         });
         (Box::pin(limited), stopped)
     }
@@ -309,6 +332,26 @@ impl Registry {
         *cache.write().await = Some((Instant::now(), map.clone()));
         Ok(map)
     }
+}
+
+/// How much of a refused upload is still read (and dropped), and for how
+/// long: enough for a client that sent a modest body to read the answer,
+/// never the rest of a large one.
+const DRAIN_MAX_BYTES: u64 = 8 * 1024 * 1024;
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops what is left of a refused upload's body, within bounds.
+pub(crate) async fn drain(mut body: ByteStream) {
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_MAX_BYTES {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 /// `quota exceeded: acme uses 49.8 GiB of 50 GiB`.

@@ -98,8 +98,11 @@ impl Registry {
         length: Option<u64>,
     ) -> Result<u64> {
         let room = self.upload_room(repo).await?;
-        if let Some(length) = length {
-            self.check_room(repo, room, length).await?;
+        if let Some(length) = length
+            && let Err(refusal) = self.check_room(repo, room, length).await
+        {
+            crate::quota::drain(body).await;
+            return Err(refusal);
         }
         let id = new_upload_id();
         let store = &self.inner.blobs;
@@ -187,6 +190,7 @@ impl Registry {
         if let Some(n) = expected
             && let Err(refusal) = self.check_room(repo, room, before.offset.saturating_add(n)).await
         {
+            crate::quota::drain(body).await;
             self.discard(session).await;
             return Err(refusal);
         }
