@@ -63,10 +63,13 @@ pub struct QuotaReport {
     pub limits: Limits,
 }
 
-/// The owners' own limits, as last read.
+/// Owners' own limits by owner name.
+type OwnLimits = Arc<HashMap<String, QuotaLimits>>;
+
+/// The owners' own limits, as last read, and when.
 #[derive(Default)]
 pub(crate) struct LimitsCache {
-    loaded: RwLock<Option<(Instant, Arc<HashMap<String, QuotaLimits>>)>>,
+    loaded: RwLock<Option<(Instant, OwnLimits)>>,
 }
 
 /// The owner of a repository: its first path component.
@@ -319,7 +322,7 @@ impl Registry {
     }
 
     /// The owners' own limits, read at most every [`LIMITS_TTL`].
-    async fn own_limits(&self) -> Result<Arc<HashMap<String, QuotaLimits>>> {
+    async fn own_limits(&self) -> Result<OwnLimits> {
         let cache = &self.inner.limits.loaded;
         if let Some((at, map)) = cache.read().await.as_ref()
             && at.elapsed() < LIMITS_TTL
