@@ -492,6 +492,34 @@ case_skopeo() { # password|pat|authfile
 
 # The read-only token (read:package, --repo USER/*) pulls from USER/*, but
 # cannot push, nor pull from the organization's repositories.
+case_quota() {
+  # An organization with a 1 KiB quota: docker's push is refused with
+  # Berth's message printed as-is; once the quota is lifted (set while the
+  # server runs, through the CLI on the same data directory) the same push
+  # goes through.
+  local org=quota-$MODE ref out
+  local -a env=(BERTH_DATA_DIR="$WORK/berth-$MODE/data")
+  env "${env[@]}" "$BERTH_BIN" org add "$org"
+  env "${env[@]}" "$BERTH_BIN" org member add "$org" "$USER_NAME" --role write
+  env "${env[@]}" "$BERTH_BIN" quota set "$org" --bytes 1KiB
+  ref=$REG/$org/app:$MODE
+  mkdir -p "$CASE_DIR/docker-config"
+  export DOCKER_CONFIG=$CASE_DIR/docker-config
+  cp "${AUTHFILE[$MODE]}" "$DOCKER_CONFIG/config.json"
+  rootfs_tar "$CASE_DIR/rootfs.tar" "quota $MODE"
+  "${DOCKER[@]}" import "$CASE_DIR/rootfs.tar" "$ref"
+  if out=$("${DOCKER[@]}" push "$ref" 2>&1); then
+    fail "docker push past the quota succeeded: $out"
+  fi
+  echo "$out"
+  grep -q "quota exceeded: $org uses .* of 1 KiB" <<<"$out" || fail "docker did not print the quota message: $out"
+  env "${env[@]}" "$BERTH_BIN" usage "$org"
+  env "${env[@]}" "$BERTH_BIN" quota set "$org" --bytes 0
+  out=$("${DOCKER[@]}" push "$ref" 2>&1) || fail "docker push after lifting the quota failed: $out"
+  echo "$out"
+  env "${env[@]}" "$BERTH_BIN" usage "$org"
+}
+
 case_readonly() {
   local repo=$USER_NAME/skopeo-ro ref org_ref served inspected out
   ref=$REG/$repo:$MODE
@@ -718,6 +746,7 @@ for mode in http tls; do
   for kind in password pat authfile; do
     run_case docker "$kind" case_docker "$kind"
   done
+  run_case docker quota case_quota
   for kind in password pat; do
     run_case ctr "$kind" case_ctr "$kind"
   done

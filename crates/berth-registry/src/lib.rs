@@ -158,12 +158,15 @@ impl Registry {
         m.uploads_in_flight.set(gauge(s.uploads));
         // Owners with a quota of their own, and only those (bounded labels).
         let quotas = self.quotas().await?;
+        let usage = if quotas.is_empty() { Vec::new() } else { self.inner.meta.all_owner_usage().await? };
         m.owner_bytes.clear();
         m.owner_quota_bytes.clear();
         for q in quotas {
-            let usage = self.inner.meta.owner_usage(&q.owner).await?;
+            // In byte order of owner, as the store lists them.
+            let found = usage.binary_search_by(|u| u.owner.as_str().cmp(&q.owner));
+            let bytes = found.map_or(0, |i| usage[i].bytes);
             let labels = berth_metrics::OwnerLabels { owner: q.owner };
-            m.owner_bytes.get_or_create(&labels).set(gauge(usage.bytes));
+            m.owner_bytes.get_or_create(&labels).set(gauge(bytes));
             m.owner_quota_bytes.get_or_create(&labels).set(gauge(q.limits.bytes));
         }
         Ok(())
