@@ -335,3 +335,108 @@ async fn refusals_reach_webhooks_and_metrics() {
     assert!(!text.contains("owner=\"other\""), "only owners with their own quota get series");
     assert!(text.contains("berth_quota_refusals_total 1") || text.contains("berth_quota_refusals_total"), "{text}");
 }
+
+/// A small deterministic generator for the mix below.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// Pushes, mounts, tag moves and every kind of delete over HTTP, with full
+/// garbage collection and retention runs in between: the usage the
+/// database kept is what a recount finds, and it shrinks to the manifests
+/// and blobs that are left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_matches_a_recount_after_pushes_deletes_gc_and_retention() {
+    use berth_registry::gc::{GcOptions, no_progress};
+    use berth_registry::retention::RetentionRule;
+
+    const REPOS: [&str; 4] = ["acme/a", "acme/b", "bob/x", "bob/y/deep"];
+    let s = S::start(|_| {}).await;
+    let rule = RetentionRule {
+        repositories: "acme/*".into(),
+        keep_last: Some(2),
+        keep_tags: vec![],
+        remove_older_than: None,
+        remove_tags: vec![],
+    };
+    s.server.maintenance.add_retention_rule(rule, "test").await.expect("rule");
+    let mut mix = Mix(7);
+    let mut pushed: Vec<(&str, Image)> = Vec::new();
+    let (mut freed, mut retained_away) = (0u64, 0usize);
+    for step in 0..120u64 {
+        let repo = REPOS[mix.next(REPOS.len() as u64) as usize];
+        match mix.next(8) {
+            0..=2 => {
+                let img = Image::new(mix.next(12));
+                s.upload(repo, &img.config).await;
+                s.upload(repo, &img.layer).await;
+                let tag = format!("t{}", mix.next(5));
+                let r = s.put_manifest(repo, &tag, &img.manifest).await;
+                assert_eq!(r.status, 201, "{}", r.text());
+                pushed.push((repo, img));
+            }
+            3 => {
+                if let Some((from, img)) = pushed.get(mix.next(pushed.len().max(1) as u64) as usize) {
+                    let path = format!("/v2/{repo}/blobs/uploads/?mount={}&from={from}", img.layer_digest);
+                    let r = s.send(Method::POST, &path, &[], None).await;
+                    assert!(matches!(r.status, 201 | 202), "{}", r.text());
+                }
+            }
+            4 => {
+                if !pushed.is_empty() {
+                    let (repo, img) = pushed.swap_remove(mix.next(pushed.len() as u64) as usize);
+                    let path = format!("/v2/{repo}/manifests/{}", img.manifest_digest);
+                    let r = s.send(Method::DELETE, &path, &[], None).await;
+                    assert!(matches!(r.status, 202 | 404), "{}", r.text());
+                }
+            }
+            5 => {
+                let path = format!("/v2/{repo}/manifests/t{}", mix.next(5));
+                let r = s.send(Method::DELETE, &path, &[], None).await;
+                assert!(matches!(r.status, 202 | 404), "{}", r.text());
+            }
+            6 => {
+                if let Some((_, img)) = pushed.get(mix.next(pushed.len().max(1) as u64) as usize) {
+                    // Refused while a manifest references it; fine either way.
+                    let path = format!("/v2/{repo}/blobs/{}", img.config_digest);
+                    let r = s.send(Method::DELETE, &path, &[], None).await;
+                    assert!(matches!(r.status, 202 | 403 | 404), "{}", r.text());
+                }
+            }
+            _ => {
+                if step % 2 == 0 {
+                    let options = GcOptions { min_age: Duration::ZERO, dry_run: false };
+                    let report = s.server.maintenance.collect_garbage(&options, None, &no_progress).await.expect("gc");
+                    freed += report.bytes_freed();
+                } else {
+                    let policy = s.server.maintenance.retention_policy().await.expect("policy");
+                    let report = s.server.maintenance.apply_retention(&policy, false, None).await.expect("retention");
+                    retained_away += report.repositories.iter().map(|r| r.removed.len()).sum::<usize>();
+                }
+            }
+        }
+    }
+    assert!(
+        freed > 0 && retained_away > 0,
+        "the mix collected ({freed} bytes) and applied retention ({retained_away} tags)"
+    );
+    s.assert_no_drift().await;
+    // After a last collection, what is counted is exactly what is left.
+    let options = GcOptions { min_age: Duration::ZERO, dry_run: false };
+    s.server.maintenance.collect_garbage(&options, None, &no_progress).await.expect("gc");
+    s.assert_no_drift().await;
+    let total: u64 = s.server.registry.all_usage().await.expect("all").iter().map(|r| r.usage.bytes).sum();
+    let per_repo: u64 = {
+        let mut sum = 0;
+        for owner in ["acme", "bob"] {
+            sum += s.server.registry.repository_usage(owner).await.expect("repos").iter().map(|r| r.bytes).sum::<u64>();
+        }
+        sum
+    };
+    assert!(total <= per_repo, "an owner's blobs count once however many repositories hold them");
+}
