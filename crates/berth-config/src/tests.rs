@@ -220,3 +220,25 @@ fn every_variable_the_docs_and_scripts_use_is_known() {
     assert_eq!(unknown_vars(&config_vars), []);
     assert_eq!(unknown_vars(OTHER_VARS), []);
 }
+
+#[test]
+fn quota_sizes_read_with_units_from_file_and_environment() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "[quotas]\nowner_bytes = \"50GiB\"\nowner_repositories = 10\nblob_max_size = 1048576").unwrap();
+    let c = Config::load(Some(f.path()), vars(&[])).unwrap();
+    assert_eq!(c.quotas.owner_bytes, Size(50 << 30));
+    assert_eq!(c.quotas.owner_repositories, 10);
+    assert_eq!(c.quotas.blob_max_size, Size(1 << 20));
+    let c = Config::load(
+        Some(f.path()),
+        vars(&[("BERTH_QUOTAS_OWNER_BYTES", "500MB"), ("BERTH_QUOTAS_BLOB_MAX_SIZE", "")]),
+    )
+    .unwrap();
+    assert_eq!(c.quotas.owner_bytes, Size(500_000_000));
+    assert_eq!(c.quotas.blob_max_size, Size(0), "empty means unlimited");
+    let err = Config::load(None, vars(&[("BERTH_QUOTAS_OWNER_BYTES", "lots")])).unwrap_err();
+    assert!(err.to_string().contains("is not a size"), "{err}");
+    // Unlimited by default.
+    let c = Config::load(None, vars(&[])).unwrap();
+    assert_eq!((c.quotas.owner_bytes, c.quotas.owner_repositories, c.quotas.blob_max_size), (Size(0), 0, Size(0)));
+}

@@ -160,6 +160,19 @@ async fn a_chunked_upload_stops_once_it_alone_would_pass_the_quota() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_past_owner_repositories_is_refused() {
+    let s = S::start(|c| c.quotas.owner_repositories = 1).await;
+    s.upload("acme/one", &fixtures::blob(30, 100)).await;
+    s.upload("acme/one", &fixtures::blob(31, 100)).await;
+    let r = s.post_blob("acme/two", &fixtures::blob(32, 100)).await;
+    assert_error(&r, 403, "DENIED");
+    assert_eq!(message(&r), "quota exceeded: acme has 1 of 1 repositories");
+    let r = s.send(Method::GET, "/v2/_catalog", &[], None).await;
+    assert_eq!(r.json()["repositories"], serde_json::json!(["acme/one"]), "no repository left behind");
+    s.upload("bob/two", &fixtures::blob(32, 100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_over_blob_max_size_are_refused() {
     let s = S::start(|c| c.quotas.blob_max_size = berth_config::Size(64 * KIB as u64)).await;
     s.upload("acme/app", &fixtures::blob(6, 64 * KIB)).await;
