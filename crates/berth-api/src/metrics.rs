@@ -31,6 +31,7 @@ pub fn route_label(parsed: Option<&Parsed>, matched: Option<&str>) -> &'static s
         Some("/metrics") => "metrics",
         Some(p) if p.starts_with("/api/v1/packages/") => "packages",
         Some(p) if p.starts_with("/api/v1/admin/") => "admin",
+        Some(p) if p.starts_with("/api/v1/owners/") => "owners",
         _ => "other",
     }
 }
@@ -91,6 +92,7 @@ mod tests {
         assert_eq!(route_label(None, Some("/v2/token")), "token");
         assert_eq!(route_label(None, Some("/api/v1/packages/{owner}")), "packages");
         assert_eq!(route_label(None, Some("/api/v1/admin/retention/rules/{id}")), "admin");
+        assert_eq!(route_label(None, Some("/api/v1/owners/{owner}/usage")), "owners");
         assert_eq!(route_label(None, None), "other");
     }
 }

@@ -26,6 +26,10 @@
 //! | `/api/v1/admin/retention/rules`            | GET, POST     | `handlers::retention::{list,add}` |
 //! | `/api/v1/admin/retention/rules/<id>`       | DELETE        | `handlers::retention::remove` |
 //! | `/api/v1/admin/retention/preview`          | GET           | `handlers::retention::preview` |
+//! | `/api/v1/admin/usage`                      | GET           | `handlers::usage::all`        |
+//! | `/api/v1/owners/<owner>/usage`             | GET           | `handlers::usage::owner`      |
+//! | `/api/v1/admin/quotas`                     | GET           | `handlers::usage::quotas`     |
+//! | `/api/v1/admin/quotas/<owner>`             | PUT, DELETE   | `handlers::usage::{set,remove}` |
 //! | `/`, `/<owner>/-/packages...`, `/user/...`, `/-/...` | GET, POST | `berth_web` (its own table), via [`router_with_pages`] |
 //!
 //! Layers, outermost first: request id and trace span, panic catcher, API
@@ -41,7 +45,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get};
+use axum::routing::{any, delete, get, put};
 use berth_auth::Principal;
 use http::{HeaderValue, Method};
 use tower_http::LatencyUnit;
@@ -55,7 +59,9 @@ use tracing::Level;
 use crate::endpoint::{Endpoint, Parsed};
 use crate::error::ApiError;
 use crate::handlers::json_api::method_not_allowed as json_method_not_allowed;
-use crate::handlers::{base, blobs, catalog, gitea, health, manifests, referrers, retention, tags, token, uploads};
+use crate::handlers::{
+    base, blobs, catalog, gitea, health, manifests, referrers, retention, tags, token, uploads, usage,
+};
 use crate::headers::{API_VERSION, X_REQUEST_ID};
 use crate::middleware::{deadline, method_not_allowed, no_such_route, request_span};
 use crate::{AppState, auth, client, endpoint, metrics};
@@ -86,6 +92,10 @@ pub fn router_with_pages(state: AppState, pages: Option<Router<AppState>>) -> Ro
         )
         .route("/api/v1/admin/retention/rules/{id}", delete(retention::remove).fallback(json_method_not_allowed))
         .route("/api/v1/admin/retention/preview", get(retention::preview).fallback(json_method_not_allowed))
+        .route("/api/v1/admin/usage", get(usage::all).fallback(json_method_not_allowed))
+        .route("/api/v1/owners/{owner}/usage", get(usage::owner).fallback(json_method_not_allowed))
+        .route("/api/v1/admin/quotas", get(usage::quotas).fallback(json_method_not_allowed))
+        .route("/api/v1/admin/quotas/{owner}", put(usage::set).delete(usage::remove).fallback(json_method_not_allowed))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .fallback(no_such_route);

@@ -27,7 +27,7 @@ mod sessions;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::auth::{TokenRecord, UserRecord};
+use berth_meta::auth::{OwnerKind, TokenRecord, UserRecord};
 use berth_meta::{AuthStore, MetaError};
 use berth_oci::RepositoryName;
 
@@ -208,7 +208,32 @@ impl AuthService {
         if !user.is_admin || user.disabled {
             return false;
         }
-        token.as_deref().is_none_or(|t| t.repositories.is_empty() && policy::scope_actions(&t.scopes).covers(wanted))
+        acts_beyond_repositories(token.as_deref(), wanted)
+    }
+
+    /// Whether `principal` may administer the owner (user or organization)
+    /// named `owner`, doing `wanted` (`PULL` to see its storage usage): a
+    /// site admin (see [`Self::is_site_admin`]), the user of that name, or
+    /// an `admin` member of the organization of that name
+    /// ([`policy::administers_owner`]). As for site admins: by password or
+    /// by a personal access token whose scopes cover `wanted` and that is not
+    /// limited to some repositories; never by a bearer JWT from `/v2/token`.
+    pub async fn may_administer_owner(&self, principal: &Principal, owner: &str, wanted: Actions) -> Result<bool> {
+        if self.is_site_admin(principal, wanted) {
+            return Ok(true);
+        }
+        let Principal::User { user, token } = principal else { return Ok(false) };
+        if user.disabled || !acts_beyond_repositories(token.as_deref(), wanted) {
+            return Ok(false);
+        }
+        let Some(record) = self.store.get_owner(owner).await? else { return Ok(false) };
+        let role = match record.kind {
+            OwnerKind::Org => {
+                self.store.list_org_members(owner).await?.into_iter().find(|m| m.user == user.name).map(|m| m.role)
+            }
+            OwnerKind::User => None,
+        };
+        Ok(policy::administers_owner(user, &record, role))
     }
 
     /// The token endpoint's grant for `scopes`.
@@ -282,6 +307,13 @@ impl AuthService {
             }
         }
     }
+}
+
+/// Whether a request authenticated with `token` (none: a password) may act
+/// beyond single repositories, doing `wanted`: a token must not be limited
+/// to some repositories, and its scopes must cover `wanted`.
+fn acts_beyond_repositories(token: Option<&TokenRecord>, wanted: Actions) -> bool {
+    token.is_none_or(|t| t.repositories.is_empty() && policy::scope_actions(&t.scopes).covers(wanted))
 }
 
 fn token_usable(t: &TokenRecord, now: i64) -> bool {

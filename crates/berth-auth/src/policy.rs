@@ -7,11 +7,13 @@
 //! - Anyone (even anonymous) may pull from a public repository: a
 //!   repository's own visibility, else its owner's.
 //! - Nobody but site admins may act on a namespace whose owner does not exist.
+//! - An owner's own affairs (its storage usage) are for the user of that
+//!   name, an organization's `admin` members, and site admins.
 //! - A personal access token narrows its user's rights to its scopes
 //!   (`read:package` pulls, `write:package` pulls, pushes and deletes) and
 //!   to its repository patterns.
 
-use berth_meta::auth::{AccessFacts, OrgRole, OwnerKind, TokenRecord, UserRecord};
+use berth_meta::auth::{AccessFacts, OrgRole, OwnerKind, OwnerRecord, TokenRecord, UserRecord};
 use berth_oci::RepositoryName;
 
 use crate::access::Actions;
@@ -47,6 +49,22 @@ pub fn user_rights(user: Option<&UserRecord>, facts: &AccessFacts) -> Actions {
     base.or(own)
 }
 
+/// Whether `user` may administer `owner` (see its storage usage): a site
+/// admin any owner, a user themself, an organization's `admin` members
+/// (`role` is the user's role in it). A disabled user none.
+pub fn administers_owner(user: &UserRecord, owner: &OwnerRecord, role: Option<OrgRole>) -> bool {
+    if user.disabled {
+        return false;
+    }
+    if user.is_admin {
+        return true;
+    }
+    match owner.kind {
+        OwnerKind::User => owner.id == user.id,
+        OwnerKind::Org => role == Some(OrgRole::Admin),
+    }
+}
+
 /// What a token's scopes allow at most.
 pub fn scope_actions(scopes: &[String]) -> Actions {
     scopes.iter().fold(Actions::NONE, |acc, s| match s.as_str() {
@@ -77,8 +95,6 @@ pub fn token_limit(token: &TokenRecord, repo: &RepositoryName) -> Actions {
 
 #[cfg(test)]
 mod tests {
-    use berth_meta::auth::OwnerRecord;
-
     use super::*;
     use crate::access::Action;
 
@@ -114,6 +130,22 @@ mod tests {
         let mut off = alice.clone();
         off.disabled = true;
         assert_eq!(user_rights(Some(&off), &facts(OwnerKind::User, 1, true, None, None)), Actions::NONE);
+    }
+
+    #[test]
+    fn owners_are_administered_by_themselves_org_admins_and_site_admins() {
+        let alice = user(1, false);
+        let owner = |kind, id| OwnerRecord { id, name: "o".into(), kind, is_public: true, created_at: 0 };
+        assert!(administers_owner(&alice, &owner(OwnerKind::User, 1), None));
+        assert!(!administers_owner(&alice, &owner(OwnerKind::User, 2), None));
+        assert!(administers_owner(&user(5, true), &owner(OwnerKind::User, 2), None));
+        let org = owner(OwnerKind::Org, 9);
+        assert!(administers_owner(&alice, &org, Some(OrgRole::Admin)));
+        for role in [None, Some(OrgRole::Read), Some(OrgRole::Write)] {
+            assert!(!administers_owner(&alice, &org, role), "{role:?}");
+        }
+        let off = UserRecord { disabled: true, ..alice };
+        assert!(!administers_owner(&off, &owner(OwnerKind::User, 1), None));
     }
 
     #[test]

@@ -18,10 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_config::human_size;
-use berth_meta::{MetaError, OwnerQuota, OwnerUsage, QuotaKind, QuotaLimits, RepositoryUsage, UsageDrift};
+/// What the front doors (CLI, API, pages) read and write limits in.
+pub use berth_config::{Size, human_size};
+use berth_meta::{MetaError, OwnerQuota, QuotaKind};
+pub use berth_meta::{OwnerUsage, QuotaLimits, RepositoryUsage, UsageDrift};
 use berth_oci::RepositoryName;
 use futures_util::StreamExt;
+use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
 use crate::webhooks::{Event, EventKind};
@@ -55,6 +58,51 @@ pub struct UsageReport {
     pub own: Option<QuotaLimits>,
 }
 
+impl UsageReport {
+    /// The share of the byte limit used, in percent; `None` without a limit.
+    pub fn bytes_percent(&self) -> Option<f64> {
+        (self.limits.bytes > 0).then(|| self.usage.bytes as f64 * 100.0 / self.limits.bytes as f64)
+    }
+
+    /// The one JSON shape of an owner's usage (the `/api/v1` usage
+    /// endpoints and `berth usage --json`): figures, the limits that apply
+    /// (0 = unlimited), and its own limits (`null` where the default applies).
+    pub fn to_json(&self) -> Value {
+        let u = &self.usage;
+        json!({
+            "owner": u.owner,
+            "bytes": u.bytes,
+            "bytes_human": human_size(u.bytes),
+            "repositories": u.repositories,
+            "manifests": u.manifests,
+            "tags": u.tags,
+            "limits": limits_json(self.limits),
+            "own_limits": self.own.map(own_limits_json),
+        })
+    }
+}
+
+/// `{"bytes": 0, "repositories": 10}` (0 = unlimited).
+pub fn limits_json(l: Limits) -> Value {
+    json!({ "bytes": l.bytes, "repositories": l.repositories })
+}
+
+/// `{"bytes": null, "repositories": 10}` (`null`: the default applies; 0: unlimited).
+pub fn own_limits_json(l: QuotaLimits) -> Value {
+    json!({ "bytes": l.bytes, "repositories": l.repositories })
+}
+
+/// One repository's usage as JSON.
+pub fn repository_usage_json(r: &RepositoryUsage) -> Value {
+    json!({
+        "repository": r.repository.as_str(),
+        "bytes": r.bytes,
+        "bytes_human": human_size(r.bytes),
+        "manifests": r.manifests,
+        "tags": r.tags,
+    })
+}
+
 /// An owner's own limits with what applies after the defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaReport {
@@ -63,10 +111,17 @@ pub struct QuotaReport {
     pub limits: Limits,
 }
 
-/// Owners' own limits by owner name.
+impl QuotaReport {
+    /// `{"owner", "own_limits", "limits"}`.
+    pub fn to_json(&self) -> Value {
+        json!({ "owner": self.owner, "own_limits": own_limits_json(self.own), "limits": limits_json(self.limits) })
+    }
+}
+
+/// Each owner with limits of its own, and those limits.
 type OwnLimits = Arc<HashMap<String, QuotaLimits>>;
 
-/// The owners' own limits, as last read, and when.
+/// The owners' own limits, as last read.
 #[derive(Default)]
 pub(crate) struct LimitsCache {
     loaded: RwLock<Option<(Instant, OwnLimits)>>,

@@ -501,3 +501,66 @@ async fn failed_sign_ins_share_the_basic_auth_limiter() {
     // The same lockout answers Basic auth from this address.
     assert_eq!(h.get("/v2/", &Cred::basic("alice", "wrong-again")).await.status, 429);
 }
+
+#[tokio::test]
+async fn storage_usage_shows_to_the_owner_org_admins_and_site_admins_only() {
+    let h = world().await;
+    h.site_admin("root", "root-pass-word").await;
+    h.user("carol", "carol-pass-word").await;
+    h.org("acme").await;
+    h.member("acme", "carol", "admin").await;
+    h.member("acme", "bob", "read").await;
+    h.push_image("alice/app", "v1", &alice(), 14).await;
+    h.push_image("acme/web", "v1", &Cred::basic("carol", "carol-pass-word"), 15).await;
+    h.visibility("alice", true).await;
+    h.visibility("acme", true).await;
+    let quota = berth_registry::quota::QuotaLimits { bytes: Some(1 << 20), repositories: Some(10) };
+    h.server.registry.set_quota("alice", quota).await.expect("set a quota");
+    let alice_usage = h.server.registry.usage("alice").await.expect("usage");
+    let line = format!("Storage: {} of 1 MiB (", berth_registry::quota::human_size(alice_usage.usage.bytes));
+
+    let mut a = Browser::new(&h);
+    a.sign_in("alice", ALICE_PW).await;
+    let own = a.get("/alice/-/packages").await.text();
+    assert!(own.contains(&line) && own.contains("%) · 1 of 10 repositories"), "{own}");
+    // acme has no quota: its admin sees the figure alone.
+    let mut carol = Browser::new(&h);
+    carol.sign_in("carol", "carol-pass-word").await;
+    let org = carol.get("/acme/-/packages").await.text();
+    assert!(org.contains("stored · 1 repository<"), "{org}");
+    // Outsiders see the packages (public here), never the usage.
+    let mut bob = Browser::new(&h);
+    bob.sign_in("bob", BOB_PW).await;
+    for (viewer, path) in [(&mut bob, "/alice/-/packages"), (&mut carol, "/alice/-/packages")] {
+        let page = viewer.get(path).await.text();
+        assert!(page.contains("alice/app") && !page.contains("Storage:"), "{page}");
+    }
+    let page = bob.get("/acme/-/packages").await.text();
+    assert!(page.contains("acme/web") && !page.contains("Storage:"), "a plain member: {page}");
+    let page = Browser::new(&h).get("/alice/-/packages").await.text();
+    assert!(page.contains("alice/app") && !page.contains("Storage:"), "anonymous: {page}");
+
+    // Site admins see it on every owner, and the table on the admin page.
+    let mut root = Browser::new(&h);
+    root.sign_in("root", "root-pass-word").await;
+    assert!(root.get("/alice/-/packages").await.text().contains(&line));
+    let admin = root.get("/-/admin").await.text();
+    assert!(
+        admin.contains("Usage by owner") && admin.contains(">alice</a> <span class=\"badge\">own quota"),
+        "{admin}"
+    );
+    assert!(admin.contains(">1 MiB<") && admin.contains(">unlimited<") && admin.contains(">1 of 10<"), "{admin}");
+
+    // What the viewer typed stays escaped beside the usage line.
+    let filtered = a.get(&format!("/alice/-/packages?q={}", query(XSS))).await.text();
+    assert!(filtered.contains(&line), "{filtered}");
+    assert!(!filtered.contains("<script>alert"), "{filtered}");
+    assert!(
+        filtered.contains("&lt;script&gt;alert(1)&lt;/script&gt;") || filtered.contains("&#60;script&#62;"),
+        "{filtered}"
+    );
+}
+
+fn query(text: &str) -> String {
+    serde_urlencoded::to_string([("v", text)]).expect("encode")[2..].to_owned()
+}

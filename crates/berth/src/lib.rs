@@ -8,5 +8,6 @@ pub mod health;
 pub mod maintenance;
 pub mod scheduler;
 pub mod telemetry;
+pub mod usage;
 
 pub use app::{App, run};

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth::{accounts, maintenance};
+use berth::{accounts, maintenance, usage};
 use berth_config::Config;
 use clap::{Parser, Subcommand};
 
@@ -65,6 +65,18 @@ enum Command {
     /// Retention rules ([[retention.rules]] and stored ones): list, add, remove, or apply them now.
     #[command(subcommand)]
     Retention(maintenance::RetentionCommand),
+    /// Storage used per owner (user or organization) against its quota; with OWNER, per repository.
+    ///
+    /// Bytes count each distinct blob an owner's repositories link once, plus
+    /// its manifests. Without OWNER, a table of every owner: stored, quota,
+    /// share used, repositories (with the limit), manifests, tags. The figures
+    /// are kept exact as writes happen; --recount rebuilds them from what is
+    /// stored and reports any drift.
+    Usage(usage::UsageArgs),
+    /// Per-owner quotas: set, list or remove an owner's own limits on bytes
+    /// and repositories (defaults: `[quotas]` in the config file).
+    #[command(subcommand)]
+    Quota(usage::QuotaCommand),
     /// Probe a running server's /livez (for container health checks); exit 0 if alive.
     Health {
         /// Base URL to probe (default: http://127.0.0.1:<port of `listen`>).
@@ -187,6 +199,8 @@ async fn run() -> ExitCode {
             other => other.map(|_| ()),
         },
         Command::Retention(c) => maintenance::retention(&config, c).await,
+        Command::Usage(args) => usage::usage(&config, args).await,
+        Command::Quota(c) => usage::quota(&config, c).await,
         Command::Health { url } => berth::health::probe(&config, url.as_deref()),
         Command::Config => {
             println!("{}", serde_json::to_string_pretty(&config.to_masked_json()).unwrap_or_default());

@@ -9,7 +9,7 @@
 //! | no credentials (auth on)                         | 401    |
 //! | invalid credentials                              | 401    |
 //! | too many logins                                  | 429    |
-//! | credentials lack the right (scope, site admin)   | 403    |
+//! | credentials lack the right (scope, site admin, owner admin) | 403 |
 //! | immutable tag, protected or referenced content   | 403    |
 //! | no such package version, rule or route           | 404    |
 //! | method not allowed                               | 405    |

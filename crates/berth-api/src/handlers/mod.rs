@@ -12,6 +12,7 @@ pub mod retention;
 pub mod tags;
 pub mod token;
 pub mod uploads;
+pub mod usage;
 
 use axum::body::Body;
 use axum::response::Response;

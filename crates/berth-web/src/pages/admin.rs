@@ -1,6 +1,6 @@
 //! `/-/admin`: users, organizations and their members, retention rules
-//! with a preview (`?preview=1`, a dry run), and a storage summary, for
-//! site admins.
+//! with a preview (`?preview=1`, a dry run), a storage summary and each
+//! owner's usage against its quota, for site admins.
 
 use askama::Template;
 use axum::Form;
@@ -11,6 +11,7 @@ use berth_auth::{Action, Actions};
 use berth_registry::retention::RuleSource;
 use serde::Deserialize;
 
+use super::usage::UsageRow;
 use crate::format;
 use crate::render::{Layout, PageError, page, see_other};
 use crate::session::Ctx;
@@ -46,6 +47,8 @@ struct PreviewItem {
 
 /// How many organizations the page lists.
 const ORGS_SHOWN: usize = 200;
+/// How many owners the usage table lists (the largest first).
+const OWNERS_SHOWN: usize = 200;
 
 #[derive(Deserialize)]
 pub struct Params {
@@ -65,6 +68,9 @@ struct AdminPage {
     blobs: u64,
     bytes: String,
     uploads: u64,
+    usage: Vec<UsageRow>,
+    /// Owners not in `usage` (beyond [`OWNERS_SHOWN`]).
+    usage_more: usize,
     error: String,
 }
 
@@ -135,6 +141,10 @@ async fn render(state: &AppState, ctx: &Ctx, error: String, preview: bool) -> Re
         None
     };
     let s = state.registry().storage_summary().await?;
+    let mut owners = state.registry().all_usage().await?;
+    owners.sort_by(|a, b| b.usage.bytes.cmp(&a.usage.bytes).then_with(|| a.usage.owner.cmp(&b.usage.owner)));
+    let usage_more = owners.len().saturating_sub(OWNERS_SHOWN);
+    let usage = owners.iter().take(OWNERS_SHOWN).map(UsageRow::of).collect();
     let template = AdminPage {
         layout: ctx.layout("Site administration"),
         users,
@@ -146,6 +156,8 @@ async fn render(state: &AppState, ctx: &Ctx, error: String, preview: bool) -> Re
         blobs: s.blobs,
         bytes: format::size(s.blob_bytes),
         uploads: s.uploads,
+        usage,
+        usage_more,
         error,
     };
     Ok(page(&template))

@@ -7,6 +7,7 @@ pub mod login;
 pub mod package;
 pub mod packages;
 pub mod tokens;
+pub mod usage;
 
 use berth_api::AppState;
 use berth_auth::{Action, Actions};

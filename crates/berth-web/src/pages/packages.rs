@@ -1,4 +1,5 @@
-//! `/<owner>/-/packages`: the owner's container packages the viewer may read.
+//! `/<owner>/-/packages`: the owner's container packages the viewer may
+//! read, and its storage against its quota for those who may see that.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -7,6 +8,7 @@ use berth_api::AppState;
 use berth_registry::browse::PackageQuery;
 use serde::Deserialize;
 
+use super::usage::owner_line;
 use super::{PAGE_SIZE, PackageItem, Pager, page_number, query_value, segment};
 use crate::render::{Layout, PageError, page};
 use crate::session::Ctx;
@@ -25,6 +27,8 @@ struct PackagesPage {
     query: String,
     items: Vec<PackageItem>,
     pager: Pager,
+    /// The owner's storage against its quota, for viewers who may see it.
+    usage: Option<String>,
 }
 
 pub async fn owner(
@@ -51,6 +55,7 @@ pub async fn owner(
     if let Some(auth) = state.auth().filter(|_| found.total == 0) {
         auth.owner(&owner).await?.ok_or(PageError::NotFound)?;
     }
+    let usage = owner_line(&state, &ctx, &owner).await?;
     let base = if query.is_empty() {
         format!("/{}/-/packages?", segment(&owner))
     } else {
@@ -60,6 +65,7 @@ pub async fn owner(
         layout: ctx.layout(format!("{owner} · Packages")),
         items: found.items.iter().map(PackageItem::of).collect(),
         pager: Pager::new(&base, page_no, found.total),
+        usage,
         owner,
         query,
     };
