@@ -264,6 +264,10 @@ impl Registry {
         suffix: &str,
     ) -> RegistryError {
         let owner = owner_of(repo);
+        // The store refused by the limits it holds now; another process
+        // (`berth quota set`, a replica) may have changed them since this
+        // one last read them, so the message reads them afresh.
+        *self.inner.limits.loaded.write().await = None;
         let message = match self.usage(owner).await {
             Ok(report) => refusal_message(&report, kind) + suffix,
             Err(_) => format!("quota exceeded: {owner} is at its limit{suffix}"),

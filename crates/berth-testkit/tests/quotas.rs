@@ -159,6 +159,20 @@ async fn a_chunked_upload_stops_once_it_alone_would_pass_the_quota() {
     s.assert_no_drift().await;
 }
 
+/// A limit set by another process (`berth quota set`, another replica)
+/// binds at once, and the refusal names it, though this server had read
+/// the limits a moment before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_set_by_another_process_binds_at_once_and_is_named() {
+    let s = S::start(|_| {}).await;
+    s.upload("acme/app", &fixtures::blob(40, 2 * KIB)).await;
+    let other = berth::backends::open_meta(&s.server.config, false).await.expect("second connection");
+    let limits = QuotaLimits { bytes: Some(3 * KIB as u64), repositories: None };
+    other.meta.set_quota("acme", limits).await.expect("set from elsewhere");
+    let r = s.post_blob("acme/app", &fixtures::blob(41, 2 * KIB)).await;
+    assert_eq!(assert_quota_refusal(&r, "acme"), "quota exceeded: acme uses 2 KiB of 3 KiB");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_past_owner_repositories_is_refused() {
     let s = S::start(|c| c.quotas.owner_repositories = 1).await;
