@@ -36,6 +36,26 @@ impl From<UsageRow> for OwnerUsage {
     }
 }
 
+/// [`UsageRow`] plus the owner's own limits, if it has a `quotas` row.
+#[derive(sqlx::FromRow)]
+pub struct UsageQuotaRow {
+    #[sqlx(flatten)]
+    pub usage: UsageRow,
+    pub has_quota: bool,
+    pub quota_bytes: Option<i64>,
+    pub quota_repositories: Option<i64>,
+}
+
+impl UsageQuotaRow {
+    pub fn split(self) -> (OwnerUsage, Option<QuotaLimits>) {
+        let own = self.has_quota.then(|| QuotaLimits {
+            bytes: self.quota_bytes.map(count),
+            repositories: self.quota_repositories.map(count),
+        });
+        (OwnerUsage::from(self.usage), own)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub struct RepositoryUsageRow {
     pub repository: String,

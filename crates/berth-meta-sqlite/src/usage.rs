@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use berth_meta::{OwnerQuota, OwnerUsage, QuotaLimits, RepositoryUsage, Result, UsageDrift, UsageStore};
-use berth_meta_sql::usage::{QuotaRow, RepositoryUsageRow, UsageRow, drift, limits_to_sql};
+use berth_meta_sql::usage::{QuotaRow, RepositoryUsageRow, UsageQuotaRow, UsageRow, drift, limits_to_sql};
 use berth_meta_sql::usage_columns;
 
 use crate::SqliteMetaStore;
@@ -21,6 +21,26 @@ impl UsageStore for SqliteMetaStore {
             })
             .await?;
         Ok(row.map_or_else(|| OwnerUsage { owner: owner.to_owned(), ..OwnerUsage::default() }, OwnerUsage::from))
+    }
+
+    async fn owner_usage_and_quota(&self, owner: &str) -> Result<(OwnerUsage, Option<QuotaLimits>)> {
+        let row: UsageQuotaRow = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(
+                    "SELECT CAST(?1 AS TEXT) AS owner, COALESCE(u.bytes, 0) AS bytes, \
+                            COALESCE(u.repositories, 0) AS repositories, COALESCE(u.manifests, 0) AS manifests, \
+                            COALESCE(u.tags, 0) AS tags, \
+                            EXISTS (SELECT 1 FROM quotas q WHERE q.owner = ?1) AS has_quota, \
+                            (SELECT q.bytes FROM quotas q WHERE q.owner = ?1) AS quota_bytes, \
+                            (SELECT q.repositories FROM quotas q WHERE q.owner = ?1) AS quota_repositories \
+                     FROM (SELECT 1) AS one LEFT JOIN owner_usage u ON u.owner = ?1",
+                )
+                .bind(owner)
+                .fetch_one(pool)
+                .await?)
+            })
+            .await?;
+        Ok(row.split())
     }
 
     async fn all_owner_usage(&self) -> Result<Vec<OwnerUsage>> {

@@ -72,6 +72,10 @@ pub trait UsageStore: Send + Sync + 'static {
     /// An owner's usage (zeros if it stores nothing).
     async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage>;
 
+    /// An owner's usage and its own limits (`None`: it has none), read
+    /// together, fresh: what an early check or a refusal message needs.
+    async fn owner_usage_and_quota(&self, owner: &str) -> Result<(OwnerUsage, Option<QuotaLimits>)>;
+
     /// Every owner that stores something or did, in name order.
     async fn all_owner_usage(&self) -> Result<Vec<OwnerUsage>>;
 

@@ -173,9 +173,9 @@ impl Registry {
     }
 
     /// One owner's usage against its limits.
+    /// Read fresh (one query), whatever another process changed.
     pub async fn usage(&self, owner: &str) -> Result<UsageReport> {
-        let usage = self.inner.meta.owner_usage(owner).await?;
-        let own = self.own_limits().await?.get(owner).copied();
+        let (usage, own) = self.inner.meta.owner_usage_and_quota(owner).await?;
         Ok(UsageReport { usage, limits: self.effective(own), own })
     }
 
@@ -264,10 +264,6 @@ impl Registry {
         suffix: &str,
     ) -> RegistryError {
         let owner = owner_of(repo);
-        // The store refused by the limits it holds now; another process
-        // (`berth quota set`, a replica) may have changed them since this
-        // one last read them, so the message reads them afresh.
-        *self.inner.limits.loaded.write().await = None;
         let message = match self.usage(owner).await {
             Ok(report) => refusal_message(&report, kind) + suffix,
             Err(_) => format!("quota exceeded: {owner} is at its limit{suffix}"),
@@ -299,10 +295,18 @@ impl Registry {
         let max_size = self.inner.policy.quotas.blob_max_size;
         let mut room = (max_size > 0).then_some(Room { max_offset: max_size, by: RoomLimit::BlobMaxSize(max_size) });
         let owner = owner_of(repo);
-        let limits = self.effective(self.own_limits().await?.get(owner).copied());
-        if limits.bytes > 0 {
-            let used = self.inner.meta.owner_usage(owner).await?.bytes;
-            let left = limits.bytes.saturating_sub(used);
+        // The cache only says whether a limit may apply (no query at all
+        // for owners without one); the room itself comes from a fresh read,
+        // so a limit lifted elsewhere never refuses an upload here. One set
+        // elsewhere within the cache's lifetime is still enforced by the
+        // store when the upload completes.
+        let cached = self.effective(self.own_limits().await?.get(owner).copied());
+        if cached.bytes > 0 || self.inner.policy.quotas.owner_bytes > 0 {
+            let report = self.usage(owner).await?;
+            if report.limits.bytes == 0 {
+                return Ok(room);
+            }
+            let left = report.limits.bytes.saturating_sub(report.usage.bytes);
             if room.is_none_or(|r| left < r.max_offset) {
                 room = Some(Room { max_offset: left, by: RoomLimit::OwnerBytes });
             }

@@ -143,6 +143,10 @@ pub async fn defaults_apply_and_owners_override_them(store: Arc<dyn MetaStore>, 
         expect_quota(store.link_reserved_blob(&repo("acme/c"), &c.digest, &token).await),
         QuotaKind::Repositories
     );
+    let (usage_now, own) = store.owner_usage_and_quota("acme").await.expect("usage and quota");
+    assert_eq!((usage_now.bytes, own), (600, Some(QuotaLimits { bytes: Some(0), repositories: None })));
+    let (nobody, none) = store.owner_usage_and_quota("nobody").await.expect("usage and quota");
+    assert_eq!((nobody, none), (usage("nobody", 0, 0, 0, 0), None));
     let listed = store.quotas().await.expect("quotas");
     assert_eq!(listed.len(), 1, "the defaults row is not an owner's quota: {listed:?}");
     assert_eq!(listed[0].limits, QuotaLimits { bytes: Some(0), repositories: None });
