@@ -234,10 +234,16 @@ fn owner_line(r: &UsageReport) -> String {
         limit => format!("{} of {} ({})", human_size(u.bytes), human_size(limit), percent(r)),
     };
     let repos = match r.limits.repositories {
-        0 => format!("{} repositories", u.repositories),
+        0 => counted(u.repositories, "repository", "repositories"),
         limit => format!("{} of {limit} repositories", u.repositories),
     };
-    format!("{}: {stored}, {repos}, {} manifests, {} tags", u.owner, u.manifests, u.tags)
+    let manifests = counted(u.manifests, "manifest", "manifests");
+    format!("{}: {stored}, {repos}, {manifests}, {}", u.owner, counted(u.tags, "tag", "tags"))
+}
+
+/// `1 tag`, `2 tags`.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `limits: bytes 50 GiB (own), repositories unlimited (default from [quotas])`.
