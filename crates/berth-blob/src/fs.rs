@@ -45,8 +45,7 @@ impl FsBlobStore {
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root.join("blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
+        self.root.join(blob_relative_path(digest))
     }
 
     fn upload_path(&self, id: &str) -> Result<PathBuf> {
@@ -56,6 +55,14 @@ impl FsBlobStore {
         }
         Ok(self.root.join("uploads").join(id))
     }
+}
+
+/// Where a committed blob lives under the store's root:
+/// `blobs/<algorithm>/<first two hex digits>/<hex>` (also the layout of a
+/// `berth backup` directory).
+pub fn blob_relative_path(digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    Path::new("blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T> {

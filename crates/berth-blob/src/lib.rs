@@ -21,7 +21,7 @@ use berth_oci::{Digest, Hasher};
 use bytes::Bytes;
 use futures_util::Stream;
 
-pub use fs::FsBlobStore;
+pub use fs::{FsBlobStore, blob_relative_path};
 pub use s3::{S3BlobStore, S3Settings};
 pub use stream::ByteRange;
 

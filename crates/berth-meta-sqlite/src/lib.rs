@@ -19,6 +19,7 @@
 //! `berth-meta-sql`.
 
 mod auth;
+mod backup;
 mod blobs;
 mod browse;
 mod directory;
@@ -43,6 +44,7 @@ use sqlx::SqliteConnection;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+pub use crate::backup::{Snapshot, database_file, latest_schema_version, read_snapshot};
 use crate::error::{Sqlite, StoreError, StoreResult};
 
 /// How long a statement waits for a lock held by another process (for

@@ -42,9 +42,12 @@ pub enum StartError {
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartError> {
+        crate::files::prepare_dir(&config.data_dir)
+            .map_err(|e| StartError::Config(format!("data directory {}: {e}", config.data_dir.display())))?;
         let stores = backends::open_meta(&config, config.database.migrate_on_start).await?;
         let blobs = backends::open_blobs(&config).await?;
         let auth = build_auth(&config, &stores).await?;
+        crate::files::secure(&config);
         let hooks = config
             .webhooks
             .iter()

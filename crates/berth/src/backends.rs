@@ -37,16 +37,7 @@ impl Stores {
 pub async fn open_meta(config: &Config, migrate: bool) -> Result<Stores, BackendError> {
     let url = config.database.url.expose();
     if url.starts_with("sqlite:") {
-        let settings = SqliteSettings {
-            url: url.to_owned(),
-            max_connections: config.database.max_connections,
-            acquire_timeout: config.database.acquire_timeout,
-        };
-        let store = SqliteMetaStore::connect(&settings).await.map_err(|e| BackendError::Database(e.to_string()))?;
-        if migrate {
-            store.migrate().await.map_err(|e| BackendError::Database(e.to_string()))?;
-        }
-        return Ok(Stores::of(store));
+        return Ok(Stores::of(open_sqlite(config, migrate).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let settings = PostgresSettings {
@@ -64,6 +55,20 @@ pub async fn open_meta(config: &Config, migrate: bool) -> Result<Stores, Backend
     Err(BackendError::Database(format!(
         "unsupported database URL scheme {scheme:?} (expected sqlite:, postgres: or postgresql:)"
     )))
+}
+
+/// The SQLite store itself (for what only it can do, such as `berth backup`).
+pub async fn open_sqlite(config: &Config, migrate: bool) -> Result<SqliteMetaStore, BackendError> {
+    let settings = SqliteSettings {
+        url: config.database.url.expose().to_owned(),
+        max_connections: config.database.max_connections,
+        acquire_timeout: config.database.acquire_timeout,
+    };
+    let store = SqliteMetaStore::connect(&settings).await.map_err(|e| BackendError::Database(e.to_string()))?;
+    if migrate {
+        store.migrate().await.map_err(|e| BackendError::Database(e.to_string()))?;
+    }
+    Ok(store)
 }
 
 pub async fn open_blobs(config: &Config) -> Result<Arc<dyn BlobStore>, BackendError> {

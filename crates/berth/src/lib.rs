@@ -4,6 +4,8 @@
 pub mod accounts;
 pub mod app;
 pub mod backends;
+pub mod backup;
+pub mod files;
 pub mod health;
 pub mod maintenance;
 pub mod scheduler;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth::{accounts, maintenance, usage};
+use berth::{accounts, backup, maintenance, usage};
 use berth_config::Config;
 use clap::{Parser, Subcommand};
 
@@ -77,6 +77,17 @@ enum Command {
     /// and repositories (defaults: `[quotas]` in the config file).
     #[command(subcommand)]
     Quota(usage::QuotaCommand),
+    /// Back up the metadata and every blob it references into DIR, while the
+    /// server serves (SQLite and filesystem storage; for Postgres and S3 see
+    /// the README).
+    ///
+    /// Garbage collection is held off for the duration (through its lease).
+    /// Blobs are hard-linked where DIR is on the same filesystem, copied
+    /// otherwise; a later backup into the same DIR adds only new blobs.
+    /// DIR/backup.json lists versions, counts and every digest.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty data directory, verifying every blob's digest.
+    Restore(backup::RestoreArgs),
     /// Probe a running server's /livez (for container health checks); exit 0 if alive.
     Health {
         /// Base URL to probe (default: http://127.0.0.1:<port of `listen`>).
@@ -156,6 +167,8 @@ fn raise_fd_limit(config: &Config) {
 fn raise_fd_limit(_: &Config) {}
 
 fn main() -> ExitCode {
+    // Everything Berth creates (database, keys, blobs, backups) is private.
+    berth::files::private_umask();
     tune_allocator();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt.block_on(run()),
@@ -199,6 +212,8 @@ async fn run() -> ExitCode {
             other => other.map(|_| ()),
         },
         Command::Retention(c) => maintenance::retention(&config, c).await,
+        Command::Backup(args) => backup::backup(&config, args).await,
+        Command::Restore(args) => backup::restore(&config, args).await,
         Command::Usage(args) => usage::usage(&config, args).await,
         Command::Quota(c) => usage::quota(&config, c).await,
         Command::Health { url } => berth::health::probe(&config, url.as_deref()),
