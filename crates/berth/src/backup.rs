@@ -27,7 +27,7 @@ use berth_oci::{Digest, Hasher};
 use berth_registry::maintenance::{GC_LEASE, Lease, LeaseHeld};
 use berth_registry::{Maintenance, Registry};
 use clap::Args;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::app::registry_policy;
 use crate::backends::{open_blobs, open_sqlite};
@@ -70,6 +70,41 @@ fn embedded_only(config: &Config, what: &str) -> Result<(), String> {
         "berth {what} handles the embedded default (SQLite and filesystem storage) only; this registry uses {used}. \
          See {README_SECTION}"
     ))
+}
+
+/// `backup.json`: what a backup holds, written last.
+#[derive(Debug, Serialize, Deserialize)]
+struct BackupManifest {
+    format: u64,
+    berth_version: String,
+    /// The highest database migration applied.
+    schema_version: i64,
+    created_at: String,
+    database: String,
+    counts: Counts,
+    /// Bytes of every blob in the backup.
+    bytes: u64,
+    /// Blobs this run added (hard-linked or copied), and of them hard-linked.
+    blobs_copied: u64,
+    blobs_hard_linked: u64,
+    /// Blobs already in the directory from an earlier backup.
+    blobs_reused: u64,
+    bytes_copied: u64,
+    blobs: Vec<BlobEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Counts {
+    repositories: u64,
+    manifests: u64,
+    tags: u64,
+    blobs: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BlobEntry {
+    digest: String,
+    size: u64,
 }
 
 #[derive(Debug, Default)]
@@ -179,25 +214,25 @@ async fn write_backup(
         Ok::<_, String>(())
     })?;
     lease.ensure_held().map_err(|e| e.to_string())?;
-    let manifest = json!({
-        "format": FORMAT,
-        "berth_version": env!("CARGO_PKG_VERSION"),
-        "schema_version": snapshot.schema_version,
-        "created_at": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        "database": DATABASE,
-        "counts": {
-            "repositories": snapshot.repositories,
-            "manifests": snapshot.manifests,
-            "tags": snapshot.tags,
-            "blobs": tally.blobs,
+    let manifest = BackupManifest {
+        format: FORMAT,
+        berth_version: env!("CARGO_PKG_VERSION").to_owned(),
+        schema_version: snapshot.schema_version,
+        created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        database: DATABASE.to_owned(),
+        counts: Counts {
+            repositories: snapshot.repositories,
+            manifests: snapshot.manifests,
+            tags: snapshot.tags,
+            blobs: tally.blobs,
         },
-        "bytes": tally.bytes,
-        "blobs_copied": tally.copied + tally.linked,
-        "blobs_hard_linked": tally.linked,
-        "blobs_reused": tally.reused,
-        "bytes_copied": tally.copied_bytes,
-        "blobs": snapshot.blobs.iter().map(|(d, s)| json!({"digest": d, "size": s})).collect::<Vec<_>>(),
-    });
+        bytes: tally.bytes,
+        blobs_copied: tally.copied + tally.linked,
+        blobs_hard_linked: tally.linked,
+        blobs_reused: tally.reused,
+        bytes_copied: tally.copied_bytes,
+        blobs: snapshot.blobs.iter().map(|(digest, size)| BlobEntry { digest: digest.clone(), size: *size }).collect(),
+    };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
     let db = to.join(DATABASE);
     fs::rename(&tmp, &db).map_err(|e| at(&db, e))?;
@@ -250,25 +285,20 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<(), String> {
     let manifest_path = from.join(MANIFEST);
     let text = fs::read(&manifest_path)
         .map_err(|e| format!("{}: {e} (is {} a directory written by `berth backup`?)", manifest_path.display(), from.display()))?;
-    let manifest: Value =
+    let manifest: BackupManifest =
         serde_json::from_slice(&text).map_err(|e| format!("{}: not a backup manifest: {e}", manifest_path.display()))?;
-    if manifest["format"].as_u64() != Some(FORMAT) {
-        return Err(format!("{}: unknown backup format {}", manifest_path.display(), manifest["format"]));
+    if manifest.format != FORMAT {
+        return Err(format!("{}: unknown backup format {}", manifest_path.display(), manifest.format));
     }
-    let schema = manifest["schema_version"].as_i64().unwrap_or(0);
+    let schema = manifest.schema_version;
     let known = berth_meta_sqlite::latest_schema_version();
     if schema > known {
         return Err(format!(
             "the backup was made by a newer Berth ({}, schema {schema}); this one knows schema {known}: restore with that version or later",
-            manifest["berth_version"]
+            manifest.berth_version
         ));
     }
-    let wanted: Vec<(String, u64)> = manifest["blobs"]
-        .as_array()
-        .ok_or_else(|| format!("{}: no blob list", manifest_path.display()))?
-        .iter()
-        .map(|b| (b["digest"].as_str().unwrap_or_default().to_owned(), b["size"].as_u64().unwrap_or(u64::MAX)))
-        .collect();
+    let wanted: Vec<(String, u64)> = manifest.blobs.iter().map(|b| (b.digest.clone(), b.size)).collect();
     let source_db = from.join(DATABASE);
     let snapshot = berth_meta_sqlite::read_snapshot(&source_db)
         .await
@@ -336,8 +366,8 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<(), String> {
         snapshot.tags,
         total,
         human(bytes),
-        manifest["created_at"].as_str().unwrap_or("?"),
-        manifest["berth_version"].as_str().unwrap_or("?"),
+        manifest.created_at,
+        manifest.berth_version,
     );
     Ok(())
 }

@@ -166,6 +166,8 @@ async fn backup_under_load_restores_every_image() {
         p.await.expect("pusher");
     }
     gc.join().expect("gc loop");
+    eprintln!("during the run: {} images pushed, {} gc runs", pushed.load(Ordering::SeqCst), gc_runs.load(Ordering::SeqCst));
+    eprintln!("backup: {out}\n{err}");
     assert!(pushed.load(Ordering::SeqCst) > 0, "the pushers pushed");
     assert!(gc_runs.load(Ordering::SeqCst) > 0, "gc ran");
     let manifest = manifest_of(&backup);
@@ -230,4 +232,30 @@ fn backup_refuses_postgres_and_s3_with_a_pointer_to_the_readme() {
     assert_ne!(code, 0);
     assert!(err.contains("Postgres") && err.contains("README.md"), "{err}");
     assert!(!to.exists(), "nothing written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_verifies_every_blob_digest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data, backup, restored) = (tmp.path().join("data"), tmp.path().join("backup"), tmp.path().join("restored"));
+    let server = BerthProcess::start(&data, &[]);
+    let img = image(7, "acme/app", "v1");
+    push(&client(), &server.base, &img).await.expect("push");
+    let (code, out, err) = berth(&data, &["backup", "--to", backup.to_str().expect("utf-8")], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    server.terminate();
+
+    // Rot one byte of a layer in the backup (a new file: the backup's copy
+    // may be a hard link to the live one).
+    let digest = Digest::sha256_of(&img.blobs[1]);
+    let file = backup.join("blobs/sha256").join(&digest.hex()[..2]).join(digest.hex());
+    let mut bytes = std::fs::read(&file).expect("backup blob");
+    bytes[100] ^= 1;
+    std::fs::remove_file(&file).expect("unlink");
+    std::fs::write(&file, &bytes).expect("write");
+
+    let (code, _, err) = berth(&restored, &["restore", "--from", backup.to_str().expect("utf-8")], &[]);
+    assert_ne!(code, 0, "a corrupt blob must stop the restore");
+    assert!(err.contains("corrupt") && err.contains(digest.as_str()), "{err}");
+    assert!(!restored.join("berth.db").exists(), "no database without its blobs");
 }
