@@ -37,6 +37,8 @@ use crate::files;
 const README_SECTION: &str = "README.md, \"Backup and restore\" (Postgres and S3: pg_dump first, then copy the bucket, with garbage collection held)";
 const MANIFEST: &str = "backup.json";
 const DATABASE: &str = "berth.db";
+/// The token signing key, inside the backup directory.
+const JWT_KEY: &str = "auth/jwt-ed25519.pem";
 /// The layout of backup directories this build writes and reads.
 const FORMAT: u64 = 1;
 
@@ -90,6 +92,9 @@ struct BackupManifest {
     /// Blobs already in the directory from an earlier backup.
     blobs_reused: u64,
     bytes_copied: u64,
+    /// Whether `auth/jwt-ed25519.pem` (the token signing key) is included.
+    #[serde(default)]
+    jwt_key: bool,
     blobs: Vec<BlobEntry>,
 }
 
@@ -139,7 +144,8 @@ pub async fn backup(config: &Config, args: BackupArgs) -> Result<(), String> {
         to = %args.to.display(),
         "backup started: holding the garbage collection lease, so no collection deletes anything until it ends"
     );
-    let result = write_backup(&store, &config.storage.path, &args.to, &lease).await;
+    let key = config.auth.jwt_key_file.as_deref();
+    let result = write_backup(&store, &config.storage.path, key, &args.to, &lease).await;
     // Not a collection: the schedule's clock is left alone.
     let _ = lease.release(false).await;
     let (snapshot, tally) = result?;
@@ -164,6 +170,7 @@ pub async fn backup(config: &Config, args: BackupArgs) -> Result<(), String> {
 async fn write_backup(
     store: &berth_meta_sqlite::SqliteMetaStore,
     storage: &Path,
+    key: Option<&Path>,
     to: &Path,
     lease: &Lease,
 ) -> Result<(berth_meta_sqlite::Snapshot, Tally), String> {
@@ -214,6 +221,11 @@ async fn write_backup(
         Ok::<_, String>(())
     })?;
     lease.ensure_held().map_err(|e| e.to_string())?;
+    let key = key.filter(|k| k.is_file());
+    if let Some(key) = key {
+        let dst = to.join(JWT_KEY);
+        copy_private(key, &dst).map_err(|e| format!("copying the JWT key {}: {e}", key.display()))?;
+    }
     let manifest = BackupManifest {
         format: FORMAT,
         berth_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -231,6 +243,7 @@ async fn write_backup(
         blobs_hard_linked: tally.linked,
         blobs_reused: tally.reused,
         bytes_copied: tally.copied_bytes,
+        jwt_key: key.is_some(),
         blobs: snapshot.blobs.iter().map(|(digest, size)| BlobEntry { digest: digest.clone(), size: *size }).collect(),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
@@ -262,6 +275,18 @@ fn place(src: &Path, dst: &Path, size: u64) -> io::Result<Placed> {
     File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, dst)?;
     Ok(Placed::Copied)
+}
+
+/// Copies a private file (0600), replacing `dst` atomically.
+fn copy_private(src: &Path, dst: &Path) -> io::Result<()> {
+    if let Some(parent) = dst.parent() {
+        files::create_dir(parent)?;
+    }
+    let tmp = tmp_beside(dst);
+    fs::copy(src, &tmp)?;
+    fs::set_permissions(&tmp, <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(files::FILE_MODE))?;
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, dst)
 }
 
 fn tmp_beside(path: &Path) -> PathBuf {
@@ -345,18 +370,14 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<(), String> {
             eprintln!("\r\x1b[2Kblobs: {total}/{total}");
         }
         // The database last: a restore cut short leaves no registry that starts with blobs missing.
-        if let Some(parent) = db.parent() {
-            files::prepare_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        let key = config.auth.jwt_key_file.as_deref().filter(|k| manifest.jwt_key && !k.exists());
+        if let Some(key) = key {
+            copy_private(&from.join(JWT_KEY), key).map_err(|e| format!("{}: {e}", key.display()))?;
         }
-        let tmp = tmp_beside(&db);
-        fs::copy(&source_db, &tmp)
-            .and_then(|_| fs::set_permissions(&tmp, <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(files::FILE_MODE)))
-            .and_then(|()| File::open(&tmp)?.sync_all())
-            .and_then(|()| fs::rename(&tmp, &db))
-            .map_err(|e| format!("{}: {e}", db.display()))
+        copy_private(&source_db, &db).map_err(|e| format!("{}: {e}", db.display()))
     })?;
     println!(
-        "restored {} into {} in {:.1}s: {} repositories, {} manifests, {} tags, {} blobs ({}), every digest verified \
+        "restored {} into {} in {:.1}s: {} repositories, {} manifests, {} tags, {} blobs ({}), every digest verified{} \
          (backup of {}, Berth {})",
         from.display(),
         config.data_dir.display(),
@@ -366,6 +387,7 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<(), String> {
         snapshot.tags,
         total,
         human(bytes),
+        if manifest.jwt_key { ", and the JWT signing key" } else { "" },
         manifest.created_at,
         manifest.berth_version,
     );

@@ -22,6 +22,12 @@ pub fn prepare_dir(dir: &Path) -> io::Result<()> {
     tighten(dir, DIR_MODE).map(|_| ())
 }
 
+/// Creates `dir` and missing parents with mode `0700`; an existing
+/// directory is left as it is (it may be shared, such as `/var/lib`).
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
 /// Sets `path` to `mode` if group or others have any access to it; `false`
 /// if it was already private or does not exist.
 pub fn tighten(path: &Path, mode: u32) -> io::Result<bool> {

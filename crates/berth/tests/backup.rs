@@ -148,6 +148,9 @@ async fn backup_under_load_restores_every_image() {
             }
         })
     };
+    // The token signing key goes with the backup (auth is off here: a stand-in).
+    std::fs::create_dir_all(data.join("auth")).expect("auth dir");
+    std::fs::write(data.join("auth/jwt-ed25519.pem"), b"stand-in key").expect("key");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (code, out, err) = {
         let (data, backup) = (data.clone(), backup.clone());
@@ -180,6 +183,10 @@ async fn backup_under_load_restores_every_image() {
     assert!(out.contains("every digest verified"), "{out}");
     assert_eq!(mode(&restored), 0o700);
     assert_eq!(mode(&restored.join("berth.db")), 0o600);
+    assert_eq!(manifest["jwt_key"], true);
+    assert_eq!(mode(&backup.join("auth/jwt-ed25519.pem")), 0o600);
+    assert_eq!(std::fs::read(restored.join("auth/jwt-ed25519.pem")).expect("key restored"), b"stand-in key");
+    assert_eq!(mode(&restored.join("auth/jwt-ed25519.pem")), 0o600);
 
     let server = BerthProcess::start(&restored, &[]);
     for img in &before {
