@@ -89,9 +89,7 @@ pub fn latest_schema_version() -> i64 {
 /// The database file a `sqlite:` URL names; `None` for memory or another scheme.
 pub fn database_file(url: &str) -> Option<PathBuf> {
     match parse_location(url) {
-        Ok(Location::File) => {
-            SqliteConnectOptions::from_str(url).ok().map(|o| o.get_filename().to_path_buf())
-        }
+        Ok(Location::File) => SqliteConnectOptions::from_str(url).ok().map(|o| o.get_filename().to_path_buf()),
         _ => None,
     }
 }

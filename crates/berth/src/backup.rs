@@ -198,10 +198,9 @@ async fn write_backup(
             let relative = blob_relative_path(&parsed);
             let (src, dst) = (storage.join(&relative), to.join(&relative));
             let placed = place(&src, &dst, *size).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => format!(
-                    "blob {digest} is referenced by the metadata but missing from storage ({})",
-                    src.display()
-                ),
+                io::ErrorKind::NotFound => {
+                    format!("blob {digest} is referenced by the metadata but missing from storage ({})", src.display())
+                }
                 _ => format!("blob {digest}: {e}"),
             })?;
             tally.blobs += 1;
@@ -308,10 +307,11 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<(), String> {
     let started = Instant::now();
     let from = &args.from;
     let manifest_path = from.join(MANIFEST);
-    let text = fs::read(&manifest_path)
-        .map_err(|e| format!("{}: {e} (is {} a directory written by `berth backup`?)", manifest_path.display(), from.display()))?;
-    let manifest: BackupManifest =
-        serde_json::from_slice(&text).map_err(|e| format!("{}: not a backup manifest: {e}", manifest_path.display()))?;
+    let text = fs::read(&manifest_path).map_err(|e| {
+        format!("{}: {e} (is {} a directory written by `berth backup`?)", manifest_path.display(), from.display())
+    })?;
+    let manifest: BackupManifest = serde_json::from_slice(&text)
+        .map_err(|e| format!("{}: not a backup manifest: {e}", manifest_path.display()))?;
     if manifest.format != FORMAT {
         return Err(format!("{}: unknown backup format {}", manifest_path.display(), manifest.format));
     }
@@ -325,9 +325,8 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<(), String> {
     }
     let wanted: Vec<(String, u64)> = manifest.blobs.iter().map(|b| (b.digest.clone(), b.size)).collect();
     let source_db = from.join(DATABASE);
-    let snapshot = berth_meta_sqlite::read_snapshot(&source_db)
-        .await
-        .map_err(|e| format!("{}: {e}", source_db.display()))?;
+    let snapshot =
+        berth_meta_sqlite::read_snapshot(&source_db).await.map_err(|e| format!("{}: {e}", source_db.display()))?;
     if snapshot.blobs != wanted {
         return Err(format!(
             "{} and {} disagree on the blobs ({} against {}): the backup is damaged",

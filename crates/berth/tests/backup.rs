@@ -169,7 +169,11 @@ async fn backup_under_load_restores_every_image() {
         p.await.expect("pusher");
     }
     gc.join().expect("gc loop");
-    eprintln!("during the run: {} images pushed, {} gc runs", pushed.load(Ordering::SeqCst), gc_runs.load(Ordering::SeqCst));
+    eprintln!(
+        "during the run: {} images pushed, {} gc runs",
+        pushed.load(Ordering::SeqCst),
+        gc_runs.load(Ordering::SeqCst)
+    );
     eprintln!("backup: {out}\n{err}");
     assert!(pushed.load(Ordering::SeqCst) > 0, "the pushers pushed");
     assert!(gc_runs.load(Ordering::SeqCst) > 0, "gc ran");
