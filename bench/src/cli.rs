@@ -20,9 +20,24 @@ pub struct Cli {
     /// columns are labelled "Berth B".
     #[arg(long, env = "BERTH_B_BIN")]
     pub berth_b: Option<PathBuf>,
+    /// Extra environment for Berth (A), `KEY=VALUE`, repeatable; applied
+    /// after the bench's own settings, so it can override them.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub berth_env: Vec<(String, String)>,
+    /// Extra environment for Berth B, `KEY=VALUE`, repeatable: say
+    /// `--berth-b-env BERTH_QUOTAS_OWNER_BYTES=1TiB` to measure the same
+    /// binary with and without a quota (`--berth-b` defaults to `--berth`
+    /// when this is given).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub berth_b_env: Vec<(String, String)>,
     /// Distribution binary (Debian: `apt-get install docker-registry`).
     #[arg(long, env = "DISTRIBUTION_BIN", default_value = "/usr/bin/docker-registry")]
     pub distribution: PathBuf,
+    /// Leave Distribution out: Berth against Berth B only (say, to measure a
+    /// setting with `--berth-b-env`), in about half the time. The columns
+    /// that compare with Distribution show "–".
+    #[arg(long)]
+    pub no_distribution: bool,
     /// htpasswd (apache2-utils), for Distribution's bcrypt password file.
     #[arg(long, env = "HTPASSWD_BIN", default_value = "htpasswd")]
     pub htpasswd: PathBuf,
@@ -58,11 +73,18 @@ pub struct Cli {
     /// Concurrent connections for the manifest GET and blob HEAD loads.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Distinct manifests PUT by tag per round (manifest_put). Full: 500, quick: 20.
+    #[arg(long)]
+    pub manifest_puts: Option<usize>,
+    /// Connections sharing the manifest PUTs (1: strictly sequential).
+    #[arg(long, default_value_t = 4)]
+    pub put_concurrency: usize,
     /// Suites to run: `noauth`, `auth`.
     #[arg(long, value_delimiter = ',', default_value = "noauth,auth")]
     pub suites: Vec<String>,
     /// Only these metrics (comma-separated): push_mono, push_chunked, pull,
-    /// manifest, head, small, tags. Default: all. Memory is always reported.
+    /// manifest, head, small, manifest_put, tags. Default: all. Memory is
+    /// always reported.
     #[arg(long, value_delimiter = ',')]
     pub metrics: Vec<String>,
     /// In the auth suite, measure Berth with the user's password as well as
@@ -85,7 +107,16 @@ pub struct Cli {
     pub serve_ceiling: Option<PathBuf>,
 }
 
-pub const METRICS: [&str; 7] = ["push_mono", "push_chunked", "pull", "manifest", "head", "small", "tags"];
+pub const METRICS: [&str; 8] =
+    ["push_mono", "push_chunked", "pull", "manifest", "head", "small", "manifest_put", "tags"];
+
+/// `KEY=VALUE` of `--berth-env` and `--berth-b-env`.
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
 
 /// The run's parameters after applying `--quick` defaults.
 #[derive(Debug, Clone)]
@@ -101,6 +132,8 @@ pub struct Params {
     pub tag_requests: usize,
     pub duration: Duration,
     pub concurrency: usize,
+    pub manifest_puts: usize,
+    pub put_concurrency: usize,
     pub metrics: Vec<String>,
 }
 
@@ -124,9 +157,17 @@ impl Params {
             tag_requests: c.tag_requests.unwrap_or(if q { 5 } else { 50 }),
             duration: Duration::from_secs_f64(c.duration.unwrap_or(if q { 0.3 } else { 5.0 })),
             concurrency: c.concurrency.max(1),
+            manifest_puts: c.manifest_puts.unwrap_or(if q { 20 } else { 500 }),
+            put_concurrency: c.put_concurrency.max(1),
             metrics,
         };
-        if p.rounds == 0 || p.blob == 0 || p.chunk == 0 || p.small_min == 0 || p.small_min > p.small_max {
+        if p.rounds == 0
+            || p.blob == 0
+            || p.chunk == 0
+            || p.small_min == 0
+            || p.small_min > p.small_max
+            || p.manifest_puts == 0
+        {
             return Err("rounds, sizes and counts must be positive (and small-min-kib <= small-max-kib)".into());
         }
         Ok(p)

@@ -29,6 +29,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Params};
 use crate::client::Result;
+use crate::servers::BerthSpec;
 use crate::suite::Recorder;
 use crate::workloads::BigBlobSource;
 
@@ -50,7 +51,7 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(mut cli: Cli) -> Result<()> {
     let p = Params::from_cli(&cli)?;
     for s in &cli.suites {
         if s != "noauth" && s != "auth" {
@@ -65,10 +66,14 @@ async fn run(cli: Cli) -> Result<()> {
         )
         .into());
     }
+    // Extra environment for B alone means: the same binary, other settings.
+    if cli.berth_b.is_none() && !cli.berth_b_env.is_empty() {
+        cli.berth_b = Some(berth_bin.clone());
+    }
     if let Some(b) = cli.berth_b.as_ref().filter(|b| !b.exists()) {
         return Err(format!("--berth-b {} not found", b.display()).into());
     }
-    if !cli.distribution.exists() {
+    if !cli.no_distribution && !cli.distribution.exists() {
         return Err(format!(
             "{} not found: `apt-get install -y docker-registry` or pass --distribution",
             cli.distribution.display()
@@ -83,11 +88,27 @@ async fn run(cli: Cli) -> Result<()> {
         workspace_root().join("target/bench").join(if p.quick { "report-quick.md" } else { "report.md" })
     });
 
-    let machine = report::Machine::probe(&berth_bin, cli.berth_b.as_deref(), &cli.distribution);
+    let distribution = (!cli.no_distribution).then_some(cli.distribution.as_path());
+    let mut machine = report::Machine::probe(&berth_bin, cli.berth_b.as_deref(), distribution);
     eprintln!(
         "machine: {} ({} cores), kernel {}, load {}",
         machine.cpu, machine.cores, machine.kernel, machine.load_start
     );
+    let settings = |spec: BerthSpec<'_>| {
+        let env = if spec.env.is_empty() {
+            "none".to_owned()
+        } else {
+            spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        };
+        format!("extra env: {env}; [quotas] as it reads them: {}", servers::berth_quotas(spec, &workdir, false))
+    };
+    machine.berth_settings = settings(BerthSpec { bin: &berth_bin, env: &cli.berth_env });
+    eprintln!("Berth {}", machine.berth_settings);
+    if let Some(b) = &cli.berth_b {
+        let s = settings(BerthSpec { bin: b, env: &cli.berth_b_env });
+        eprintln!("Berth B {s}");
+        machine.berth_b_settings = Some(s);
+    }
     eprintln!("generating the {} MiB blob", p.blob / MIB);
     let big = tokio::task::spawn_blocking({
         let size = p.blob as usize;

@@ -23,6 +23,9 @@ pub struct Machine {
     pub load_end: String,
     pub berth: String,
     pub berth_b: Option<String>,
+    /// Extra environment and the `[quotas]` each Berth runs with.
+    pub berth_settings: String,
+    pub berth_b_settings: Option<String>,
     pub distribution: String,
     pub wall: Duration,
 }
@@ -40,7 +43,7 @@ fn loadavg() -> String {
 }
 
 impl Machine {
-    pub fn probe(berth: &Path, berth_b: Option<&Path>, distribution: &Path) -> Machine {
+    pub fn probe(berth: &Path, berth_b: Option<&Path>, distribution: Option<&Path>) -> Machine {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -78,10 +81,17 @@ impl Machine {
             berth_b: berth_b.map(|b| {
                 format!("{} ({})", b.display(), run(&b.to_string_lossy(), &["--version"]).unwrap_or_default())
             }),
-            distribution: format!(
-                "{} ({})",
-                distribution.display(),
-                run(&distribution.to_string_lossy(), &["--version"]).unwrap_or_else(|| "unknown version".into())
+            berth_settings: String::new(),
+            berth_b_settings: None,
+            distribution: distribution.map_or_else(
+                || "not run (--no-distribution)".to_owned(),
+                |d| {
+                    format!(
+                        "{} ({})",
+                        d.display(),
+                        run(&d.to_string_lossy(), &["--version"]).unwrap_or_else(|| "unknown version".into())
+                    )
+                },
             ),
             wall: Duration::ZERO,
         }
@@ -123,8 +133,9 @@ impl Goal {
     fn met(self, berth: f64, ratio: f64) -> Option<bool> {
         match self {
             Goal::None => None,
-            Goal::RatioAtLeast(g) => Some(ratio >= g),
-            Goal::RatioAtMost(g) => Some(ratio <= g),
+            // No ratio without Distribution (--no-distribution): no verdict.
+            Goal::RatioAtLeast(g) => (!ratio.is_nan()).then_some(ratio >= g),
+            Goal::RatioAtMost(g) => (!ratio.is_nan()).then_some(ratio <= g),
             Goal::BelowMs(ms) => Some(berth < ms),
             Goal::AtLeastPct(pct) => Some(berth >= pct),
         }
@@ -206,6 +217,23 @@ fn rows(p: &Params) -> Vec<Row> {
             true,
             Goal::RatioAtLeast(4.0),
         ),
+        row("small_cpu_us", "  server CPU time per small blob (user + system, /proc)".into(), "µs", false, Goal::None),
+        row(
+            "manifest_put_rps",
+            format!("Manifest PUT by tag, {} new manifests over {} connection(s)", p.manifest_puts, p.put_concurrency),
+            "req/s",
+            true,
+            Goal::None,
+        ),
+        row("manifest_put_p50_ms", "  manifest PUT p50 latency".into(), "ms", false, Goal::None),
+        row("manifest_put_p99_ms", "  manifest PUT p99 latency".into(), "ms", false, Goal::None),
+        row(
+            "manifest_put_cpu_us",
+            "  server CPU time per manifest PUT (user + system, /proc)".into(),
+            "µs",
+            false,
+            Goal::None,
+        ),
         row("tags_list_ms", format!("Tag list of {} tags, median latency", p.tags), "ms", false, Goal::None),
         row("tags_list_rps", "  tag list, sequential req/s".into(), "req/s", true, Goal::None),
         row("rss_idle_mib", "RSS idle (VmRSS after start-up)".into(), "MiB", false, Goal::RatioAtMost(1.0 / 3.0)),
@@ -276,9 +304,14 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
             m.load_start, m.load_end
         ),
     );
-    push(&mut md, &format!("- Berth: {}", m.berth));
+    push(&mut md, &format!("- Berth: {}; {}", m.berth, m.berth_settings));
     if let Some(b) = &m.berth_b {
-        push(&mut md, &format!("- Berth B: {b}"));
+        push(&mut md, &format!("- Berth B: {b}; {}", m.berth_b_settings.as_deref().unwrap_or_default()));
+        push(
+            &mut md,
+            "- B / A: Berth B's median over Berth's (same credentials), in parentheses the median of the \
+             per-round B / A ratios",
+        );
     }
     push(&mut md, &format!("- Distribution: {}", m.distribution));
     push(
@@ -306,6 +339,10 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
                 header.push_str(&format!(" {b} | ratio (per-round) |"));
                 sep.push_str("---:|---:|");
             }
+            if a_of(b, &berths).is_some() {
+                header.push_str(" B / A (per-round) |");
+                sep.push_str("---:|");
+            }
         }
         header.push_str(" goal |");
         sep.push_str("---|");
@@ -323,6 +360,7 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
             let mut verdicts = Vec::new();
             let mut ratios = serde_json::Map::new();
             let mut paired = serde_json::Map::new();
+            let mut to_a = serde_json::Map::new();
             let dist_rounds = values(DISTRIBUTION);
             for (i, b) in berths.iter().enumerate() {
                 let v = med(b);
@@ -330,13 +368,7 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
                 // Per-round ratios: each round ran both servers back to back,
                 // so their median is steadier than the ratio of medians when
                 // the machine's load drifts during the run.
-                let per_round = match (values(b), dist_rounds) {
-                    (Some(bv), Some(dv)) if bv.len() == dv.len() && bv.len() > 1 => {
-                        let r: Vec<f64> = bv.iter().zip(dv).map(|(x, y)| x / y).collect();
-                        median(&r).filter(|r| r.is_finite())
-                    }
-                    _ => None,
-                };
+                let per_round = per_round_ratio(values(b), dist_rounds);
                 if i == 0 {
                     line.push_str(&format!(" {} | {} |", fmt_value(v, row.unit), fmt_value(dist, row.unit)));
                 } else {
@@ -348,6 +380,19 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
                     (true, None) => format!("{ratio:.2}×"),
                 };
                 line.push_str(&format!(" {ratio_text} |"));
+                if let Some(a) = a_of(b, &berths) {
+                    let ab = v / med(a);
+                    let pr = per_round_ratio(values(b), values(a));
+                    line.push_str(&match (ab.is_finite(), pr) {
+                        (false, _) => " – |".to_owned(),
+                        (true, Some(pr)) => format!(" {ab:.3} ({pr:.3}) |"),
+                        (true, None) => format!(" {ab:.3} |"),
+                    });
+                    to_a.insert(
+                        (*b).clone(),
+                        json!({ "ratio": ab.is_finite().then_some(ab), "median_of_per_round_ratios": pr }),
+                    );
+                }
                 if let Some(ok) = row.goal.met(v, ratio).filter(|_| !v.is_nan()) {
                     let who = if berths.len() > 1 { format!("{}: ", short(b)) } else { String::new() };
                     verdicts.push(format!("{who}{}", if ok { "met" } else { "**missed**" }));
@@ -358,7 +403,11 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
             let goal = row.goal.text();
             line.push_str(&format!(
                 " {} |",
-                if goal.is_empty() { String::new() } else { format!("{goal} — {}", verdicts.join(", ")) }
+                if goal.is_empty() || verdicts.is_empty() {
+                    goal.clone()
+                } else {
+                    format!("{goal} — {}", verdicts.join(", "))
+                }
             ));
             push(&mut md, &line);
             let mut per_client = serde_json::Map::new();
@@ -379,6 +428,7 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
                     "clients": per_client,
                     "ratio_to_distribution": ratios,
                     "median_of_per_round_ratios": paired,
+                    "b_over_a": to_a,
                 }),
             );
         }
@@ -394,6 +444,7 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
         "machine": {
             "date": m.date, "cpu": m.cpu, "cores": m.cores, "kernel": m.kernel, "memory_gib": m.memory_gib,
             "load_start": m.load_start, "load_end": m.load_end, "berth": m.berth, "berth_b": m.berth_b,
+            "berth_settings": m.berth_settings, "berth_b_settings": m.berth_b_settings,
             "distribution": m.distribution,
             "wall_seconds": m.wall.as_secs_f64(),
         },
@@ -401,12 +452,31 @@ pub fn render(m: &Machine, p: &Params, rec: &Recorder) -> (String, Value) {
             "quick": p.quick, "rounds": p.rounds, "blob_bytes": p.blob, "chunk_bytes": p.chunk,
             "small_blobs": p.small, "small_min_bytes": p.small_min, "small_max_bytes": p.small_max,
             "tags": p.tags, "tag_requests": p.tag_requests, "load_seconds": p.duration.as_secs_f64(),
-            "concurrency": p.concurrency, "metrics": p.metrics,
+            "concurrency": p.concurrency, "manifest_puts": p.manifest_puts,
+            "put_concurrency": p.put_concurrency, "metrics": p.metrics,
         },
         "suites": suites_json,
         "errors": rec.errors,
     });
     (md, json)
+}
+
+/// Median of `x[i] / y[i]` over rounds (both measured in the same round).
+fn per_round_ratio(x: Option<&Vec<f64>>, y: Option<&Vec<f64>>) -> Option<f64> {
+    match (x, y) {
+        (Some(x), Some(y)) if x.len() == y.len() && x.len() > 1 => {
+            let r: Vec<f64> = x.iter().zip(y).map(|(a, b)| a / b).collect();
+            median(&r).filter(|r| r.is_finite())
+        }
+        _ => None,
+    }
+}
+
+/// For a Berth B column, the Berth (A) column with the same credentials.
+fn a_of<'a>(label: &str, berths: &[&'a String]) -> Option<&'a String> {
+    let rest = label.strip_prefix("Berth B")?;
+    let a = format!("Berth{rest}");
+    berths.iter().find(|b| b.as_str() == a).copied()
 }
 
 /// "Berth (PAT)" -> "PAT", "Berth B (PAT)" -> "B (PAT)", "Berth B" -> "B":

@@ -8,9 +8,18 @@ use http::{Method, StatusCode};
 use crate::cli::Params;
 use crate::client::Endpoint;
 use crate::memory::AnonSampler;
-use crate::suite::{ClientRef, Recorder};
+use crate::suite::{ClientRef, MANIFEST_PUT_REPO, Recorder};
 use crate::workloads::{self, BigBlobSource, Blob, MANIFEST_ACCEPT};
-use crate::{MB, mib, settle, stats};
+use crate::{MB, mib, servers, settle, stats};
+
+/// The server's CPU time since `before`, in microseconds per operation
+/// (NaN when `/proc` could not tell).
+fn cpu_per_op_us(pid: u32, before: Option<f64>, ops: usize) -> f64 {
+    match (before, servers::cpu_seconds(pid)) {
+        (Some(b), Some(a)) if ops > 0 => (a - b) * 1e6 / ops as f64,
+        _ => f64::NAN,
+    }
+}
 
 /// What every metric of a round needs.
 pub struct Round<'a> {
@@ -24,6 +33,8 @@ pub struct Round<'a> {
     pub ceiling: Option<Endpoint>,
     pub manifest_path: &'a str,
     pub head_path: &'a str,
+    /// The fixture image (config, layers) the manifest PUTs reference.
+    pub image: (&'a Blob, &'a [Blob]),
 }
 
 impl Round<'_> {
@@ -48,6 +59,9 @@ impl Round<'_> {
         }
         if self.p.on("small") {
             self.small(rec).await;
+        }
+        if self.p.on("manifest_put") {
+            self.manifest_put(rec).await;
         }
         if self.p.on("tags") {
             self.tags(rec).await;
@@ -217,13 +231,47 @@ impl Round<'_> {
                 round as u64,
             );
             settle().await;
+            let cpu0 = servers::cpu_seconds(c.pid);
             match workloads::push_many(&c.ep, "bench/small", &blobs).await {
                 Ok(d) => {
                     let v = blobs.len() as f64 / d.as_secs_f64();
-                    eprintln!("  {} small         {v:>9.1} blobs/s", self.tag(c));
+                    let cpu = cpu_per_op_us(c.pid, cpu0, blobs.len());
+                    eprintln!("  {} small         {v:>9.1} blobs/s  server CPU {cpu:.0} µs/blob", self.tag(c));
                     rec.add(suite, "small_blobs_per_s", &c.label, v);
+                    rec.add(suite, "small_cpu_us", &c.label, cpu);
                 }
                 Err(e) => self.fail(rec, c, "small blobs", e),
+            }
+        }
+    }
+
+    /// `--manifest-puts` new manifests PUT by new tags over `--put-concurrency`
+    /// connections: req/s and latency percentiles.
+    async fn manifest_put(&self, rec: &mut Recorder) {
+        let (suite, round, p) = (self.suite, self.round, self.p);
+        let (config, layers) = self.image;
+        for c in &self.order {
+            let label = format!("{suite}/{round}/{}", c.label);
+            let prefix = format!("r{round}-{}", workloads::tag_safe(&c.label));
+            let manifests = workloads::distinct_manifests(&label, &prefix, p.manifest_puts, config, layers);
+            settle().await;
+            let cpu0 = servers::cpu_seconds(c.pid);
+            match workloads::put_manifests(&c.ep, MANIFEST_PUT_REPO, &manifests, p.put_concurrency).await {
+                Ok(r) => {
+                    let cpu = cpu_per_op_us(c.pid, cpu0, manifests.len());
+                    eprintln!(
+                        "  {} manifest_put  {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  server CPU {cpu:.0} µs/PUT",
+                        self.tag(c),
+                        r.rps(),
+                        r.p50_ms,
+                        r.p99_ms
+                    );
+                    rec.add(suite, "manifest_put_rps", &c.label, r.rps());
+                    rec.add(suite, "manifest_put_p50_ms", &c.label, r.p50_ms);
+                    rec.add(suite, "manifest_put_p99_ms", &c.label, r.p99_ms);
+                    rec.add(suite, "manifest_put_cpu_us", &c.label, cpu);
+                }
+                Err(e) => self.fail(rec, c, "manifest_put", e),
             }
         }
     }

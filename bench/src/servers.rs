@@ -83,6 +83,32 @@ pub fn memory_of(pid: u32) -> Option<Memory> {
     Some(Memory { rss: field("VmRSS:")?, hwm: field("VmHWM:")?, anon: field("RssAnon:")? })
 }
 
+/// CPU time (user + system, every thread, living or gone) a process has
+/// used so far, in seconds, from `/proc/<pid>/stat` (clock-tick resolution).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // first, utime the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clock_ticks())
+}
+
+/// `getconf CLK_TCK`, read once (100 on Linux in practice).
+fn clock_ticks() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
 /// A free loopback port (bound and released; the tiny race is acceptable here).
 fn free_addr() -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0")?;
@@ -104,21 +130,51 @@ fn clean_env(cmd: &mut Command, prefix: &str) {
     }
 }
 
-fn berth_command(bin: &Path, dir: &Path, addr: SocketAddr, auth: bool) -> Command {
-    let mut cmd = Command::new(bin);
+/// How one Berth runs: its binary and the extra environment (`--berth-env`,
+/// `--berth-b-env`) applied after the bench's own settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BerthSpec<'a> {
+    pub bin: &'a Path,
+    pub env: &'a [(String, String)],
+}
+
+fn berth_command(spec: BerthSpec<'_>, dir: &Path, addr: SocketAddr, auth: bool) -> Command {
+    let mut cmd = Command::new(spec.bin);
     clean_env(&mut cmd, "BERTH_");
     cmd.env("BERTH_LISTEN", addr.to_string())
         .env("BERTH_DATA_DIR", dir.join("data"))
         .env("BERTH_AUTH_ENABLED", if auth { "true" } else { "false" })
         .env("BERTH_LOG_LEVEL", "warn")
         .env("RUST_LOG", "warn")
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null());
     cmd
 }
 
+/// The `[quotas]` section as this Berth reads its configuration (`berth
+/// config`, compact JSON), or why there is none: shows that extra
+/// environment such as `BERTH_QUOTAS_OWNER_BYTES` took effect.
+pub fn berth_quotas(spec: BerthSpec<'_>, dir: &Path, auth: bool) -> String {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut cmd = berth_command(spec, dir, addr, auth);
+    let out = match cmd.arg("config").stdout(Stdio::piped()).stderr(Stdio::piped()).output() {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => return format!("`berth config` failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        Err(e) => return format!("`berth config` failed: {e}"),
+    };
+    match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+        Ok(v) => match v.get("quotas") {
+            Some(q) => q.to_string(),
+            None => "none (this build has no [quotas])".to_owned(),
+        },
+        Err(e) => format!("`berth config` printed no JSON: {e}"),
+    }
+}
+
 /// Runs a Berth CLI command to completion and returns its standard output.
-fn berth_cli(bin: &Path, dir: &Path, addr: SocketAddr, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut cmd = berth_command(bin, dir, addr, true);
+fn berth_cli(spec: BerthSpec<'_>, dir: &Path, addr: SocketAddr, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let bin = spec.bin;
+    let mut cmd = berth_command(spec, dir, addr, true);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     if stdin.is_some() {
         cmd.stdin(Stdio::piped());
@@ -143,14 +199,15 @@ fn berth_cli(bin: &Path, dir: &Path, addr: SocketAddr, args: &[&str], stdin: Opt
 /// Starts Berth on SQLite + filesystem under `dir`. With `auth`, creates the
 /// user and a personal access token first and offers both as clients,
 /// labelled `<name> (PAT)` and `<name> (password)`; without, one `<name>`.
-pub async fn start_berth(bin: &Path, dir: &Path, auth: bool, name: &str) -> Result<Server> {
+pub async fn start_berth(spec: BerthSpec<'_>, dir: &Path, auth: bool, name: &str) -> Result<Server> {
+    let bin = spec.bin;
     fs::create_dir_all(dir)?;
     let addr = free_addr()?;
     let mut clients = Vec::new();
     if auth {
-        berth_cli(bin, dir, addr, &["migrate"], None)?;
-        berth_cli(bin, dir, addr, &["user", "add", USER, "--password-stdin"], Some(&format!("{PASSWORD}\n")))?;
-        let out = berth_cli(bin, dir, addr, &["token", "create", USER, "--scopes", "write:package"], None)?;
+        berth_cli(spec, dir, addr, &["migrate"], None)?;
+        berth_cli(spec, dir, addr, &["user", "add", USER, "--password-stdin"], Some(&format!("{PASSWORD}\n")))?;
+        let out = berth_cli(spec, dir, addr, &["token", "create", USER, "--scopes", "write:package"], None)?;
         let token = out.lines().map(str::trim).rfind(|l| !l.is_empty()).ok_or("berth token create printed nothing")?;
         clients.push((format!("{name} (PAT)"), Endpoint::basic(addr, USER, token)));
         clients.push((format!("{name} (password)"), Endpoint::basic(addr, USER, PASSWORD)));
@@ -158,7 +215,7 @@ pub async fn start_berth(bin: &Path, dir: &Path, auth: bool, name: &str) -> Resu
         clients.push((name.to_owned(), Endpoint { addr, authorization: None }));
     }
     let (out, err) = log_files(dir)?;
-    let mut cmd = berth_command(bin, dir, addr, auth);
+    let mut cmd = berth_command(spec, dir, addr, auth);
     cmd.arg("serve").stdout(out).stderr(err);
     let child = cmd.spawn().map_err(|e| format!("starting {}: {e}", bin.display()))?;
     let server = Server { kind: Kind::Berth, addr, dir: dir.to_owned(), child, clients };

@@ -13,8 +13,11 @@ use crate::client::{Endpoint, Result};
 use crate::memory::AnonSampler;
 use crate::mib;
 use crate::rounds::Round;
-use crate::servers::{self, Server};
+use crate::servers::{self, BerthSpec, Server};
 use crate::workloads::{self, BigBlobSource, Blob, MANIFEST_ACCEPT};
+
+/// Where manifest_put PUTs its manifests (the image's blobs are pushed there first).
+pub const MANIFEST_PUT_REPO: &str = "bench/mput";
 
 /// Every number measured: (suite, metric key, client label) -> one value per round.
 #[derive(Debug, Default)]
@@ -40,6 +43,8 @@ impl Recorder {
 pub struct ClientRef {
     pub label: String,
     pub server: usize,
+    /// The server's process id (its CPU time is read around some metrics).
+    pub pid: u32,
     pub ep: Endpoint,
 }
 
@@ -55,18 +60,24 @@ pub async fn run_suite(
 ) -> Result<()> {
     let auth = suite == "auth";
     eprintln!("== suite {suite}: starting servers");
-    let berth = servers::start_berth(berth_bin, &workdir.join(format!("{suite}-berth")), auth, "Berth").await?;
-    let dist = servers::start_distribution(
-        &cli.distribution,
-        &cli.htpasswd,
-        &workdir.join(format!("{suite}-distribution")),
-        auth,
-    )
-    .await?;
-    eprintln!("   Berth pid {} on {}, Distribution pid {} on {}", berth.pid(), berth.addr, dist.pid(), dist.addr);
-    let mut servers: Vec<Server> = vec![berth, dist];
+    let spec = BerthSpec { bin: berth_bin, env: &cli.berth_env };
+    let berth = servers::start_berth(spec, &workdir.join(format!("{suite}-berth")), auth, "Berth").await?;
+    eprintln!("   Berth pid {} on {}", berth.pid(), berth.addr);
+    let mut servers: Vec<Server> = vec![berth];
+    if !cli.no_distribution {
+        let dist = servers::start_distribution(
+            &cli.distribution,
+            &cli.htpasswd,
+            &workdir.join(format!("{suite}-distribution")),
+            auth,
+        )
+        .await?;
+        eprintln!("   Distribution pid {} on {}", dist.pid(), dist.addr);
+        servers.push(dist);
+    }
     if let Some(bin) = &cli.berth_b {
-        let b = servers::start_berth(bin, &workdir.join(format!("{suite}-berth-b")), auth, "Berth B").await?;
+        let spec = BerthSpec { bin, env: &cli.berth_b_env };
+        let b = servers::start_berth(spec, &workdir.join(format!("{suite}-berth-b")), auth, "Berth B").await?;
         eprintln!("   Berth B pid {} on {} ({})", b.pid(), b.addr, bin.display());
         servers.push(b);
     }
@@ -77,7 +88,7 @@ pub async fn run_suite(
             if label.ends_with("(password)") && !cli.berth_password {
                 continue;
             }
-            clients.push(ClientRef { label: label.clone(), server: i, ep: ep.clone() });
+            clients.push(ClientRef { label: label.clone(), server: i, pid: s.pid(), ep: ep.clone() });
         }
     }
     rec.clients.push((suite.to_owned(), clients.iter().map(|c| c.label.clone()).collect()));
@@ -98,11 +109,12 @@ pub async fn run_suite(
     let sampler = AnonSampler::start(servers.iter().map(Server::pid).collect());
 
     // Fixtures: an image (config + 3 layers) tagged `latest` in bench/app,
-    // and the same manifest under `tags` tags in bench/tags.
+    // the same manifest under `tags` tags in bench/tags, and the image's
+    // blobs (no manifest) in bench/mput, where manifest_put PUTs manifests.
     let config = workloads::image_config(3);
     let layers = workloads::small_blobs("layers", 3, 8 * 1024, 8 * 1024, 42);
     let manifest = workloads::image_manifest(&config, &layers);
-    let mut fixtures: Vec<Blob> = vec![config];
+    let mut fixtures: Vec<Blob> = vec![config.clone()];
     fixtures.extend(layers.iter().cloned());
     let tag_names: Vec<String> = (0..p.tags).map(|i| format!("t{i:05}")).collect();
     for (i, s) in servers.iter().enumerate() {
@@ -111,6 +123,9 @@ pub async fn run_suite(
         workloads::push_image(ep, "bench/app", &fixtures, &manifest, &["latest".to_owned()], 1).await?;
         if p.on("tags") {
             workloads::push_image(ep, "bench/tags", &fixtures, &manifest, &tag_names, 4).await?;
+        }
+        if p.on("manifest_put") {
+            workloads::push_image(ep, MANIFEST_PUT_REPO, &fixtures, &manifest, &[], 1).await?;
         }
         eprintln!("   {} fixtures pushed in {:.1} s", s.kind.name(), t0.elapsed().as_secs_f64());
     }
@@ -144,6 +159,12 @@ pub async fn run_suite(
             let warm = workloads::small_blobs(&format!("{suite}/warm/{}", c.label), 5, 4096, 4096, 3);
             workloads::push_many(&c.ep, "bench/small", &warm).await?;
         }
+        if p.on("manifest_put") {
+            let label = format!("{suite}/warm/{}", c.label);
+            let tag = format!("warm-{}", workloads::tag_safe(&c.label));
+            let warm = workloads::distinct_manifests(&label, &tag, 5, &config, &layers);
+            workloads::put_manifests(&c.ep, MANIFEST_PUT_REPO, &warm, p.put_concurrency).await?;
+        }
     }
 
     for round in 0..p.rounds {
@@ -160,6 +181,7 @@ pub async fn run_suite(
             ceiling: ceiling_ep.clone(),
             manifest_path: &manifest_path,
             head_path: &head_path,
+            image: (&config, &layers),
         };
         r.run(rec).await;
     }

@@ -194,14 +194,40 @@ pub async fn push_many(ep: &Endpoint, repo: &str, blobs: &[Blob]) -> Result<Dura
 
 /// An image manifest referencing `config` and `layers`.
 pub fn image_manifest(config: &Blob, layers: &[Blob]) -> Bytes {
+    Bytes::from(serde_json::to_vec(&manifest_json(config, layers)).expect("JSON"))
+}
+
+fn manifest_json(config: &Blob, layers: &[Blob]) -> serde_json::Value {
     let desc = |media: &str, b: &Blob| serde_json::json!({ "mediaType": media, "digest": b.digest, "size": b.len });
-    let m = serde_json::json!({
+    serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": desc("application/vnd.oci.image.config.v1+json", config),
         "layers": layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar+gzip", l)).collect::<Vec<_>>(),
-    });
-    Bytes::from(serde_json::to_vec(&m).expect("JSON"))
+    })
+}
+
+/// A client label as part of a tag: `Berth B (PAT)` -> `berth-b--pat-`.
+pub fn tag_safe(label: &str) -> String {
+    label.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+/// `count` distinct manifests (an annotation unique to `label` and the
+/// index) of the same image, each with its tag `<prefix>-<index>`.
+pub fn distinct_manifests(
+    label: &str,
+    prefix: &str,
+    count: usize,
+    config: &Blob,
+    layers: &[Blob],
+) -> Vec<(String, Bytes)> {
+    (0..count)
+        .map(|i| {
+            let mut m = manifest_json(config, layers);
+            m["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": format!("{label}/{i}") });
+            (format!("{prefix}-{i:05}"), Bytes::from(serde_json::to_vec(&m).expect("JSON")))
+        })
+        .collect()
 }
 
 pub fn image_config(layers: usize) -> Blob {
@@ -259,6 +285,53 @@ pub async fn push_image(
         t.await??;
     }
     Ok(())
+}
+
+/// PUTs each `(tag, manifest)` by tag, spread over `parallel` keep-alive
+/// connections (connection `w` takes every `parallel`-th, in order); req/s
+/// and latency percentiles over all of them. The clock starts once every
+/// connection is open.
+pub async fn put_manifests(
+    ep: &Endpoint,
+    repo: &str,
+    manifests: &[(String, Bytes)],
+    parallel: usize,
+) -> Result<LoadResult> {
+    let parallel = parallel.clamp(1, manifests.len().max(1));
+    let manifests = Arc::new(manifests.to_vec());
+    let mut conns = Vec::with_capacity(parallel);
+    for _ in 0..parallel {
+        conns.push(Conn::connect(ep).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(parallel);
+    for (w, mut conn) in conns.into_iter().enumerate() {
+        let (repo, manifests) = (repo.to_owned(), manifests.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(manifests.len() / parallel + 1);
+            for (tag, manifest) in manifests.iter().skip(w).step_by(parallel) {
+                let t0 = Instant::now();
+                put_manifest(&mut conn, &repo, tag, manifest).await?;
+                latencies.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            Ok::<_, crate::client::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::with_capacity(manifests.len());
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    all.sort_unstable();
+    let ms = |p: f64| percentile_sorted(&all, p).map_or(f64::NAN, |us| us as f64 / 1000.0);
+    Ok(LoadResult {
+        requests: all.len() as u64,
+        errors: 0,
+        elapsed,
+        p50_ms: ms(50.0),
+        p99_ms: ms(99.0),
+        first_error: None,
+    })
 }
 
 /// What a closed-loop load run measured.
@@ -393,6 +466,20 @@ mod tests {
             joined.extend(a.slice(s, e).into_vec());
         }
         assert_eq!(joined, whole);
+    }
+
+    #[test]
+    fn distinct_manifests_differ_and_reference_the_image() {
+        let config = image_config(1);
+        let layers = small_blobs("l", 1, 100, 100, 1);
+        let v = distinct_manifests("x", "m", 3, &config, &layers);
+        let mut digests: Vec<String> = v.iter().map(|(_, m)| sha256_digest(m)).collect();
+        digests.dedup();
+        assert_eq!(digests.len(), 3);
+        assert_eq!(v[2].0, "m-00002");
+        let m: serde_json::Value = serde_json::from_slice(&v[0].1).unwrap();
+        assert_eq!(m["config"]["digest"], config.digest.as_str());
+        assert_eq!(m["layers"][0]["digest"], layers[0].digest.as_str());
     }
 
     #[test]
