@@ -14,6 +14,10 @@
 ALTER TABLE repositories ADD COLUMN owner TEXT GENERATED ALWAYS AS
     (CASE WHEN instr(name, '/') > 0 THEN substr(name, 1, instr(name, '/') - 1) ELSE name END) VIRTUAL;
 
+-- The usage tables are WITHOUT ROWID: keyed by text, they are one B-tree
+-- each instead of a table and an index, so the triggers below dirty fewer
+-- pages per commit.
+
 -- Per owner: bytes stored (each distinct blob once, plus every manifest),
 -- and how many repositories, manifests and tags it has.
 CREATE TABLE owner_usage (
@@ -22,7 +26,7 @@ CREATE TABLE owner_usage (
     repositories INTEGER NOT NULL DEFAULT 0,
     manifests    INTEGER NOT NULL DEFAULT 0,
     tags         INTEGER NOT NULL DEFAULT 0
-);
+) WITHOUT ROWID;
 
 -- Which blobs an owner holds, and in how many of its repositories: a
 -- blob's bytes count for the owner while `links` > 0.
@@ -32,7 +36,7 @@ CREATE TABLE owner_blobs (
     size   INTEGER NOT NULL,
     links  INTEGER NOT NULL,
     PRIMARY KEY (owner, digest)
-);
+) WITHOUT ROWID;
 
 -- Limits. The row with owner '' holds the defaults from `[quotas]` (written
 -- at start-up); other rows override them per owner. NULL: use the default;
@@ -41,7 +45,7 @@ CREATE TABLE quotas (
     owner        TEXT    NOT NULL PRIMARY KEY,
     bytes        INTEGER CHECK (bytes >= 0),
     repositories INTEGER CHECK (repositories >= 0)
-);
+) WITHOUT ROWID;
 
 -- What usage really is, computed from the content tables: the backfill
 -- below and `berth usage --recount` read these.

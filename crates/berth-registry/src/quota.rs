@@ -34,6 +34,10 @@ use crate::{ByteStream, Registry, RegistryError, Result};
 /// own check always reads the current limits.
 const LIMITS_TTL: Duration = Duration::from_secs(5);
 
+/// Uploads declared smaller than this skip the early quota check (see
+/// [`Registry::upload_room`]).
+const EARLY_CHECK_FROM: u64 = 1024 * 1024;
+
 /// `[quotas]`: limits for owners without their own; 0 means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QuotaPolicy {
@@ -291,9 +295,16 @@ impl Registry {
 
     /// How far an upload into `repo` may grow; `None` when no limit applies.
     /// One store read, and only when the owner has a byte limit.
-    pub(crate) async fn upload_room(&self, repo: &RepositoryName) -> Result<Option<Room>> {
+    /// `declared`: the size the upload will have after this request, if
+    /// the request says. A small one is not checked early: the store
+    /// refuses it at completion all the same, and a usage read for every
+    /// small blob would cost more than storing a refused one.
+    pub(crate) async fn upload_room(&self, repo: &RepositoryName, declared: Option<u64>) -> Result<Option<Room>> {
         let max_size = self.inner.policy.quotas.blob_max_size;
         let mut room = (max_size > 0).then_some(Room { max_offset: max_size, by: RoomLimit::BlobMaxSize(max_size) });
+        if declared.is_some_and(|n| n < EARLY_CHECK_FROM) {
+            return Ok(room);
+        }
         let owner = owner_of(repo);
         // The cache only says whether a limit may apply (no query at all
         // for owners without one); the room itself comes from a fresh read,

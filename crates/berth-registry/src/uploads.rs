@@ -97,7 +97,7 @@ impl Registry {
         body: ByteStream,
         length: Option<u64>,
     ) -> Result<u64> {
-        let room = self.upload_room(repo).await?;
+        let room = self.upload_room(repo, length).await?;
         if let Some(length) = length
             && let Err(refusal) = self.check_room(repo, room, length).await
         {
@@ -186,7 +186,7 @@ impl Registry {
     async fn append(&self, session: &UploadSession, body: ByteStream, expected: Option<u64>) -> Result<UploadProgress> {
         let before = &session.progress;
         let repo = &session.repository;
-        let room = self.upload_room(repo).await?;
+        let room = self.upload_room(repo, expected.map(|n| before.offset.saturating_add(n))).await?;
         if let Some(n) = expected
             && let Err(refusal) = self.check_room(repo, room, before.offset.saturating_add(n)).await
         {

@@ -126,14 +126,15 @@ async fn a_push_past_the_quota_is_refused_with_the_message_docker_prints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_upload_stops_once_it_alone_would_pass_the_quota() {
-    let s = S::start(|c| quota(c, 256 * KIB as u64)).await;
-    // Declared lengths: refused before a byte is stored, the session discarded.
+    let s = S::start(|c| quota(c, 2048 * KIB as u64)).await;
+    // Declared lengths: refused before a byte is stored, the session
+    // discarded (uploads that stay under 1 MiB are left to the final check).
     let location = s.open_session("acme/big").await;
-    let r = s.patch(&location, &fixtures::blob(4, 200 * KIB)).await;
+    let r = s.patch(&location, &fixtures::blob(4, 1536 * KIB)).await;
     assert_eq!(r.status, 202, "{}", r.text());
-    let r = s.patch(&location, &fixtures::blob(5, 100 * KIB)).await;
+    let r = s.patch(&location, &fixtures::blob(5, 1024 * KIB)).await;
     let m = assert_quota_refusal(&r, "acme");
-    assert!(m.contains(" of 256 KiB"), "{m}");
+    assert!(m.contains(" of 2 MiB"), "{m}");
     let r = s.send(Method::GET, &location, &[], None).await;
     assert_error(&r, 404, "BLOB_UPLOAD_UNKNOWN");
 
@@ -141,7 +142,7 @@ async fn a_chunked_upload_stops_once_it_alone_would_pass_the_quota() {
     let location = s.open_session("acme/big").await;
     let url = if location.starts_with("http") { location.clone() } else { s.server.url(&location) };
     let chunks: Vec<Result<bytes::Bytes, std::io::Error>> =
-        (0..40).map(|i| Ok(bytes::Bytes::from(fixtures::blob(100 + i, 16 * KIB)))).collect();
+        (0..40).map(|i| Ok(bytes::Bytes::from(fixtures::blob(100 + i, 64 * KIB)))).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     let sent = s.http.patch(&url).header("content-type", "application/octet-stream").body(body).send().await;
     // The server stops storing at the limit, reads (and drops) the rest of a
@@ -150,7 +151,7 @@ async fn a_chunked_upload_stops_once_it_alone_would_pass_the_quota() {
     assert_eq!(resp.status(), 403);
     let text = resp.text().await.expect("body");
     assert!(
-        text.contains("quota exceeded: acme uses 0 B of 256 KiB; this upload needs more than the 256 KiB left"),
+        text.contains("quota exceeded: acme uses 0 B of 2 MiB; this upload needs more than the 2 MiB left"),
         "{text}"
     );
     let r = s.send(Method::GET, &location, &[], None).await;
