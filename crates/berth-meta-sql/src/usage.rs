@@ -15,6 +15,15 @@ macro_rules! usage_columns {
     };
 }
 
+/// Replaces the stored usage with the recount of the `*_actual` views (the
+/// same SQL in both dialects); run inside the recount's transaction.
+pub const REBUILD_USAGE: &str = "DELETE FROM owner_blobs; \
+    INSERT INTO owner_blobs (owner, digest, size, links) \
+      SELECT owner, digest, size, links FROM owner_blobs_actual; \
+    DELETE FROM owner_usage; \
+    INSERT INTO owner_usage (owner, bytes, repositories, manifests, tags) \
+      SELECT owner, bytes, repositories, manifests, tags FROM owner_usage_actual";
+
 #[derive(sqlx::FromRow, Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageRow {
     pub owner: String,

@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use berth_meta::{OwnerQuota, OwnerUsage, QuotaLimits, RepositoryUsage, Result, UsageDrift, UsageStore};
-use berth_meta_sql::usage::{QuotaRow, RepositoryUsageRow, UsageQuotaRow, UsageRow, drift, limits_to_sql};
+use berth_meta_sql::usage::{
+    QuotaRow, REBUILD_USAGE, RepositoryUsageRow, UsageQuotaRow, UsageRow, drift, limits_to_sql,
+};
 use berth_meta_sql::usage_columns;
 
 use crate::SqliteMetaStore;
@@ -128,16 +130,7 @@ impl UsageStore for SqliteMetaStore {
                 sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage_actual"))
                     .fetch_all(&mut *tx)
                     .await?;
-            sqlx::raw_sql(
-                "DELETE FROM owner_blobs; \
-                 INSERT INTO owner_blobs (owner, digest, size, links) \
-                   SELECT owner, digest, size, links FROM owner_blobs_actual; \
-                 DELETE FROM owner_usage; \
-                 INSERT INTO owner_usage (owner, bytes, repositories, manifests, tags) \
-                   SELECT owner, bytes, repositories, manifests, tags FROM owner_usage_actual",
-            )
-            .execute(&mut *tx)
-            .await?;
+            sqlx::raw_sql(REBUILD_USAGE).execute(&mut *tx).await?;
             Ok(drift(stored, actual))
         })
         .await

@@ -2,19 +2,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-/// `12.3 MiB`.
+/// `12.3 MiB`: Berth's one way of printing a size.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    berth_registry::quota::human_size(bytes)
 }
 
 /// `2026-12-07 05:40 UTC` from milliseconds since the epoch.
@@ -41,7 +31,7 @@ mod tests {
     fn sizes_and_times() {
         assert_eq!(size(512), "512 B");
         assert_eq!(size(1536), "1.5 KiB");
-        assert_eq!(size(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(size(5 * 1024 * 1024 * 1024), "5 GiB");
         assert_eq!(time(1_700_000_000_000), "2023-11-14 22:13 UTC");
         assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
     }

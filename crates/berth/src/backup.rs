@@ -159,9 +159,9 @@ pub async fn backup(config: &Config, args: BackupArgs) -> Result<(), String> {
         snapshot.manifests,
         snapshot.tags,
         tally.blobs,
-        human(tally.bytes),
+        berth_config::human_size(tally.bytes),
         tally.copied + tally.linked,
-        human(tally.copied_bytes),
+        berth_config::human_size(tally.copied_bytes),
         tally.reused,
     );
     Ok(())
@@ -385,7 +385,7 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<(), String> {
         snapshot.manifests,
         snapshot.tags,
         total,
-        human(bytes),
+        berth_config::human_size(bytes),
         if manifest.jwt_key { ", and the JWT signing key" } else { "" },
         manifest.created_at,
         manifest.berth_version,
@@ -425,18 +425,4 @@ fn copy_verified(src: &Path, dst: &Path, digest: &Digest, size: u64) -> Result<(
     }
     output.sync_all().map_err(fail)?;
     fs::rename(&tmp, dst).map_err(fail)
-}
-
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }

@@ -216,17 +216,7 @@ fn summary(r: &GcReport, min_age: Duration) -> String {
 }
 
 fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    berth_config::human_size(n)
 }
 
 fn time(ms: i64) -> String {
@@ -376,14 +366,14 @@ mod tests {
         assert_eq!(bytes(0), "0 B");
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+        assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5 GiB");
     }
 
     #[test]
     fn summary_names_every_kind() {
         let report = GcReport { dry_run: true, blobs: Freed { count: 2, bytes: 2048 }, ..GcReport::default() };
         let text = summary(&report, Duration::from_secs(3600));
-        for needle in ["would free", "untagged manifests", "repository links", "orphan objects", "2.0 KiB", "1h"] {
+        for needle in ["would free", "untagged manifests", "repository links", "orphan objects", "2 KiB", "1h"] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
     }
