@@ -8,6 +8,7 @@ pub mod backup;
 pub mod files;
 pub mod health;
 pub mod maintenance;
+pub mod progress;
 pub mod scheduler;
 pub mod telemetry;
 pub mod usage;
