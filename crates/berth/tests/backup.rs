@@ -270,3 +270,208 @@ async fn restore_verifies_every_blob_digest() {
     assert!(err.contains("corrupt") && err.contains(digest.as_str()), "{err}");
     assert!(!restored.join("berth.db").exists(), "no database without its blobs");
 }
+
+// ---------------------------------------------------------------------------
+// Postgres and S3: the README's procedure ("Backup and restore"), step by
+// step, with the tools it names: garbage collection held ([gc] interval =
+// "0s"), pg_dump while pushes go on, then the bucket copied object by object
+// with the S3 API into a second bucket; pg_restore into a fresh database, a
+// server on it and the copied bucket, every image pulled byte for byte.
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+    Digest::sha256_of(format!("{nanos} {}", std::process::id()).as_bytes()).hex()[..12].to_owned()
+}
+
+fn s3_client(endpoint: &str, bucket: &str) -> object_store::aws::AmazonS3 {
+    berth_testkit::install_crypto_provider();
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(std::env::var("BERTH_TEST_S3_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()))
+        .with_secret_access_key(std::env::var("BERTH_TEST_S3_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()))
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .expect("S3 client")
+}
+
+/// CreateBucket (moto takes it unsigned, as `.ci/services.sh` does).
+async fn create_bucket(endpoint: &str, bucket: &str) {
+    let r = client().put(format!("{endpoint}/{bucket}")).send().await.expect("create bucket");
+    assert!(r.status().is_success(), "CreateBucket {bucket}: {}", r.status());
+}
+
+/// Copies every object under `prefix` from one bucket to the other (what
+/// `aws s3 sync s3://from/prefix s3://to/prefix` does); returns the keys.
+async fn copy_bucket(endpoint: &str, from: &str, to: &str, prefix: &str) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let (src, dst) = (s3_client(endpoint, from), s3_client(endpoint, to));
+    let listed: Vec<object_store::ObjectMeta> =
+        src.list(Some(&object_store::path::Path::from(prefix))).try_collect().await.expect("list the bucket");
+    for meta in &listed {
+        let bytes = src.get(&meta.location).await.expect("get").bytes().await.expect("body");
+        assert_eq!(bytes.len() as u64, meta.size, "{}", meta.location);
+        dst.put(&meta.location, bytes.into()).await.expect("put");
+    }
+    listed.iter().map(|m| m.location.to_string()).collect()
+}
+
+fn run_tool(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn manifest_status(c: &reqwest::Client, base: &str, img: &Image) -> u16 {
+    let url = format!("{base}/v2/{}/manifests/{}", img.repo, img.tag);
+    c.get(url).header("accept", OCI_MANIFEST).send().await.expect("GET manifest").status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_and_s3_procedure_from_the_readme() {
+    use berth_testkit::backends::TempDatabase;
+    // Said on stderr directly: libtest would hide an eprintln! of a passing test.
+    let not_run = |why: &str| {
+        let line = format!("NOT RUN: {why}; the Postgres + S3 backup procedure was not tested\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    };
+    if !berth_testkit::backends::postgres_and_s3_configured() {
+        return not_run("BERTH_TEST_POSTGRES_URL and BERTH_TEST_S3_ENDPOINT must both be set");
+    }
+    let endpoint = std::env::var("BERTH_TEST_S3_ENDPOINT").expect("checked");
+    for tool in ["pg_dump", "pg_restore"] {
+        if std::process::Command::new(tool).arg("--version").output().is_err() {
+            return not_run(&format!("{tool} is not installed (apt-get install postgresql-client)"));
+        }
+    }
+    let id = unique();
+    let (live_bucket, copy_bucket_name) = (format!("berth-live-{id}"), format!("berth-copy-{id}"));
+    create_bucket(&endpoint, &live_bucket).await;
+    create_bucket(&endpoint, &copy_bucket_name).await;
+    let prefix = "registry";
+    let env_for = |url: &str, bucket: &str, gc_held: bool| -> Vec<(String, String)> {
+        let mut env = vec![
+            ("BERTH_DATABASE_URL", url.to_owned()),
+            ("BERTH_STORAGE_BACKEND", "s3".into()),
+            ("BERTH_STORAGE_S3_ENDPOINT", endpoint.clone()),
+            ("BERTH_STORAGE_S3_BUCKET", bucket.to_owned()),
+            ("BERTH_STORAGE_S3_PREFIX", prefix.into()),
+            ("BERTH_STORAGE_S3_ACCESS_KEY_ID", "test".into()),
+            ("BERTH_STORAGE_S3_SECRET_ACCESS_KEY", "test".into()),
+            ("BERTH_STORAGE_S3_PATH_STYLE", "true".into()),
+            ("BERTH_STORAGE_S3_ALLOW_HTTP", "true".into()),
+        ];
+        if gc_held {
+            // Step 1 of the procedure: no scheduled collection.
+            env.push(("BERTH_GC_INTERVAL", "0s".into()));
+        }
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (live_db, live_url) = TempDatabase::create().await;
+    let live_env = env_for(&live_url, &live_bucket, true);
+    let live_env_ref: Vec<(&str, &str)> = live_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = BerthProcess::start(&tmp.path().join("live"), &live_env_ref);
+    let c = client();
+    let before: Vec<Image> = (0..6).map(|i| image(300 + i, &format!("acme/app{i}"), "v1")).collect();
+    for img in &before {
+        push(&c, &server.base, img).await.expect("push before the dump");
+    }
+
+    // Step 2, metadata first: pg_dump while pushers push.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pushers = Vec::new();
+    for p in 0..2u64 {
+        let (base, stop) = (server.base.clone(), stop.clone());
+        pushers.push(tokio::spawn(async move {
+            let (c, mut pushed, mut k) = (client(), Vec::new(), 0);
+            while !stop.load(Ordering::SeqCst) {
+                let img = image(20_000 + p * 1_000 + k, &format!("busy/p{p}"), &format!("t{k}"));
+                push(&c, &base, &img).await.expect("push during the dump");
+                pushed.push(img);
+                k += 1;
+            }
+            pushed
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dump = tmp.path().join("berth.dump");
+    let dump_arg = dump.to_str().expect("utf-8").to_owned();
+    let url = live_url.clone();
+    tokio::task::spawn_blocking(move || run_tool("pg_dump", &["-Fc", "-f", &dump_arg, &url]))
+        .await
+        .expect("pg_dump task");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut during = Vec::new();
+    for p in pushers {
+        during.extend(p.await.expect("pusher"));
+    }
+    // Pushed after the dump: in the bucket copy, not in the dump.
+    let late = image(400, "acme/late", "v1");
+    push(&c, &server.base, &late).await.expect("push after the dump");
+
+    // Step 3, blobs after: every object under the prefix, into the second bucket.
+    let keys = copy_bucket(&endpoint, &live_bucket, &copy_bucket_name, prefix).await;
+    let late_key = {
+        let d = Digest::sha256_of(&late.blobs[1]);
+        format!("{prefix}/blobs/sha256/{}/{}", &d.hex()[..2], d.hex())
+    };
+    assert!(keys.contains(&late_key), "the copy holds every object, the late image's too: {keys:?}");
+    server.terminate();
+
+    // Restore: pg_restore into a fresh database, a server on it and the copied bucket.
+    let (restored_db, restored_url) = TempDatabase::create().await;
+    let (dump_arg, url) = (dump.to_str().expect("utf-8").to_owned(), restored_url.clone());
+    tokio::task::spawn_blocking(move || {
+        run_tool("pg_restore", &["--no-owner", "--no-privileges", "--exit-on-error", "-d", &url, &dump_arg])
+    })
+    .await
+    .expect("pg_restore task");
+    let restored_env = env_for(&restored_url, &copy_bucket_name, false);
+    let restored_ref: Vec<(&str, &str)> = restored_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let data = tmp.path().join("restored");
+    let server = BerthProcess::start(&data, &restored_ref);
+    for img in &before {
+        assert_pulls(&c, &server.base, img).await;
+    }
+    // Images pushed while pg_dump ran: each is in the dump whole, or not at all.
+    let mut kept = 0;
+    for img in &during {
+        match manifest_status(&c, &server.base, img).await {
+            200 => {
+                assert_pulls(&c, &server.base, img).await;
+                kept += 1;
+            }
+            404 => {}
+            other => panic!("{}:{} answered {other}", img.repo, img.tag),
+        }
+    }
+    eprintln!("{} images pushed while pg_dump ran, {kept} of them in the dump", during.len());
+    assert_eq!(manifest_status(&c, &server.base, &late).await, 404, "pushed after the dump");
+
+    // The late image's blobs are orphans to the next collection, which
+    // leaves every restored image whole.
+    let (code, out, err) = berth(&data, &["gc", "--min-age", "0s"], &restored_ref);
+    assert_eq!(code, 0, "gc on the restored registry: {out}\n{err}");
+    eprintln!("gc after the restore: {out}");
+    {
+        use object_store::ObjectStoreExt;
+        let copy = s3_client(&endpoint, &copy_bucket_name);
+        let gone = copy.head(&object_store::path::Path::from(late_key.as_str())).await;
+        assert!(matches!(gone, Err(object_store::Error::NotFound { .. })), "orphan collected: {gone:?}");
+    }
+    for img in &before {
+        assert_pulls(&c, &server.base, img).await;
+    }
+    server.terminate();
+    drop((live_db, restored_db));
+}
