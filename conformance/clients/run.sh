@@ -7,6 +7,10 @@
 #
 #   conformance/clients/run.sh            # builds Berth with cargo
 #   BERTH_BIN=path/to/berth conformance/clients/run.sh
+#   BERTH_CLIENTS_CASES='backup-restore' conformance/clients/run.sh
+#                                         # only the cases whose name ("client
+#                                         # transport credentials") matches
+#                                         # this extended regex
 #
 # Root only (it starts dockerd and containerd). Installs missing clients with
 # apt and pip unless BERTH_CLIENTS_NO_INSTALL=1. Prints "PASS|FAIL client
@@ -17,6 +21,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 START=$(date +%s)
+# Taken out of the environment: Berth warns about BERTH_* variables it does not know.
+CASES_FILTER=${BERTH_CLIENTS_CASES:-}
+unset BERTH_CLIENTS_CASES
 
 echo "== real clients against berth serve (conformance/clients)"
 if [[ $(id -u) != 0 ]]; then
@@ -668,6 +675,57 @@ case_multiarch_skopeo() {
   check_platforms "$repo" "$MODE" authfile
 }
 
+# Backup and restore (issue #14) with a real client: docker pushes an image,
+# `berth backup` runs while the server serves, `berth restore` fills a fresh
+# data directory, a second server starts on it, and docker pulls the image
+# from that server with the same token (users, tokens and the signing key
+# come back with the data). The digests docker pushed, both servers served
+# and docker pulled must agree.
+case_backup_restore() {
+  local repo=$USER_NAME/backup-restore ref out pushed served restored_served pulled repodigest port
+  local data=$WORK/berth-$MODE/data backup=$CASE_DIR/backup restored=$CASE_DIR/restored
+  local log=$LOGS/berth-$MODE-restored.log
+  local -a env=(BERTH_LISTEN=127.0.0.1:0 BERTH_LOG_FORMAT=json)
+  if [[ $MODE == tls ]]; then
+    env+=(BERTH_TLS_CERT="$WORK/pki/server.crt" BERTH_TLS_KEY="$WORK/pki/server.key")
+  fi
+  ref=$REG/$repo:$MODE
+  mkdir -p "$CASE_DIR/docker-config"
+  export DOCKER_CONFIG=$CASE_DIR/docker-config
+  secret pat | "${DOCKER[@]}" login --username "$USER_NAME" --password-stdin "$REG"
+  rootfs_tar "$CASE_DIR/rootfs.tar" "backup-restore $MODE"
+  "${DOCKER[@]}" import "$CASE_DIR/rootfs.tar" "$ref"
+  out=$("${DOCKER[@]}" push "$ref") || fail "docker push failed: $out"
+  echo "$out"
+  pushed=$(sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p' <<<"$out")
+  served=$(served_digest "$repo" "$MODE")
+
+  out=$(BERTH_DATA_DIR=$data "$BERTH_BIN" backup --to "$backup" 2>&1) || fail "berth backup failed: $out"
+  echo "$out"
+  out=$(BERTH_DATA_DIR=$restored "$BERTH_BIN" restore --from "$backup" 2>&1) || fail "berth restore failed: $out"
+  echo "$out"
+  env "${env[@]}" BERTH_DATA_DIR="$restored" "$BERTH_BIN" serve >"$log" 2>&1 &
+  RESTORED_PID=$!
+  trap 'kill "$RESTORED_PID" 2>/dev/null; wait "$RESTORED_PID" 2>/dev/null' EXIT
+  wait_for 30 "the restored berth to be ready" grep -q '"berth ready"' "$log" ||
+    fail "berth on the restored data did not start: $(tail -n 5 "$log")"
+  port=$(grep -m1 '"berth ready"' "$log" | jq -r '.listen' | sed 's/.*://')
+  echo "berth on the restored data: 127.0.0.1:$port"
+
+  # From here on the cases' helpers talk to the restored server.
+  REG=127.0.0.1:$port
+  restored_served=$(served_digest "$repo" "$MODE")
+  secret pat | "${DOCKER[@]}" login --username "$USER_NAME" --password-stdin "$REG"
+  "${DOCKER[@]}" rmi "$ref"
+  out=$("${DOCKER[@]}" pull "$REG/$repo:$MODE") || fail "docker pull from the restored server failed: $out"
+  echo "$out"
+  pulled=$(sed -n 's/^Digest: //p' <<<"$out")
+  repodigest=$("${DOCKER[@]}" inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$REG/$repo:$MODE" |
+    sed -n "s|^$REG/$repo@||p")
+  same_digests push="$pushed" served="$served" restored-served="$restored_served" restored-pull="$pulled" \
+    RepoDigests="$repodigest"
+}
+
 # ---------------------------------------------------------------------------
 # Runner
 
@@ -688,6 +746,9 @@ run_case() { # CLIENT CREDS FUNCTION ARGS...
   local client=$1 creds=$2 name rc berth_from
   shift 2
   name="$client $LABEL $creds"
+  if [[ -n $CASES_FILTER && ! $name =~ $CASES_FILTER ]]; then
+    return 0
+  fi
   CASE_DIR=$WORK/cases/${client}-${MODE}-${creds}
   CASE_REASON=$CASE_DIR/reason
   mkdir -p "$CASE_DIR"
@@ -747,6 +808,7 @@ for mode in http tls; do
     run_case docker "$kind" case_docker "$kind"
   done
   run_case docker quota case_quota
+  run_case docker backup-restore case_backup_restore
   for kind in password pat; do
     run_case ctr "$kind" case_ctr "$kind"
   done
