@@ -483,6 +483,8 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> Result<(), String> {
     let threads = jobs(args.jobs);
     let (blobs_time, sync_time, bytes) = tokio::task::block_in_place(|| {
         let clock = Instant::now();
+        // Even for a backup without blobs: the flush below opens it.
+        files::create_dir(&storage).map_err(|e| format!("{}: {e}", storage.display()))?;
         let list = jobs_for(&wanted, &storage)?;
         let bytes: u64 = list.iter().map(|j| j.size).sum();
         let progress = Progress::new("restore", list.len() as u64, bytes);

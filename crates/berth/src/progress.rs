@@ -89,7 +89,7 @@ impl Progress {
     /// `backup: 120/800 blobs, 1.2 GiB of 4.0 GiB (30 %), 25s`.
     fn line(&self) -> String {
         let bytes = self.bytes.load(Ordering::Relaxed);
-        let percent = if self.total_bytes == 0 { 100 } else { bytes * 100 / self.total_bytes };
+        let percent = (bytes * 100).checked_div(self.total_bytes).unwrap_or(100);
         format!(
             "{}: {}/{} blobs, {} of {} ({percent} %), {}s",
             self.verb,

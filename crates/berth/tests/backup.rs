@@ -235,6 +235,20 @@ async fn a_second_backup_copies_only_new_blobs() {
 }
 
 #[test]
+fn an_empty_registry_backs_up_and_restores() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data, backup, restored) = (tmp.path().join("data"), tmp.path().join("backup"), tmp.path().join("restored"));
+    let (code, _, err) = berth(&data, &["migrate"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = berth(&data, &["backup", "--to", backup.to_str().expect("utf-8")], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("0 blobs"), "{out}");
+    let (code, out, err) = berth(&restored, &["restore", "--from", backup.to_str().expect("utf-8")], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(restored.join("berth.db").is_file());
+}
+
+#[test]
 fn backup_refuses_postgres_and_s3_with_a_pointer_to_the_readme() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let to = tmp.path().join("backup");
