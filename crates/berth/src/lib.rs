@@ -9,6 +9,7 @@ pub mod files;
 pub mod health;
 pub mod maintenance;
 pub mod scheduler;
+pub mod scrub;
 pub mod telemetry;
 pub mod usage;
 
