@@ -307,3 +307,44 @@ async fn pagination_and_referrers() {
     fake.state.referrers_api.store(false, Ordering::SeqCst);
     assert_eq!(c.referrers(&name("pag/app"), &subject).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn https_with_a_private_ca_and_no_downgrade() {
+    use axum::http::{StatusCode, header};
+    let manifest = image_manifest(mt::OCI_MANIFEST, b"{}", &[]);
+    let digest = Digest::sha256_of(&manifest);
+    let plain = Fake::start().await;
+    let downgrade = format!("{}/blob/x", plain.storage_url);
+    let (m, d) = (manifest.clone(), digest.to_string());
+    let router = axum::Router::new()
+        .route(
+            "/v2/tls/app/manifests/v1",
+            axum::routing::get(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, mt::OCI_MANIFEST.to_owned()),
+                        (header::HeaderName::from_static("docker-content-digest"), d),
+                    ],
+                    m,
+                )
+            }),
+        )
+        .fallback(move || async move { (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, downgrade)]) });
+    let server = common::tls::serve(router).await;
+
+    let trusting = UpstreamClient::new(UpstreamSettings {
+        ca_certificates_pem: Some(server.cert_pem.clone()),
+        ..UpstreamSettings::new("tls", &server.url)
+    })
+    .unwrap();
+    let got = trusting.get_manifest(&name("tls/app"), &reference("v1"), &[]).await.unwrap();
+    assert_eq!(got.digest, digest);
+    let e = trusting.get_blob(&name("tls/app"), &Digest::sha256_of(b"x")).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::Invalid { .. }) && e.to_string().contains("redirect from HTTPS"), "{e}");
+    assert_eq!(plain.state.storage_requests.load(Ordering::SeqCst), 0);
+
+    let untrusting = UpstreamClient::new(UpstreamSettings::new("tls", &server.url)).unwrap();
+    let e = untrusting.get_manifest(&name("tls/app"), &reference("v1"), &[]).await.unwrap_err();
+    assert!(matches!(e, UpstreamError::Unavailable { status: None, .. }), "{e}");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+}

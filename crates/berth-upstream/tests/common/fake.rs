@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 
 pub const SERVICE: &str = "fake-registry";
 
+/// Tag or digest -> (bytes, media type).
+type Manifests = HashMap<String, (Vec<u8>, String)>;
+
 #[derive(Default)]
 pub struct FakeState {
     pub url: Mutex<String>,
@@ -39,8 +42,8 @@ pub struct FakeState {
     pub realm_credentials: Mutex<Option<(String, String)>>,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     next_token: AtomicUsize,
-    /// Tag or digest -> (bytes, media type), per repository.
-    manifests: Mutex<HashMap<String, HashMap<String, (Vec<u8>, String)>>>,
+    /// Per repository.
+    manifests: Mutex<HashMap<String, Manifests>>,
     tags: Mutex<HashMap<String, Vec<String>>>,
     blobs: Mutex<HashMap<String, Vec<u8>>>,
     referrers: Mutex<HashMap<String, Vec<serde_json::Value>>>,

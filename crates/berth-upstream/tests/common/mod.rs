@@ -5,6 +5,7 @@
 
 pub mod distribution;
 pub mod fake;
+pub mod tls;
 
 use berth_oci::Digest;
 use berth_oci::media_type as mt;
