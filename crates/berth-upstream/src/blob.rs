@@ -35,6 +35,9 @@ pub struct BlobStream {
     length: Option<u64>,
     expected: Option<u64>,
     received: u64,
+    /// The idle timer runs only while the consumer waits on the upstream,
+    /// not while it takes its time with the last chunk.
+    waiting: bool,
     done: bool,
 }
 
@@ -108,6 +111,11 @@ impl Stream for BlobStream {
         if this.done {
             return Poll::Ready(None);
         }
+        if !this.waiting {
+            this.waiting = true;
+            let deadline = tokio::time::Instant::now() + this.idle;
+            this.timer.as_mut().reset(deadline);
+        }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.received += chunk.len() as u64;
@@ -120,8 +128,7 @@ impl Stream for BlobStream {
                 if let Some(h) = this.hasher.as_mut() {
                     h.update(&chunk);
                 }
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                this.waiting = false;
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -179,6 +186,7 @@ impl UpstreamClient {
             length,
             expected: None,
             received: 0,
+            waiting: false,
             done: false,
         })
     }

@@ -183,22 +183,32 @@ impl UpstreamClient {
         if resp.status() != StatusCode::UNAUTHORIZED || !self.is_registry(resp.url()) {
             return Ok(resp);
         }
-        let values: Vec<&str> =
-            resp.headers().get_all(header::WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).collect();
-        let challenges = challenge::parse(values.iter().copied());
-        match challenge::pick(&challenges) {
-            Some(Challenge::Bearer { realm, service, scope, .. }) => {
-                let key = TokenKey {
-                    realm: realm.clone(),
-                    service: service.clone(),
-                    scope: scope.clone().or_else(|| Some(call.scope.clone())),
-                };
+        let values: Vec<String> = resp
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        let challenges = challenge::parse(values.iter().map(String::as_str));
+        match challenge::pick(&challenges).cloned() {
+            Some(Challenge::Bearer { realm, service, scope, error }) => {
+                let key = TokenKey { realm, service, scope: scope.or_else(|| Some(call.scope.clone())) };
                 self.remember_scope(&call.scope, &key);
-                let rejected = match &auth {
-                    Some(Auth::Bearer(t)) => Some(t.as_str()),
+                let sent = match auth {
+                    Some(Auth::Bearer(t)) => Some(t),
                     _ => None,
                 };
-                let token = self.token(&key, rejected).await?;
+                if let Some(t) = &sent
+                    && error.as_deref() == Some("insufficient_scope")
+                    && self.inner.tokens.peek(&key).as_deref() == Some(t.as_str())
+                {
+                    // The current token for this very scope does not grant
+                    // it (Docker Hub says so for a missing or private
+                    // repository): a new one would not either.
+                    return Ok(resp);
+                }
+                self.discard(resp).await;
+                let token = self.token(&key, sent.as_deref()).await?;
                 self.execute(call, Some(&Auth::Bearer(token))).await
             }
             Some(Challenge::Basic) => {
@@ -206,6 +216,7 @@ impl UpstreamClient {
                     return Ok(resp);
                 }
                 self.inner.basic_wanted.store(true, Ordering::Relaxed);
+                self.discard(resp).await;
                 self.execute(call, Some(&Auth::Basic)).await
             }
             None if values.is_empty() => Ok(resp),
@@ -213,6 +224,19 @@ impl UpstreamClient {
                 &call.what,
                 format!("401 with no usable WWW-Authenticate challenge: {:?}", clean_text(&values.join(" | "), 200)),
             )),
+        }
+    }
+
+    /// Reads a small unwanted body (a 401's, a redirect's) so the
+    /// connection goes back to the pool instead of being closed.
+    async fn discard(&self, mut resp: Response) {
+        let mut left = MAX_ERROR_BODY;
+        let wait = self.inner.idle_timeout.min(Duration::from_secs(1));
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout(wait, resp.chunk()).await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                return;
+            }
         }
     }
 
@@ -317,6 +341,7 @@ impl UpstreamClient {
             if hop == MAX_REDIRECTS {
                 return Err(self.invalid(&call.what, format!("more than {MAX_REDIRECTS} redirects (a loop?)")));
             }
+            self.discard(resp).await;
             url = next;
         }
         unreachable!("the loop returns at its last hop")

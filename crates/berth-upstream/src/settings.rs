@@ -63,7 +63,7 @@ impl Credentials {
 
 /// Settings of one upstream registry. Start from [`UpstreamSettings::new`]
 /// (sensible timeouts, anonymous) and change the fields that matter.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct UpstreamSettings {
     /// Short name used in errors and logs (`hub`, `ghcr`).
     pub name: String,
@@ -101,6 +101,21 @@ impl UpstreamSettings {
     pub fn with_credentials(mut self, username: impl Into<String>, password: impl Into<Secret>) -> Self {
         self.credentials = Some(Credentials::new(username, password));
         self
+    }
+}
+
+impl fmt::Debug for UpstreamSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamSettings")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("credentials", &self.credentials)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("page_size", &self.page_size)
+            .field("ca_certificates_pem", &self.ca_certificates_pem.as_ref().map(|p| format!("{} bytes", p.len())))
+            .finish()
     }
 }
 

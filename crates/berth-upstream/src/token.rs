@@ -99,7 +99,6 @@ impl TokenCache {
     }
 
     /// A usable cached token, without waiting for a fetch in flight.
-    #[cfg(test)]
     pub fn peek(&self, key: &TokenKey) -> Option<String> {
         let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(key)?.clone();
         let s = slot.try_lock().ok()?;

@@ -193,6 +193,15 @@ async fn rate_limits_server_errors_and_missing_content() {
     }
     let e = c.get_blob(&name("app/real"), &Digest::sha256_of(b"missing")).await.unwrap_err();
     assert!(e.is_not_found(), "{e}");
+
+    // A valid token that does not grant the repository (how Docker Hub
+    // answers for a private or missing one): no new token for each try.
+    let before = fake.token_requests();
+    for _ in 0..3 {
+        let e = c.head_manifest(&name("fault/forbidden"), &reference("v1")).await.unwrap_err();
+        assert!(matches!(e, UpstreamError::Unauthorized { .. }), "{e}");
+    }
+    assert_eq!(fake.token_requests(), before + 1);
 }
 
 #[tokio::test]
@@ -218,6 +227,15 @@ async fn timeouts_stalls_and_unreachable_upstreams() {
     let e = err.expect("a stalled blob must end in an error");
     assert!(chunks > 0 && e.to_string().contains("stalled"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+
+    // A consumer slower than the idle timeout is not the upstream stalling:
+    // the clock runs only while the consumer waits for the upstream.
+    let (_, _, layer) = seed(&fake, "fault/pause", "v1", 64 * 1024);
+    let mut s = c.get_blob(&name("fault/pause"), &Digest::sha256_of(&layer)).await.unwrap();
+    let first = futures_util::StreamExt::next(&mut s).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, _, err) = drain(s).await;
+    assert!(err.is_none() && !first.is_empty(), "{err:?}");
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());

@@ -244,6 +244,7 @@ async fn registry(State(s): State<Arc<FakeState>>, req: Request) -> Response {
             let flag = match repo.as_str() {
                 "fault/wrongbytes" => "&wrong=1",
                 "fault/slowblob" => "&slow=1",
+                "fault/pause" => "&pause=1",
                 _ => "",
             };
             let location = format!("{storage}/blob/{arg}?X-Amz-Signature=presigned-secret{flag}");
@@ -327,6 +328,13 @@ async fn fault(s: &FakeState, repo: &str, kind: &str, _headers: &HeaderMap) -> O
             r.headers_mut().insert(header::RETRY_AFTER, "7".parse().unwrap());
             r
         }
+        ("fault/forbidden", _) => {
+            let mut r = challenge(s, "repository:fault/forbidden:pull");
+            let value = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap().to_owned();
+            let value = format!(r#"{value},error="insufficient_scope""#);
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, value.parse().unwrap());
+            r
+        }
         ("fault/broken", _) => oci_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "database is on fire"),
         ("fault/slowheaders", _) => {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -369,6 +377,20 @@ async fn storage(State(s): State<Arc<FakeState>>, req: Request) -> Response {
     };
     if flag("wrong") {
         bytes[0] ^= 0xff;
+    }
+    if flag("pause") {
+        // 100 bytes, a 700 ms pause, the rest.
+        let total = bytes.len();
+        let second = Bytes::from(bytes.split_off(100));
+        let head = stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
+        let tail = stream::once(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            Ok(second)
+        });
+        return Response::builder()
+            .header(header::CONTENT_LENGTH, total)
+            .body(Body::from_stream(head.chain(tail)))
+            .unwrap();
     }
     if flag("slow") {
         let total = bytes.len();
