@@ -77,7 +77,12 @@
 //!   one fetch and share its outcome, success or failure (20 concurrent pulls
 //!   of a cold repository make one token request, not 20).
 //! - **A refused token** (a 401 although one was sent: revoked, or expired
-//!   early) is dropped from the cache and replaced once.
+//!   early) is dropped from the cache and replaced once. A 401 with
+//!   `error="insufficient_scope"` for the very token the cache holds for that
+//!   scope is not retried: the token is fine, it just does not grant the
+//!   repository, and a new one would not either. Docker Hub answers that way
+//!   (401, not 404) for a repository that is private or does not exist, so
+//!   callers see `Unauthorized` there.
 //! - **Basic:** after a registry has asked for Basic once, later requests
 //!   send it up front.
 //!
@@ -99,7 +104,10 @@
 //! `connect_timeout` for TCP and TLS, `header_timeout` from sending a
 //! request to its response headers, and `idle_timeout` for the longest
 //! pause within a body. There is no limit on a body's total time: a
-//! multi-GiB layer on a slow link is fine as long as it keeps moving.
+//! multi-GiB layer on a slow link is fine as long as it keeps moving. The
+//! idle clock of a [`BlobStream`] runs only while its consumer is waiting
+//! for the upstream, so a consumer that takes its time writing a chunk is
+//! never mistaken for a stalled upstream.
 //!
 //! ## Errors
 //! One enum, [`UpstreamError`], in cases a caller acts on: `NotFound`
