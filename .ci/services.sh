@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Starts what the test suite needs and exports where to find it (source it):
+#   docker-registry, htpasswd  installed if missing (berth-upstream's tests run against Distribution)
 #   BERTH_TEST_POSTGRES_URL  the local PostgreSQL (started if stopped)
 #   BERTH_TEST_S3_ENDPOINT   an S3-compatible server (moto, from PyPI) on a free loopback port
 #   BERTH_TEST_S3_BUCKET     a bucket created in it
@@ -10,6 +11,14 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.2; done
 fi
 export BERTH_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:5432/test"
+
+# Debian's docker-registry (Distribution 2.8) and htpasswd: berth-upstream's
+# client tests run against it (they print "NOT RUN" without it), and so does
+# the benchmark.
+if ! command -v docker-registry >/dev/null 2>&1 || ! command -v htpasswd >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-registry apache2-utils >/dev/null ||
+        echo "warning: could not install docker-registry: berth-upstream's Distribution tests will say NOT RUN"
+fi
 
 if ! command -v moto_server >/dev/null 2>&1; then
     pip install --quiet --disable-pip-version-check 'moto[server]'

@@ -527,6 +527,51 @@ case_quota() {
   env "${env[@]}" "$BERTH_BIN" usage "$org"
 }
 
+case_scrub() {
+  # Disk rot under docker's feet: one byte of a pushed layer is flipped on
+  # disk. `berth scrub` names the layer with its tag and exits 4; docker
+  # cannot pull the image (Berth refuses the damaged blob with a message
+  # naming it) until the same image is pushed again, which repairs it.
+  local repo=$USER_NAME/scrub-$MODE ref out layer file
+  local -a env=(BERTH_DATA_DIR="$WORK/berth-$MODE/data")
+  ref=$REG/$repo:v1
+  mkdir -p "$CASE_DIR/docker-config"
+  export DOCKER_CONFIG=$CASE_DIR/docker-config
+  cp "${AUTHFILE[$MODE]}" "$DOCKER_CONFIG/config.json"
+  rootfs_tar "$CASE_DIR/rootfs.tar" "scrub $MODE"
+  "${DOCKER[@]}" import "$CASE_DIR/rootfs.tar" "$ref"
+  out=$("${DOCKER[@]}" push "$ref" 2>&1) || fail "docker push failed: $out"
+  served_digest "$repo" v1 >/dev/null
+  layer=$(jq -r '.layers[0].digest' "$CASE_DIR/served.json")
+  file=$(find "$WORK/berth-$MODE/data" -path "*/blobs/sha256/*/${layer#sha256:}" -type f | head -n 1)
+  [[ -n $file ]] || fail "layer $layer not found on disk"
+  "$PY" -c 'import os, sys
+with open(sys.argv[1], "r+b") as f:
+    at = os.path.getsize(sys.argv[1]) // 2
+    f.seek(at); b = f.read(1); f.seek(at); f.write(bytes([b[0] ^ 1]))' "$file"
+  set +e
+  out=$(env "${env[@]}" "$BERTH_BIN" scrub --repository "$repo" 2>&1)
+  local rc=$?
+  set -e
+  echo "$out"
+  ((rc == 4)) || fail "berth scrub exited $rc, not 4"
+  grep -q "$layer (blob): digest mismatch" <<<"$out" || fail "scrub did not name the layer"
+  grep -q "$repo: tags v1" <<<"$out" || fail "scrub did not name the tag"
+  "${DOCKER[@]}" rmi "$ref"
+  if out=$("${DOCKER[@]}" pull "$ref" 2>&1); then
+    fail "docker pulled an image with a damaged layer: $out"
+  fi
+  echo "$out"
+  "${DOCKER[@]}" import "$CASE_DIR/rootfs.tar" "$ref"
+  out=$("${DOCKER[@]}" push "$ref" 2>&1) || fail "docker push to repair failed: $out"
+  echo "$out"
+  "${DOCKER[@]}" rmi "$ref"
+  out=$("${DOCKER[@]}" pull "$ref" 2>&1) || fail "docker pull after the repair failed: $out"
+  echo "$out"
+  out=$(env "${env[@]}" "$BERTH_BIN" scrub --repository "$repo") || fail "scrub after the repair: $out"
+  grep -q "no problems found" <<<"$out" || fail "scrub after the repair: $out"
+}
+
 case_readonly() {
   local repo=$USER_NAME/skopeo-ro ref org_ref served inspected out
   ref=$REG/$repo:$MODE
@@ -808,6 +853,7 @@ for mode in http tls; do
     run_case docker "$kind" case_docker "$kind"
   done
   run_case docker quota case_quota
+  run_case docker scrub case_scrub
   run_case docker backup-restore case_backup_restore
   for kind in password pat; do
     run_case ctr "$kind" case_ctr "$kind"

@@ -264,6 +264,11 @@ fn describe_registry(e: RegistryError) -> Described {
     let reason = |r: String| json!({ "reason": r });
     match e {
         RegistryError::BlobUnknown => d(C::BlobUnknown, S::NOT_FOUND),
+        // 404 rather than 5xx: a client that checks before pushing (HEAD)
+        // then uploads the blob again, which repairs it.
+        RegistryError::BlobDamaged { ref digest, ref problem } => d(C::BlobUnknown, S::NOT_FOUND)
+            .message(e.to_string())
+            .detail(json!({ "digest": digest.as_str(), "damaged": problem })),
         RegistryError::ManifestUnknown => d(C::ManifestUnknown, S::NOT_FOUND),
         RegistryError::NameUnknown => d(C::NameUnknown, S::NOT_FOUND),
         RegistryError::UploadUnknown => d(C::BlobUploadUnknown, S::NOT_FOUND),

@@ -65,6 +65,13 @@ pub fn blob_relative_path(digest: &Digest) -> PathBuf {
     Path::new("blobs").join(digest.algorithm().as_str()).join(&hex[..2]).join(hex)
 }
 
+/// Where [`BlobStore::quarantine`] puts a damaged blob, relative to the
+/// root: `quarantine/<algorithm>/<hex>.<ms>` (a blob damaged twice keeps
+/// both copies).
+pub fn quarantine_relative_path(digest: &Digest, now_ms: i64) -> PathBuf {
+    Path::new("quarantine").join(digest.algorithm().as_str()).join(format!("{}.{now_ms}", digest.hex()))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -124,11 +131,38 @@ impl BlobStore for FsBlobStore {
         Ok(BlobRead { len, body: BlobBody::Stream(file_stream(file, start, len)) })
     }
 
+    async fn read_stream(&self, digest: &Digest) -> Result<(u64, ByteStream)> {
+        let read = self.read(digest, None).await?;
+        match read.body {
+            BlobBody::Stream(stream) => Ok((read.len, stream)),
+            BlobBody::Redirect(_) => Err(BlobError::Backend("the filesystem store never redirects".into())),
+        }
+    }
+
     async fn delete(&self, digest: &Digest) -> Result<()> {
         match tokio::fs::remove_file(self.blob_path(digest)).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>> {
+        let from = self.blob_path(digest);
+        let relative = quarantine_relative_path(digest, crate::now_ms());
+        let to = self.root.join(&relative);
+        blocking(move || {
+            let dir = to.parent().expect("quarantine path has a parent");
+            fs::create_dir_all(dir)?;
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            sync_dir(dir)?;
+            sync_dir(from.parent().expect("blob path has a parent"))?;
+            Ok(Some(relative.to_string_lossy().into_owned()))
+        })
+        .await
     }
 
     async fn list(&self) -> Result<Vec<StoredBlob>> {

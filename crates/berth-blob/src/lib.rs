@@ -47,6 +47,13 @@ pub enum BlobError {
 
 pub type Result<T, E = BlobError> = std::result::Result<T, E>;
 
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Where an upload stands, as returned by the store and persisted by the caller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UploadCursor {
@@ -99,8 +106,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// validated against the blob's size by the caller).
     async fn read(&self, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead>;
 
+    /// Opens a whole committed blob as a stream of its bytes, even where
+    /// [`BlobStore::read`] would redirect (for scrub, which hashes them).
+    async fn read_stream(&self, digest: &Digest) -> Result<(u64, ByteStream)>;
+
     /// Removes a committed blob; absent blobs are not an error.
     async fn delete(&self, digest: &Digest) -> Result<()>;
+
+    /// Moves a committed blob whose bytes failed their digest check out of
+    /// the blob namespace, into `quarantine/` (kept for the operator to
+    /// inspect), so that a new upload of the digest writes fresh bytes.
+    /// Returns where it went, or `None` if there was nothing to move.
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>>;
 
     /// Every committed blob (for garbage collection).
     async fn list(&self) -> Result<Vec<StoredBlob>>;

@@ -198,26 +198,30 @@ impl S3BlobStore {
 
     /// Copies `from` to the committed key of `digest`, server-side when S3 allows.
     async fn copy_to_blob(&self, from: &Path, size: u64, digest: &Digest) -> Result<()> {
-        let to = self.blob_key(digest);
+        self.copy_object(from, &self.blob_key(digest), size).await
+    }
+
+    /// Copies `from` to `to`, server-side when S3 allows.
+    async fn copy_object(&self, from: &Path, to: &Path, size: u64) -> Result<()> {
         if size <= MAX_COPY {
-            return self.store.copy(from, &to).await.map_err(backend_err);
+            return self.store.copy(from, to).await.map_err(backend_err);
         }
         // Above CopyObject's limit: stream it through, one part at a time.
-        let id = self.store.create_multipart(&to).await.map_err(backend_err)?;
+        let id = self.store.create_multipart(to).await.map_err(backend_err)?;
         let result = async {
             let mut parts = Vec::new();
             let mut start = 0u64;
             while start < size {
                 let end = (start + self.part_size as u64).min(size);
                 let chunk = self.store.get_range(from, start..end).await.map_err(backend_err)?;
-                parts.push(self.store.put_part(&to, &id, parts.len(), chunk.into()).await.map_err(backend_err)?);
+                parts.push(self.store.put_part(to, &id, parts.len(), chunk.into()).await.map_err(backend_err)?);
                 start = end;
             }
-            self.store.complete_multipart(&to, &id, parts).await.map_err(backend_err)
+            self.store.complete_multipart(to, &id, parts).await.map_err(backend_err)
         }
         .await;
         if result.is_err() {
-            let _ = self.store.abort_multipart(&to, &id).await;
+            let _ = self.store.abort_multipart(to, &id).await;
         }
         result.map(|_| ())
     }
@@ -280,11 +284,35 @@ impl BlobStore for S3BlobStore {
         Ok(BlobRead { len, body: BlobBody::Stream(Box::pin(stream)) })
     }
 
+    async fn read_stream(&self, digest: &Digest) -> Result<(u64, ByteStream)> {
+        let result = self.store.get(&self.blob_key(digest)).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => BlobError::NotFound,
+            e => backend_err(e),
+        })?;
+        let len = result.meta.size;
+        let stream = result.into_stream().map(|item| item.map_err(|e| io::Error::other(e.to_string())));
+        Ok((len, Box::pin(stream)))
+    }
+
     async fn delete(&self, digest: &Digest) -> Result<()> {
         match self.store.delete(&self.blob_key(digest)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(backend_err(e)),
         }
+    }
+
+    /// A copy to `quarantine/<algorithm>/<hex>.<ms>`, then a delete.
+    async fn quarantine(&self, digest: &Digest) -> Result<Option<String>> {
+        let from = self.blob_key(digest);
+        let size = match self.store.head(&from).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(backend_err(e)),
+        };
+        let to = self.key(&format!("quarantine/{}/{}.{}", digest.algorithm().as_str(), digest.hex(), crate::now_ms()));
+        self.copy_object(&from, &to, size).await?;
+        self.delete(digest).await?;
+        Ok(Some(to.to_string()))
     }
 
     async fn list(&self) -> Result<Vec<StoredBlob>> {

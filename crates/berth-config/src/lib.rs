@@ -18,7 +18,7 @@ use figment::providers::{Format, Serialized, Toml};
 pub use env::{OTHER_PREFIXES, OTHER_VARS, UnknownVar, unknown_vars};
 pub use secret::{Secret, mask_url};
 pub use sections::*;
-pub use size::{Size, human as human_size};
+pub use size::{Rate, Size, human as human_size};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Secret, mask_url};
+use crate::{Rate, Secret, mask_url};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,6 +34,7 @@ pub struct Config {
     pub manifests: ManifestsConfig,
     pub uploads: UploadsConfig,
     pub gc: GcConfig,
+    pub scrub: ScrubConfig,
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
     pub metrics: MetricsConfig,
@@ -60,6 +61,7 @@ impl Default for Config {
             manifests: ManifestsConfig::default(),
             uploads: UploadsConfig::default(),
             gc: GcConfig::default(),
+            scrub: ScrubConfig::default(),
             retention: RetentionConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
@@ -309,6 +311,23 @@ pub struct GcConfig {
 impl Default for GcConfig {
     fn default() -> Self {
         GcConfig { interval: Duration::from_secs(24 * 3600), min_age: Duration::from_secs(3600) }
+    }
+}
+
+/// `[scrub]`: checking stored bytes against their digests on a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// How often the server scrubs (once per cluster); `0s` (the default) disables it.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Bytes read per second by a scheduled scrub at most; 0: no limit.
+    pub rate: Rate,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig { interval: Duration::ZERO, rate: Rate(crate::Size(100 << 20)) }
     }
 }
 

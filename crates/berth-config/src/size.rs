@@ -45,14 +45,16 @@ impl fmt::Display for Size {
 
 impl Serialize for Size {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Always a string (so a `BERTH_*` variable may carry a unit too);
-        // the plain number where the unit form would round.
+        serializer.serialize_str(&self.exact_text())
+    }
+}
+
+impl Size {
+    /// Always a string (so a `BERTH_*` variable may carry a unit too): the
+    /// unit form, or the plain number where the unit form would round.
+    fn exact_text(self) -> String {
         let text = human(self.0);
-        if self.0 >= 1024 && text.parse::<Size>() == Ok(*self) {
-            serializer.serialize_str(&text)
-        } else {
-            serializer.serialize_str(&self.0.to_string())
-        }
+        if self.0 >= 1024 && text.parse::<Size>() == Ok(self) { text } else { self.0.to_string() }
     }
 }
 
@@ -66,6 +68,63 @@ impl<'de> Deserialize<'de> for Size {
         }
         match Raw::deserialize(deserializer)? {
             Raw::Number(n) => Ok(Size(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Bytes per second: a [`Size`] with an optional `/s` (`"100MB/s"`,
+/// `"50MiB"`); 0 means no limit. Serialized with the `/s`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rate(pub Size);
+
+impl Rate {
+    /// Bytes per second, `None` for no limit.
+    pub fn per_second(self) -> Option<u64> {
+        Some(self.0.bytes()).filter(|b| *b > 0)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let size = text.strip_suffix("/s").unwrap_or(text);
+        size.parse::<Size>()
+            .map(Rate)
+            .map_err(|_| format!("{text:?} is not a rate (examples: 100MB/s, 50MiB/s, 0 for no limit)"))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.per_second() {
+            None => f.write_str("unlimited"),
+            Some(b) => write!(f, "{}/s", human(b)),
+        }
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.per_second() {
+            None => serializer.serialize_str("0"),
+            Some(_) => serializer.serialize_str(&format!("{}/s", self.0.exact_text())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(Rate(Size(n))),
             Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -109,6 +168,19 @@ mod tests {
         assert_eq!(human(1536), "1.5 KiB");
         assert_eq!(human(50 << 30), "50 GiB");
         assert_eq!(human((49.8 * (1u64 << 30) as f64) as u64), "49.8 GiB");
+    }
+
+    #[test]
+    fn rates_take_an_optional_per_second() {
+        assert_eq!("100MB/s".parse(), Ok(Rate(Size(100_000_000))));
+        assert_eq!("50MiB".parse(), Ok(Rate(Size(50 << 20))));
+        assert_eq!("0".parse::<Rate>().map(Rate::per_second), Ok(None));
+        assert!("fast".parse::<Rate>().is_err());
+        for r in ["100MB/s", "0", "1048576/s"] {
+            let rate: Rate = r.parse().expect("parse");
+            let json = serde_json::to_string(&rate).expect("serialize");
+            assert_eq!(serde_json::from_str::<Rate>(&json).expect("back"), rate, "{json}");
+        }
     }
 
     #[test]

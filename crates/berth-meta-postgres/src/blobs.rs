@@ -63,8 +63,10 @@ pub(crate) async fn link(
     condition: LinkCondition<'_>,
 ) -> StoreResult<bool> {
     let touched = match condition {
+        // The reserving upload committed verified bytes: whatever damage
+        // scrub found before it reserved is repaired (see `mark_blob_damaged`).
         LinkCondition::Reserved(token) => sqlx::query(
-            "UPDATE blobs SET last_linked = GREATEST(last_linked, $2) \
+            "UPDATE blobs SET last_linked = GREATEST(last_linked, $2), damaged_at = NULL, damage = NULL \
              WHERE digest = $1 AND state = 'live' AND token = $3",
         )
         .bind(digest.as_str())

@@ -31,6 +31,7 @@ mod maintenance;
 mod manifests;
 mod repositories;
 mod retry;
+mod scrub;
 mod sessions;
 mod settings;
 mod store;

@@ -7,11 +7,12 @@
 
 use async_trait::async_trait;
 use berth_meta::{
-    ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer, Result, StoreStats,
-    TagGuard, UploadProgress, UploadSession,
+    BlobEntry, ManifestRecord, ManifestRef, MetaError, MetaStore, NewManifest, PackageVersionRecord, Referrer, Result,
+    StoreStats, TagGuard, UploadProgress, UploadSession,
 };
 use berth_meta_sql::convert::count;
 use berth_meta_sql::rows::{ManifestRow, PackageVersionRow, ReferrerRow, UploadRow};
+use berth_meta_sql::scrub::BlobEntryRow;
 use berth_meta_sql::{from_sql_int, now_ms, parse_repository, to_sql_int, upload_columns};
 use berth_oci::{Digest, RepositoryName, Tag};
 
@@ -83,11 +84,11 @@ impl MetaStore for PostgresMetaStore {
 
     // --- blobs ------------------------------------------------------------------
 
-    async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = self
+    async fn blob_entry(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<BlobEntry>> {
+        let row: Option<BlobEntryRow> = self
             .read(async |pool| {
-                Ok(sqlx::query_scalar(
-                    "SELECT b.size FROM repositories r \
+                Ok(sqlx::query_as(
+                    "SELECT b.size, b.damaged_at, b.damage FROM repositories r \
                      JOIN repository_blobs rb ON rb.repository_id = r.id \
                      JOIN blobs b ON b.digest = rb.digest \
                      WHERE r.name = $1 AND rb.digest = $2",
@@ -98,7 +99,7 @@ impl MetaStore for PostgresMetaStore {
                 .await?)
             })
             .await?;
-        size.map(|s| from_sql_int(s, "blob size")).transpose()
+        row.map(BlobEntryRow::into_entry).transpose()
     }
 
     /// A blob row nobody links any more is awaiting garbage collection and
@@ -108,7 +109,7 @@ impl MetaStore for PostgresMetaStore {
             .read(async |pool| {
                 Ok(sqlx::query_scalar(
                     "SELECT b.size FROM blobs b \
-                     WHERE b.digest = $1 AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
+                     WHERE b.digest = $1 AND b.damaged_at IS NULL AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
                 )
                 .bind(digest.as_str())
                 .fetch_optional(pool)

@@ -19,6 +19,7 @@ pub mod convert;
 pub mod error;
 pub mod gc;
 pub mod rows;
+pub mod scrub;
 pub mod usage;
 
 pub use convert::{from_sql_int, now_ms, parse_digest, parse_repository, to_sql_int};

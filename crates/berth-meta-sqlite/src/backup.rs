@@ -17,7 +17,8 @@ use crate::{BUSY_TIMEOUT, Location, MIGRATOR, SqliteMetaStore, parse_location};
 pub struct Snapshot {
     /// The highest migration applied.
     pub schema_version: i64,
-    /// Every live blob, `(digest, size)`, in digest order.
+    /// Every live blob, `(digest, size)`, in digest order (not those scrub
+    /// found damaged: their bytes are not there to copy).
     pub blobs: Vec<(String, u64)>,
     pub repositories: u64,
     pub manifests: u64,
@@ -58,10 +59,11 @@ pub async fn read_snapshot(path: &Path) -> Result<Snapshot> {
             sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&mut conn)
                 .await?;
-        let blobs: Vec<(String, i64)> =
-            sqlx::query_as("SELECT digest, size FROM blobs WHERE state = 'live' ORDER BY digest")
-                .fetch_all(&mut conn)
-                .await?;
+        let blobs: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT digest, size FROM blobs WHERE state = 'live' AND damaged_at IS NULL ORDER BY digest",
+        )
+        .fetch_all(&mut conn)
+        .await?;
         let (repositories, manifests, tags): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests), (SELECT COUNT(*) FROM tags)",
         )

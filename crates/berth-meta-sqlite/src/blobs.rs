@@ -28,12 +28,15 @@ pub(crate) enum LinkCondition<'a> {
 /// Links a live blob to `repo` (`?1`, digest `?2`, time `?3`) if the
 /// condition holds, creating the repository, and refreshes the blob's
 /// `last_linked` and the link's `linked_at`. The first statement answers
-/// whether it held. `$cond` is a condition on `blobs`, with `?4` for the token.
+/// whether it held. `$cond` is a condition on `blobs`, with `?4` for the
+/// token; `$set` more assignments to the blob row.
 macro_rules! link_batch {
-    ($cond:literal) => {
+    ($cond:literal, $set:literal) => {
         concat!(
             "BEGIN IMMEDIATE; \
-             UPDATE blobs SET last_linked = max(last_linked, ?3) WHERE digest = ?2 AND state = 'live' AND ",
+             UPDATE blobs SET last_linked = max(last_linked, ?3)",
+            $set,
+            " WHERE digest = ?2 AND state = 'live' AND ",
             $cond,
             " RETURNING 1; \
              INSERT INTO repositories (name, created_at) SELECT ?1, ?3 \
@@ -60,9 +63,11 @@ pub(crate) async fn link(
     condition: LinkCondition<'_>,
 ) -> StoreResult<bool> {
     let sql = match condition {
-        LinkCondition::Reserved(_) => link_batch!("token = ?4"),
+        // The reserving upload committed verified bytes: whatever damage
+        // scrub found before it reserved is repaired (see `mark_blob_damaged`).
+        LinkCondition::Reserved(_) => link_batch!("token = ?4", ", damaged_at = NULL, damage = NULL"),
         LinkCondition::Linked => {
-            link_batch!("EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)")
+            link_batch!("EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = blobs.digest)", "")
         }
     };
     let mut query = sqlx::query_scalar::<_, i64>(sql).bind(repo.as_str()).bind(digest.as_str()).bind(now);
@@ -90,7 +95,7 @@ pub(crate) async fn complete_upload(
          SELECT u.repository, \
                 EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ?2 AND b.state = 'live' AND b.token = ?3) \
            FROM uploads u WHERE u.id = ?1; \
-         UPDATE blobs SET last_linked = max(last_linked, ?4) \
+         UPDATE blobs SET last_linked = max(last_linked, ?4), damaged_at = NULL, damage = NULL \
            WHERE digest = ?2 AND state = 'live' AND token = ?3 AND EXISTS (SELECT 1 FROM uploads WHERE id = ?1); \
          INSERT INTO repositories (name, created_at) SELECT u.repository, ?4 FROM uploads u \
            WHERE u.id = ?1 \

@@ -13,6 +13,7 @@ mod error;
 pub mod events;
 pub mod maintenance;
 pub mod protection;
+pub mod scrub;
 pub mod sessions;
 mod types;
 pub mod usage;
@@ -30,6 +31,7 @@ pub use directory::DirectoryStore;
 pub use error::{MetaError, RefProblem};
 pub use events::EventStore;
 pub use maintenance::MaintenanceStore;
+pub use scrub::{BlobDamage, BlobEntry, ScrubStore};
 pub use sessions::SessionStore;
 pub use types::*;
 pub use usage::{OwnerQuota, OwnerUsage, QuotaKind, QuotaLimits, RepositoryUsage, UsageDrift, UsageStore};
@@ -46,10 +48,10 @@ pub fn no_guard(_: &RepositoryName, _: &str) -> Option<String> {
     None
 }
 
-/// Read models for the web pages ([`BrowseStore`]) and storage accounting
-/// ([`UsageStore`]) come with every store.
+/// Read models for the web pages ([`BrowseStore`]), storage accounting
+/// ([`UsageStore`]) and scrub ([`ScrubStore`]) come with every store.
 #[async_trait]
-pub trait MetaStore: BrowseStore + UsageStore + Send + Sync + 'static {
+pub trait MetaStore: BrowseStore + UsageStore + ScrubStore + Send + Sync + 'static {
     /// Backend name for logs and metrics ("sqlite", "postgres").
     fn backend(&self) -> &'static str;
 
@@ -68,10 +70,17 @@ pub trait MetaStore: BrowseStore + UsageStore + Send + Sync + 'static {
 
     // --- blobs ------------------------------------------------------------
 
-    /// Size of `digest` if it is linked to `repo`.
-    async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>>;
+    /// `digest` if it is linked to `repo`: its size, and its damage if
+    /// scrub found any.
+    async fn blob_entry(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<BlobEntry>>;
 
-    /// Size of `digest` if any repository holds it (for anonymous mounts).
+    /// Size of `digest` if it is linked to `repo` and not damaged.
+    async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>> {
+        Ok(self.blob_entry(repo, digest).await?.filter(|e| e.damage.is_none()).map(|e| e.size))
+    }
+
+    /// Size of `digest` if any repository holds it and it is not damaged
+    /// (for anonymous mounts).
     async fn global_blob_size(&self, digest: &Digest) -> Result<Option<u64>>;
 
     /// Repositories linking `digest`, in name order, at most `limit` (to find

@@ -24,6 +24,7 @@ pub mod browse;
 pub mod events;
 pub mod maintenance;
 pub mod protection;
+pub mod scrub;
 pub mod usage;
 
 use std::any::Any;
@@ -193,12 +194,16 @@ macro_rules! meta_store_suite {
             defaults_apply_and_owners_override_them,
             racing_links_cannot_pass_the_quota_together,
             usage_matches_a_recount_after_a_random_mix,
+        ], scrub [
+            scrub_lists_linked_blobs_and_manifests,
+            damage_hides_a_blob_until_a_fresh_upload_links_it,
+            reach_follows_indexes_to_their_tags,
         ]);
     };
     (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?],
      maintenance [$($maintenance_case:ident),* $(,)?], events [$($events_case:ident),* $(,)?],
      protection [$($protection_case:ident),* $(,)?], browse [$($browse_case:ident),* $(,)?],
-     usage [$($usage_case:ident),* $(,)?]) => {
+     usage [$($usage_case:ident),* $(,)?], scrub [$($scrub_case:ident),* $(,)?]) => {
         mod $prefix {
             #[allow(unused_imports)]
             use super::*;
@@ -256,6 +261,14 @@ macro_rules! meta_store_suite {
                 async fn $usage_case() {
                     let fixture: $crate::testsuite::Fixture = $constructor.await;
                     $crate::testsuite::usage::$usage_case(fixture.store(), fixture.maintenance()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scrub_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::scrub::$scrub_case(fixture.store()).await;
                 }
             )*
         }

@@ -62,6 +62,12 @@ pub struct Metrics {
     pub quota_refusals: Counter,
     pub owner_bytes: Family<OwnerLabels, Gauge>,
     pub owner_quota_bytes: Family<OwnerLabels, Gauge>,
+    pub scrub_runs: Counter,
+    pub scrub_bytes_checked: Counter,
+    pub scrub_objects_checked: Counter,
+    pub scrub_problems: Gauge,
+    pub scrub_last_run: Gauge,
+    pub damaged_blob_refusals: Counter,
 }
 
 fn build() -> Metrics {
@@ -120,6 +126,17 @@ fn build() -> Metrics {
         "Byte quota of owners that have one of their own (0: unlimited)",
         owner_quota_bytes.clone(),
     );
+    let scrub_runs = counter(&mut registry, "scrub_runs", "Scrub runs finished");
+    let scrub_bytes_checked = counter(&mut registry, "scrub_bytes_checked", "Bytes read and hashed by scrub");
+    let scrub_objects_checked = counter(&mut registry, "scrub_objects_checked", "Blobs and manifests checked by scrub");
+    let scrub_problems = gauge(&mut registry, "scrub_problems", "Problems the last finished scrub found");
+    let scrub_last_run = gauge(
+        &mut registry,
+        "scrub_last_run_timestamp_seconds",
+        "When the last scrub of the whole registry finished (Unix time; 0: none since start)",
+    );
+    let damaged_blob_refusals =
+        counter(&mut registry, "damaged_blob_refusals", "Reads refused because scrub found the blob damaged");
     Metrics {
         registry,
         requests,
@@ -144,6 +161,12 @@ fn build() -> Metrics {
         quota_refusals,
         owner_bytes,
         owner_quota_bytes,
+        scrub_runs,
+        scrub_bytes_checked,
+        scrub_objects_checked,
+        scrub_problems,
+        scrub_last_run,
+        damaged_blob_refusals,
     }
 }
 

@@ -135,7 +135,13 @@ impl Registry {
         digest: &Digest,
         range: Option<RangeSpec>,
     ) -> Result<BlobStat> {
-        let size = self.inner.meta.blob_size(repo, digest).await?.ok_or(RegistryError::BlobUnknown)?;
+        let entry = self.inner.meta.blob_entry(repo, digest).await?.ok_or(RegistryError::BlobUnknown)?;
+        if let Some(damage) = entry.damage {
+            berth_metrics::metrics().damaged_blob_refusals.inc();
+            tracing::warn!(repository = %repo, %digest, problem = %damage.problem, "refusing a damaged blob");
+            return Err(RegistryError::BlobDamaged { digest: digest.clone(), problem: damage.problem });
+        }
+        let size = entry.size;
         let range = match range {
             None => None,
             Some(r) => Some(r.resolve(size).ok_or(RegistryError::BlobRangeNotSatisfiable { size })?),

@@ -8,6 +8,10 @@ use berth_oci::Digest;
 pub enum RegistryError {
     #[error("blob unknown")]
     BlobUnknown,
+    /// Scrub found the stored bytes damaged; nothing is served until a push
+    /// of the same digest replaces them.
+    #[error("blob {digest} is damaged in storage ({problem}); push it again to repair it")]
+    BlobDamaged { digest: Digest, problem: String },
     #[error("manifest unknown")]
     ManifestUnknown,
     #[error("repository unknown")]

@@ -24,6 +24,7 @@ pub mod packages;
 pub mod quota;
 pub mod retention;
 pub mod retention_rules;
+pub mod scrub;
 pub mod uploads;
 pub mod webhooks;
 

@@ -1,8 +1,8 @@
 //! What the maintenance jobs share: the stores they work on, and the
 //! cluster-wide leases that keep each job to one runner at a time.
 //!
-//! The jobs themselves are [`crate::gc`], [`crate::retention`] and
-//! [`crate::expiry`]; the server's scheduler and the CLI both call them
+//! The jobs themselves are [`crate::gc`], [`crate::retention`],
+//! [`crate::expiry`] and [`crate::scrub`]; the server's scheduler and the CLI both call them
 //! through a [`Maintenance`]. A lease is a row in the `leases` table, taken
 //! with a conditional upsert, renewed in the background while the job runs
 //! and released at its end. Correctness never depends on it (every
@@ -25,6 +25,7 @@ use crate::{Registry, RegistryError, Result, now_ms};
 pub const GC_LEASE: &str = "gc";
 pub const RETENTION_LEASE: &str = "retention";
 pub const EXPIRY_LEASE: &str = "upload-expiry";
+pub const SCRUB_LEASE: &str = "scrub";
 
 /// How long a lease lasts without renewal; a runner that dies frees it
 /// after this long.

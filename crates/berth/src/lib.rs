@@ -10,6 +10,7 @@ pub mod health;
 pub mod maintenance;
 pub mod progress;
 pub mod scheduler;
+pub mod scrub;
 pub mod telemetry;
 pub mod usage;
 

@@ -92,7 +92,7 @@ pub fn retention_policy(config: &Config) -> Result<RetentionPolicy, String> {
     RetentionPolicy::new(rules)
 }
 
-async fn open(config: &Config) -> Result<Maintenance, String> {
+pub(crate) async fn open(config: &Config) -> Result<Maintenance, String> {
     let rules = retention_policy(config)?;
     let stores = open_meta(config, true).await.map_err(|e| e.to_string())?;
     let blobs = open_blobs(config).await.map_err(|e| e.to_string())?;

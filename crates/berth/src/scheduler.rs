@@ -1,6 +1,7 @@
 //! The server's maintenance schedule: garbage collection (`[gc] interval`),
-//! retention rules (`[retention] interval`) and upload expiry (`[uploads]
-//! expiry_interval`), each in a background task of every replica.
+//! retention rules (`[retention] interval`), upload expiry (`[uploads]
+//! expiry_interval`) and scrub (`[scrub] interval`), each in a background
+//! task of every replica.
 //!
 //! Retention is scheduled whether or not any rule exists when the server
 //! starts: each run reads the effective rules (config file, then the
@@ -19,7 +20,8 @@ use std::time::Duration;
 
 use berth_registry::Maintenance;
 use berth_registry::gc::{GcOptions, no_progress};
-use berth_registry::maintenance::{EXPIRY_LEASE, GC_LEASE, Lease, RETENTION_LEASE};
+use berth_registry::maintenance::{EXPIRY_LEASE, GC_LEASE, Lease, RETENTION_LEASE, SCRUB_LEASE};
+use berth_registry::scrub::ScrubOptions;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -33,6 +35,10 @@ pub enum Task {
     Retention,
     ExpireUploads {
         expire_after: Duration,
+    },
+    /// Check every stored blob and manifest, reading at most `rate` bytes/s.
+    Scrub {
+        rate: Option<u64>,
     },
 }
 
@@ -56,6 +62,11 @@ pub fn jobs(config: &berth_config::Config) -> Vec<Job> {
             task: Task::ExpireUploads { expire_after: config.uploads.expire_after },
         },
         Job { lease: RETENTION_LEASE, interval: config.retention.interval, task: Task::Retention },
+        Job {
+            lease: SCRUB_LEASE,
+            interval: config.scrub.interval,
+            task: Task::Scrub { rate: config.scrub.rate.per_second() },
+        },
     ];
     jobs.retain(|j| !j.interval.is_zero());
     jobs
@@ -132,6 +143,7 @@ async fn tick_once(maintenance: &Maintenance, job: &Job, started: i64) {
         Task::ExpireUploads { expire_after } => {
             maintenance.expire_uploads(*expire_after, Some(&lease)).await.map(|_| ())
         }
+        Task::Scrub { rate } => scrub(maintenance, &lease, *rate).await,
     };
     if let Err(e) = &result {
         tracing::error!(job = job.lease, error = %e, "maintenance job failed; retrying at the next tick");
@@ -152,6 +164,17 @@ async fn retention(maintenance: &Maintenance, lease: &Lease) -> berth_registry::
     maintenance.apply_retention(&policy, false, Some(lease)).await.map(|_| ())
 }
 
+/// One scrub of everything; its problems go to the log (each by digest,
+/// with what reaches it) and to `berth_scrub_problems`.
+async fn scrub(maintenance: &Maintenance, lease: &Lease, rate: Option<u64>) -> berth_registry::Result<()> {
+    let options = ScrubOptions { repositories: None, rate };
+    let report = maintenance.scrub(&options, Some(lease), &berth_registry::scrub::no_progress).await?;
+    for problem in &report.problems {
+        tracing::error!(digest = %problem.digest, damage = %problem.damage, reach = ?problem.reach, "scrub problem");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +187,14 @@ mod tests {
         assert!(leases.contains(&RETENTION_LEASE), "{leases:?}");
         config.retention.interval = Duration::ZERO;
         assert!(!jobs(&config).iter().any(|j| j.lease == RETENTION_LEASE));
+    }
+
+    #[test]
+    fn scrub_is_scheduled_only_when_asked() {
+        let mut config = berth_config::Config::default();
+        assert!(!jobs(&config).iter().any(|j| j.lease == SCRUB_LEASE), "off by default");
+        config.scrub.interval = Duration::from_secs(7 * 24 * 3600);
+        let scrub = jobs(&config).into_iter().find(|j| j.lease == SCRUB_LEASE).expect("scheduled");
+        assert!(matches!(scrub.task, Task::Scrub { rate: Some(r) } if r == 100 << 20), "{:?}", scrub.task);
     }
 }
