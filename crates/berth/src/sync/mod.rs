@@ -125,7 +125,7 @@ pub async fn sync(config: &Config, args: SyncArgs) -> Result<Option<Failed>, Str
     let pairs = listing::rename(repos, args.to.as_deref())?;
     let report = Arc::new(report::Reporter::new(std::io::stderr().is_terminal(), args.dry_run));
     report::add(&report.stats.repositories, pairs.len() as u64);
-    let source = upstream.base_url().to_string();
+    let source = upstream.base_url().as_str().trim_end_matches('/').to_owned();
     tracing::info!(source = %source, repositories = pairs.len(), dry_run = args.dry_run, "sync: starting ({listed_by})");
 
     let concurrency = usize::from(args.concurrency);
