@@ -153,6 +153,7 @@ impl Ctx {
             dst: pair.target,
             manifests: Mutex::new(HashMap::new()),
             blobs: Mutex::new(HashSet::new()),
+            failed_blobs: Mutex::new(HashMap::new()),
             referrers: Mutex::new(HashSet::new()),
         };
         repo.run().await;
@@ -181,6 +182,9 @@ struct Repo<'a> {
     manifests: Mutex<HashMap<Digest, Vec<Digest>>>,
     /// Blobs handled (or being handled) in this run.
     blobs: Mutex<HashSet<Digest>>,
+    /// Blobs that failed in this run, with why: not tried again for the
+    /// next tag that needs them (a quota refusal would only repeat).
+    failed_blobs: Mutex<HashMap<Digest, String>>,
     /// Subjects whose referrers were asked for.
     referrers: Mutex<HashSet<Digest>>,
 }
@@ -357,6 +361,11 @@ impl Repo<'_> {
     /// Makes each blob present here, several at once (bounded across
     /// repositories by `--concurrency`). Returns the bytes copied.
     async fn blobs(&self, blobs: &[Descriptor]) -> Result<u64, CopyError> {
+        if let Some((digest, reason)) =
+            blobs.iter().find_map(|d| lock(&self.failed_blobs).get(&d.digest).map(|r| (&d.digest, r.clone())))
+        {
+            return Err(CopyError::Source(format!("blob {digest} failed earlier in this run: {reason}")));
+        }
         let todo: Vec<&Descriptor> = blobs.iter().filter(|d| lock(&self.blobs).insert(d.digest.clone())).collect();
         let results = futures_util::future::join_all(todo.iter().map(|d| self.blob(d))).await;
         let mut total = 0;
@@ -366,6 +375,7 @@ impl Repo<'_> {
                 Ok(n) => total += n,
                 Err(e) => {
                     lock(&self.blobs).remove(&d.digest);
+                    lock(&self.failed_blobs).insert(d.digest.clone(), e.to_string());
                     first_error.get_or_insert(e);
                 }
             }

@@ -320,3 +320,39 @@ async fn a_killed_sync_resumes_and_completes() {
     last.assert_ok();
     assert!(last.stdout.contains("copied 0 tags, 0 manifests, 0 blobs"), "{}", last.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_refusals_fail_with_reasons_and_transient_errors_are_retried() {
+    let source = server(false).await;
+    populate(&source.registry, "admin").await;
+    let proxy = Proxy::start(&source.url("")).await;
+    let args = ["--from", proxy.url.as_str()];
+
+    // 429 then 503 on blob fetches: retried, and the copy completes.
+    proxy.state.fail_blobs.store(2, Ordering::Relaxed);
+    let dest = server(false).await;
+    sync(&dest, false, &args, None, &[]).await.assert_ok();
+    assert_eq!(proxy.state.fail_blobs.load(Ordering::Relaxed), 0, "both failures were met");
+    assert_copied(&source.registry, "admin/app", &dest.registry, "admin/app").await;
+
+    // An immutable tag here that points elsewhere: that tag fails, the rest is copied.
+    let dest = server(false).await;
+    let (other, _) = content::image(&dest.registry, "admin/app", 42, &[10], &["v1"]).await;
+    let immutable = [("BERTH_TAGS_IMMUTABLE", r#"["*:v*"]"#)];
+    let run = sync(&dest, false, &args, None, &immutable).await;
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("admin/app:v1: here: tag \"v1\" is immutable"), "{}", run.stdout);
+    assert!(run.stdout.contains("; 1 failed"), "{}", run.stdout);
+    assert_eq!(tag_digest(&dest, "admin/app", "v1").await, Some(other), "the immutable tag is untouched");
+    assert_eq!(tag_digest(&source, "admin/app", "v2").await, tag_digest(&dest, "admin/app", "v2").await);
+    assert_copied(&source.registry, "admin/tools", &dest.registry, "admin/tools").await;
+
+    // A quota too small for the app: failures naming the quota, no crash.
+    let dest = server(false).await;
+    let limits = berth_registry::quota::QuotaLimits { bytes: Some(100 << 10), repositories: None };
+    dest.registry.set_quota("admin", limits).await.unwrap();
+    let run = sync(&dest, false, &args, None, &[]).await;
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("quota exceeded"), "{}", run.stdout);
+    assert!(tag_digest(&dest, "admin/app", "latest").await.is_none());
+}

@@ -5,9 +5,10 @@
 //! - answer Gitea's `/api/v1/user` and `/api/v1/user/orgs` (which Berth's
 //!   Gitea-compatible API does not serve), checking the Basic credentials;
 //! - slow blob bodies down to a rate and count the bytes it sent, so a test
-//!   can kill a `berth sync` in the middle of a large blob.
+//!   can kill a `berth sync` in the middle of a large blob;
+//! - fail the next blob requests with 429 (`Retry-After: 0`) or 503.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct ProxyState {
     pub blob_rate: AtomicU64,
     /// Blob body bytes sent so far.
     pub blob_bytes: AtomicU64,
+    /// The next this many blob GETs fail: 429 when the count is even, else 503.
+    pub fail_blobs: AtomicU32,
     /// `METHOD path?query` of every request, in order.
     pub requests: Mutex<Vec<String>>,
 }
@@ -62,6 +65,7 @@ impl Proxy {
             gitea: Mutex::new(None),
             blob_rate: AtomicU64::new(0),
             blob_bytes: AtomicU64::new(0),
+            fail_blobs: AtomicU32::new(0),
             requests: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(forward).with_state(state.clone());
@@ -134,6 +138,17 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
         return r;
     }
     let is_blob = req.uri().path().contains("/blobs/sha");
+    if is_blob && let Ok(n) = state.fail_blobs.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+    {
+        let (status, code) = if n % 2 == 0 {
+            (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        };
+        let mut r = json(status, serde_json::json!({"errors": [{"code": code, "message": "injected by the test"}]}));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+        return r;
+    }
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default();
     let mut upstream = state.http.request(parts.method.clone(), format!("{}{path_and_query}", state.target));
