@@ -60,10 +60,35 @@ fn command(dest: &TestServer, auth: bool, args: &[&str], env: &[(&str, &str)]) -
     for (k, v) in dest.cli_env() {
         cmd.env(k, v);
     }
+    for (k, v) in storage_env(&dest.config) {
+        cmd.env(k, v);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// The server's S3 settings as variables (`cli_env` names only the
+/// database), so the CLI writes where the server reads under
+/// `BERTH_TEST_BACKENDS=postgres-s3`.
+fn storage_env(config: &berth_config::Config) -> Vec<(&'static str, String)> {
+    if config.storage.backend != berth_config::StorageBackend::S3 {
+        return Vec::new();
+    }
+    let s3 = &config.storage.s3;
+    vec![
+        ("BERTH_STORAGE_BACKEND", "s3".into()),
+        ("BERTH_STORAGE_S3_ENDPOINT", s3.endpoint.clone()),
+        ("BERTH_STORAGE_S3_BUCKET", s3.bucket.clone()),
+        ("BERTH_STORAGE_S3_PREFIX", s3.prefix.clone()),
+        ("BERTH_STORAGE_S3_REGION", s3.region.clone()),
+        ("BERTH_STORAGE_S3_ACCESS_KEY_ID", s3.access_key_id.expose().to_owned()),
+        ("BERTH_STORAGE_S3_SECRET_ACCESS_KEY", s3.secret_access_key.expose().to_owned()),
+        ("BERTH_STORAGE_S3_PATH_STYLE", s3.path_style.to_string()),
+        ("BERTH_STORAGE_S3_ALLOW_HTTP", s3.allow_http.to_string()),
+        ("BERTH_STORAGE_S3_PART_SIZE", s3.part_size.to_string()),
+    ]
 }
 
 async fn sync(dest: &TestServer, auth: bool, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
