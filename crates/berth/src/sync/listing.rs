@@ -65,15 +65,35 @@ impl Filter {
     }
 }
 
-/// The repositories to copy, and how they were found (for the summary).
-pub async fn list(client: &UpstreamClient, filter: &Filter) -> Result<(Vec<RepositoryName>, String), String> {
+/// How the repositories were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// Every `--repository` named one exactly.
+    Named,
+    Catalog,
+    /// Gitea's package API, for these owners.
+    GiteaPackages(Vec<String>),
+}
+
+impl std::fmt::Display for Listed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listed::Named => f.write_str("named on the command line"),
+            Listed::Catalog => f.write_str("listed by /v2/_catalog"),
+            Listed::GiteaPackages(owners) => write!(f, "listed by Gitea's package API for {}", owners.join(", ")),
+        }
+    }
+}
+
+/// The repositories to copy, and how they were found.
+pub async fn list(client: &UpstreamClient, filter: &Filter) -> Result<(Vec<RepositoryName>, Listed), String> {
     if let Some(exact) = filter.exact() {
-        return Ok((exact, "named on the command line".into()));
+        return Ok((exact, Listed::Named));
     }
     let catalog = match retry(|| client.catalog()).await {
         Ok(all) => {
             let chosen = all.into_iter().filter(|r| filter.matches(r)).collect();
-            return Ok((chosen, "listed by /v2/_catalog".into()));
+            return Ok((chosen, Listed::Catalog));
         }
         Err(e) if refused(&e) => e,
         Err(e) => return Err(format!("listing the source's repositories: {e}")),
@@ -95,8 +115,7 @@ pub async fn list(client: &UpstreamClient, filter: &Filter) -> Result<(Vec<Repos
             .map_err(|e| format!("the source refused /v2/_catalog ({catalog}); Gitea's package API: {e}"))?;
         chosen.extend(repos.into_iter().filter(|r| filter.matches(r)));
     }
-    let owners: Vec<&str> = owners.iter().map(String::as_str).collect();
-    Ok((chosen.into_iter().collect(), format!("listed by Gitea's package API for {}", owners.join(", "))))
+    Ok((chosen.into_iter().collect(), Listed::GiteaPackages(owners.into_iter().collect())))
 }
 
 /// The answers that mean "not for you" rather than "try again".

@@ -132,7 +132,7 @@ pub async fn sync(config: &Config, args: SyncArgs) -> Result<Option<Failed>, Str
     let mut ctx = copy::Ctx::new(upstream, registry, report.clone(), concurrency);
     ctx.accounts = config.auth.enabled.then(|| stores.auth.clone());
     ctx.source = source.clone();
-    ctx.named = listed_by.starts_with("named");
+    ctx.named = listed_by == listing::Listed::Named;
     let ticker = {
         let report = report.clone();
         tokio::spawn(async move {
@@ -145,7 +145,7 @@ pub async fn sync(config: &Config, args: SyncArgs) -> Result<Option<Failed>, Str
     futures_util::stream::iter(pairs).for_each_concurrent(concurrency, |pair| ctx.copy_repository(pair)).await;
     ticker.abort();
     report.finish();
-    print!("{}", report.summary(&source, &listed_by));
+    print!("{}", report.summary(&source, &listed_by.to_string()));
     let failures = report.failures().len();
     if !args.dry_run {
         let s = &report.stats;

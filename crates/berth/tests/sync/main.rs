@@ -198,7 +198,7 @@ async fn from_berth_with_bearer_tokens() {
     runs.push(dry);
 
     // The copy: every tag, manifest, blob and referrer, recorded as pushed by sync.
-    let first = sync(&dest, true, &login, Some(&token), &[("RUST_LOG", "debug")]).await;
+    let first = sync(&dest, true, &login, Some(&token), &[("RUST_LOG", "trace")]).await;
     first.assert_ok();
     assert!(first.stdout.contains("copied admin/app:latest "), "{}", first.stdout);
     assert_expected(&source, &dest, "admin", "admin", &expected).await;
@@ -241,8 +241,11 @@ async fn from_berth_with_bearer_tokens() {
     assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
     runs.push(wrong);
 
+    // Nor as the Basic header it is sent in.
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("admin:{token}"));
     for run in &runs {
         run.never_shows(&token);
+        run.never_shows(&basic);
     }
 }
 
