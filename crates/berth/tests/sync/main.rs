@@ -284,6 +284,12 @@ async fn catalog_refused_lists_through_the_gitea_package_api() {
     let token = read_token(&source, "admin").await;
     let expected = populate(&source.registry, "admin").await;
     content::image(&source.registry, "acme/web", 9, &[4000], &["v3"]).await;
+    // Newer versions list first: 60 of them push acme/web to the second page
+    // (50 a page), so a listing that stopped after one page would miss it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let many: Vec<String> = (0..60).map(|i| format!("t{i:02}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    content::image(&source.registry, "acme/many", 10, &[100], &many).await;
     let proxy = Proxy::start(&source.url("")).await;
     proxy.state.refuse_catalog.store(true, Ordering::Relaxed);
     *proxy.state.gitea.lock().unwrap() =
@@ -296,10 +302,12 @@ async fn catalog_refused_lists_through_the_gitea_package_api() {
     run.assert_ok().never_shows(&token);
     assert!(run.stdout.contains("listed by Gitea's package API for acme"), "{}", run.stdout);
     assert_copied(&source.registry, "acme/web", &dest.registry, "acme/web").await;
+    assert_copied(&source.registry, "acme/many", &dest.registry, "acme/many").await;
     assert!(dest.registry.list_tags(&name("admin/app"), None, None).await.is_err(), "only acme/*");
     let requests = proxy.requests();
     assert!(requests.iter().any(|r| r.starts_with("GET /v2/_catalog")), "{requests:?}");
-    assert!(requests.iter().any(|r| r.starts_with("GET /api/v1/packages/acme?type=container")), "{requests:?}");
+    let pages = requests.iter().filter(|r| r.starts_with("GET /api/v1/packages/acme?type=container")).count();
+    assert_eq!(pages, 2, "{requests:?}");
     assert!(!requests.iter().any(|r| r.starts_with("GET /api/v1/user")), "{requests:?}");
 
     // No owner in the filter: the signed-in user and its organizations.
