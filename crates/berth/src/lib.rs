@@ -10,6 +10,7 @@ pub mod health;
 pub mod maintenance;
 pub mod scheduler;
 pub mod scrub;
+pub mod sync;
 pub mod telemetry;
 pub mod usage;
 
