@@ -53,6 +53,8 @@ pub fn var_name(path: &str) -> String {
 pub const OTHER_VARS: &[&str] = &[
     // `berth --config`.
     "BERTH_CONFIG",
+    // `berth sync`: the source registry's password.
+    "BERTH_SYNC_PASSWORD",
     // conformance/clients/run.sh, berth-bench, the conformance crate.
     "BERTH_BIN",
     "BERTH_CLIENTS_NO_INSTALL",

@@ -38,7 +38,7 @@ pub(crate) struct Inner {
     base: Url,
     http: reqwest::Client,
     /// `Basic ...` for the registry and its token realm, when configured.
-    basic: Option<HeaderValue>,
+    pub(crate) basic: Option<HeaderValue>,
     username: Option<String>,
     header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
@@ -68,7 +68,7 @@ pub(crate) struct Call {
     pub what: String,
 }
 
-enum Auth {
+pub(crate) enum Auth {
     Basic,
     Bearer(String),
 }
@@ -313,7 +313,7 @@ impl UpstreamClient {
     /// Sends `call` with `auth` (to the registry's own origin only),
     /// following redirects: credentials never go to another host, so a blob
     /// redirected to object storage is fetched without them.
-    async fn execute(&self, call: &Call, auth: Option<&Auth>) -> Result<Response, UpstreamError> {
+    pub(crate) async fn execute(&self, call: &Call, auth: Option<&Auth>) -> Result<Response, UpstreamError> {
         let mut url = call.url.clone();
         for hop in 0..=MAX_REDIRECTS {
             let mut req = self.inner.http.request(call.method.clone(), url.clone());

@@ -45,6 +45,11 @@
 //!   loops, at most [`MAX_PAGES`] pages). `page_size` in the settings sends `n`.
 //! - [`UpstreamClient::referrers`]: the referrers API; `None` when the
 //!   upstream answers 404 (it does not have the API).
+//! - [`UpstreamClient::gitea_container_repositories`],
+//!   [`UpstreamClient::gitea_user`], [`UpstreamClient::gitea_orgs`]: Gitea's
+//!   own API, for listing where `/v2/_catalog` is refused (`berth sync`).
+//!   It does not challenge, so the credentials go up front (Basic, to the
+//!   registry's origin only).
 //! - [`docker_hub_repository`] / [`UpstreamClient::upstream_repository`]:
 //!   Docker Hub's rule that a one-component name means `library/<name>`.
 //!
@@ -131,6 +136,7 @@ mod blob;
 mod challenge;
 mod client;
 mod error;
+mod gitea;
 mod hub;
 mod listing;
 mod manifest;
@@ -141,6 +147,7 @@ pub use blob::BlobStream;
 pub use challenge::{Challenge, parse as parse_challenges};
 pub use client::{MAX_REDIRECTS, USER_AGENT, UpstreamClient};
 pub use error::{Origin, UpstreamError};
+pub use gitea::GITEA_PAGE_LIMIT;
 pub use hub::{DOCKER_HUB_HOSTS, docker_hub_repository, is_docker_hub_host};
 pub use listing::{MAX_ENTRIES, MAX_PAGES, Referrer};
 pub use manifest::{DEFAULT_MANIFEST_ACCEPT, Manifest, ManifestHead};

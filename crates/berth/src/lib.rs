@@ -11,6 +11,7 @@ pub mod maintenance;
 pub mod progress;
 pub mod scheduler;
 pub mod scrub;
+pub mod sync;
 pub mod telemetry;
 pub mod usage;
 

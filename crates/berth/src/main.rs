@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth::{accounts, backup, maintenance, scrub, usage};
+use berth::{accounts, backup, maintenance, scrub, sync, usage};
 use berth_config::Config;
 use clap::{Parser, Subcommand};
 
@@ -100,6 +100,19 @@ enum Command {
     /// runs; waits for another scrub. Exit status: 0 clean, 4 problems found,
     /// 1 the scrub itself failed.
     Scrub(scrub::ScrubArgs),
+    /// Copy repositories from another registry (Gitea's, or any OCI registry) into this one.
+    ///
+    /// Every tag, byte for byte with its digest: indexes and all their
+    /// platforms, configs and layers (streamed, verified), referrers (through
+    /// the referrers API where the source has it) and cosign's
+    /// sha256-<hex>.sig/.att/.sbom tags. Repositories come from /v2/_catalog,
+    /// or, where the source refuses it, from Gitea's package API. What is
+    /// here already is skipped, so a second run copies nothing new and a
+    /// killed run resumes; nothing here is ever deleted. Writes through the
+    /// registry service (no local credentials; recorded as pushed by "sync").
+    /// Exit status: 0 all copied, 4 something failed (named in the summary),
+    /// 1 the sync could not run.
+    Sync(sync::SyncArgs),
     /// Probe a running server's /livez (for container health checks); exit 0 if alive.
     Health {
         /// Base URL to probe (default: http://127.0.0.1:<port of `listen`>).
@@ -228,6 +241,10 @@ async fn run() -> ExitCode {
         Command::Restore(args) => backup::restore(&config, args).await,
         Command::Scrub(args) => match scrub::scrub(&config, args).await {
             Ok(Some(scrub::ProblemsFound)) => return ExitCode::from(4),
+            other => other.map(|_| ()),
+        },
+        Command::Sync(args) => match sync::sync(&config, args).await {
+            Ok(Some(sync::Failed)) => return ExitCode::from(4),
             other => other.map(|_| ()),
         },
         Command::Usage(args) => usage::usage(&config, args).await,

@@ -65,12 +65,17 @@ fn example_variables_in_the_readme_are_real() {
 
 /// Every document of every manifest under deploy/kubernetes/.
 fn kubernetes_docs() -> Vec<(String, Yaml)> {
-    let dir = repo_file("deploy/kubernetes");
+    docs_in("deploy/kubernetes")
+}
+
+/// Every document of every manifest directly in `rel`.
+fn docs_in(rel: &str) -> Vec<(String, Yaml)> {
+    let dir = repo_file(rel);
     let mut out = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     entries.sort();
     for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
-        let rel = format!("deploy/kubernetes/{}", path.file_name().unwrap().to_string_lossy());
+        let rel = format!("{rel}/{}", path.file_name().unwrap().to_string_lossy());
         for doc in load(&rel) {
             if !doc.is_null() {
                 out.push((rel.clone(), doc));
@@ -170,6 +175,59 @@ fn kubernetes_manifests_are_complete_and_consistent() {
     let auth = v["auths"].as_object().unwrap().values().next().unwrap()["auth"].as_str().unwrap().to_owned();
     let creds = String::from_utf8(decode_b64(&auth)).unwrap();
     assert!(creds.contains(":bpat_"), "{creds}");
+}
+
+/// The dual-running CronJob runs `berth sync` with flags it has, on the
+/// Deployment's settings, with the source's password from a Secret (never
+/// in its arguments).
+#[test]
+fn sync_cronjob_runs_berth_sync_with_the_password_from_a_secret() {
+    // In a directory of its own, so that applying deploy/kubernetes/ leaves it out.
+    assert!(of_kind(&kubernetes_docs(), "CronJob").is_empty());
+    let mut docs = docs_in("deploy/kubernetes/gitea-sync");
+    docs.extend(kubernetes_docs());
+    let cronjobs = of_kind(&docs, "CronJob");
+    assert_eq!(cronjobs.len(), 1, "one CronJob");
+    let (file, cron) = cronjobs[0];
+    assert_eq!(cron["spec"]["concurrencyPolicy"].as_str(), Some("Forbid"), "{file}: runs never overlap");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"].as_str(), Some("Never"));
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"].as_vec().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args[0], "sync", "{file}: {args:?}");
+    assert!(args.contains(&"--from") && args.contains(&"--username"), "{args:?}");
+    assert!(!args.contains(&"--password-stdin"), "the password comes from the environment");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_berth")).args(["sync", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(&format!("{flag} ")), "{file}: berth sync has no {flag}:\n{help}");
+    }
+
+    // Every variable is a configuration key or BERTH_SYNC_PASSWORD, which
+    // comes from a Secret defined here, under the key named.
+    let mut password = false;
+    for e in container["env"].as_vec().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        if name == "BERTH_SYNC_PASSWORD" {
+            assert!(berth_config::OTHER_VARS.contains(&name));
+            let r = &e["valueFrom"]["secretKeyRef"];
+            let (secret, key) = (r["name"].as_str().unwrap(), r["key"].as_str().unwrap());
+            let found = of_kind(&docs, "Secret")
+                .into_iter()
+                .any(|(_, s)| s["metadata"]["name"].as_str() == Some(secret) && !s["stringData"][key].is_badvalue());
+            assert!(found, "{file}: no Secret {secret} with key {key}");
+            assert!(e["value"].is_badvalue(), "the password is not written inline");
+            password = true;
+        } else {
+            assert_config_var(file, name);
+        }
+    }
+    assert!(password, "{file}: BERTH_SYNC_PASSWORD is set");
+
+    // The database and storage settings are the Deployment's.
+    let (_, deployment) = of_kind(&docs, "Deployment")[0];
+    let server = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["envFrom"], server["envFrom"], "{file}: the same ConfigMap and Secret as the Deployment");
 }
 
 /// Standard base64 (no dependency just for the test).
