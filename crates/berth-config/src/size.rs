@@ -58,18 +58,26 @@ impl Size {
     }
 }
 
+/// A plain number of bytes, or a string to parse (with a unit).
+fn number_or_text<'de, D: Deserializer<'de>, T: FromStr<Err = String>>(
+    deserializer: D,
+    from_number: fn(u64) -> T,
+) -> Result<T, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Number(n) => Ok(from_number(n)),
+        Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+    }
+}
+
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Number(n) => Ok(Size(n)),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
+        number_or_text(deserializer, Size)
     }
 }
 
@@ -117,16 +125,7 @@ impl Serialize for Rate {
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Number(n) => Ok(Rate(Size(n))),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
+        number_or_text(deserializer, |n| Rate(Size(n)))
     }
 }
 

@@ -132,7 +132,11 @@ impl Stream for BlobStream {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let e = this.client.unavailable(&this.what, None, format!("body broke off: {}", body_text(&e)));
+                let e = this.client.unavailable(
+                    &this.what,
+                    None,
+                    format!("body broke off: {}", crate::client::with_causes("error reading the body", &e)),
+                );
                 this.fail(e)
             }
             Poll::Ready(None) => this.finish(),
@@ -146,17 +150,6 @@ impl Stream for BlobStream {
             }
         }
     }
-}
-
-fn body_text(e: &reqwest::Error) -> String {
-    let mut text = String::from("error reading the body");
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 impl UpstreamClient {

@@ -482,7 +482,12 @@ fn transport_text(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut text = kind.to_owned();
+    with_causes(kind, e)
+}
+
+/// `what`, then each cause of `e` (not `e`'s own text, which names the URL).
+pub(crate) fn with_causes(what: &str, e: &reqwest::Error) -> String {
+    let mut text = what.to_owned();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
         text.push_str(": ");
