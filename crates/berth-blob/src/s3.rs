@@ -204,7 +204,7 @@ impl S3BlobStore {
     /// Copies `from` to `to`, server-side when S3 allows.
     async fn copy_object(&self, from: &Path, to: &Path, size: u64) -> Result<()> {
         if size <= MAX_COPY {
-            return self.store.copy(from, &to).await.map_err(backend_err);
+            return self.store.copy(from, to).await.map_err(backend_err);
         }
         // Above CopyObject's limit: stream it through, one part at a time.
         let id = self.store.create_multipart(to).await.map_err(backend_err)?;
