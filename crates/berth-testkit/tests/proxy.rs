@@ -402,3 +402,73 @@ async fn a_berth_upstream_with_bearer_tokens() {
     assert_eq!(got.status, 403, "{}", got.text());
     assert!(got.message().contains("upstream \"hub\""), "{}", got.message());
 }
+
+/// Polls until the server's storage holds `digest` (a fetch finishing in the background).
+async fn until_stored(s: &Setup, digest: &Digest) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !s.berth.stored_blobs().await.contains(digest) {
+        assert!(std::time::Instant::now() < deadline, "{digest} never stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stored, then linked: give the link its moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_stream_while_stored_and_a_caller_leaving_does_not_stop_the_fetch() {
+    let Some(s) = setup("blobs_stream_while_stored_and_a_caller_leaving_does_not_stop_the_fetch", |_| {}).await else {
+        return;
+    };
+    let image = Image::new(100, &[8 << 20, 3 << 20, 5000]);
+    s.pusher.push_image("team/app", "v1", &image).await;
+    let alice = s.alice();
+    assert_eq!(alice.manifest("hub/team/app", "v1").await.status, 200);
+
+    // The upstream pauses after a MiB: the first bytes reach the caller
+    // long before the upstream finishes; then the caller hangs up.
+    s.fault.stall(Duration::from_secs(3));
+    let layer = image.layer_digest(0);
+    let started = std::time::Instant::now();
+    let resp = reqwest::Client::new()
+        .get(s.berth.url(&format!("/v2/hub/team/app/blobs/{layer}")))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.content_length(), Some(8 << 20));
+    let mut stream = futures_util::StreamExt::fuse(resp.bytes_stream());
+    let mut received = 0;
+    while received < (512 << 10) {
+        received += futures_util::StreamExt::next(&mut stream).await.unwrap().unwrap().len();
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "streamed while fetched: {:?}", started.elapsed());
+    drop(stream);
+    until_stored(&s, &layer).await;
+    s.fault.set(Mode::Pass);
+    s.fault.clear();
+    let got = alice.blob("hub/team/app", &layer).await;
+    assert_eq!((got.status, Digest::sha256_of(&got.body)), (200, layer.clone()));
+    assert_eq!(s.fault.api_requests(), 0, "the fetch finished without its caller: {:?}", s.fault.seen());
+
+    // HEAD of an uncached blob answers from the upstream's headers and fills the cache.
+    let second = image.layer_digest(1);
+    let head = alice.head(&format!("/v2/hub/team/app/blobs/{second}")).await;
+    assert_eq!((head.status, head.header("content-length")), (200, Some((3 << 20).to_string())));
+    until_stored(&s, &second).await;
+    s.fault.clear();
+    assert_eq!(Digest::sha256_of(&alice.blob("hub/team/app", &second).await.body), second);
+    assert_eq!(s.fault.api_requests(), 0);
+
+    // A range of an uncached blob.
+    let third = image.layer_digest(2);
+    let part = reqwest::Client::new()
+        .get(s.berth.url(&format!("/v2/hub/team/app/blobs/{third}")))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &image.layers[2][10..20]);
+}

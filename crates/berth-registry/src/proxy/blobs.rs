@@ -23,7 +23,7 @@ impl Registry {
         if self.cache_holds(route, digest).await? {
             return self.stat_local(&route.local, digest, range).await;
         }
-        let fetch = self.blob_fetch(route, digest).ok_or(RegistryError::BlobUnknown)?;
+        let (fetch, _) = self.blob_fetch(route, digest, false).ok_or(RegistryError::BlobUnknown)?;
         let size = fetch.size().await.map_err(|f| f.into_error(&route.upstream, RegistryError::BlobUnknown))?;
         resolve(size, range)
     }
@@ -40,13 +40,13 @@ impl Registry {
         if self.cache_holds(route, digest).await? {
             return self.read_local(&route.local, digest, range).await;
         }
-        let fetch = self.blob_fetch(route, digest).ok_or(RegistryError::BlobUnknown)?;
+        let (fetch, reader) = self.blob_fetch(route, digest, range.is_none()).ok_or(RegistryError::BlobUnknown)?;
         let failed = |f: super::Failed| f.into_error(&route.upstream, RegistryError::BlobUnknown);
-        if range.is_some() {
+        let Some(reader) = reader else {
+            // A range: served once the blob is stored.
             fetch.outcome().await.map_err(failed)?;
             return self.read_local(&route.local, digest, range).await;
-        }
-        let reader = fetch.subscribe();
+        };
         let size = fetch.size().await.map_err(failed)?;
         berth_metrics::metrics().bytes_pulled.inc_by(size);
         let body = reader.into_stream(self.blob_store().clone(), digest.clone());

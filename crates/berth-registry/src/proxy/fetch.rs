@@ -318,15 +318,23 @@ async fn open_stored(blobs: &Arc<dyn BlobStore>, digest: &Digest, offset: u64, s
 
 impl Registry {
     /// The fetch of `digest` into the cached repository: the one under way,
-    /// or a new one, started in a task of its own.
-    pub(crate) fn blob_fetch(&self, route: &Route, digest: &Digest) -> Option<Arc<BlobFetch>> {
+    /// or a new one, started in a task of its own. With `read`, a reader
+    /// from the first byte, subscribed before a new fetch can publish any.
+    pub(crate) fn blob_fetch(
+        &self,
+        route: &Route,
+        digest: &Digest,
+        read: bool,
+    ) -> Option<(Arc<BlobFetch>, Option<Reader>)> {
         let proxy = self.inner.proxy.as_ref()?;
         let key = (route.local.clone(), digest.clone());
         let mut running = proxy.blobs.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fetch) = running.get(&key) {
-            return Some(fetch.clone());
+            let reader = read.then(|| fetch.subscribe());
+            return Some((fetch.clone(), reader));
         }
         let fetch = Arc::new(BlobFetch::new());
+        let reader = read.then(|| fetch.subscribe());
         running.insert(key.clone(), fetch.clone());
         drop(running);
         let (registry, route, digest, task_fetch) = (self.clone(), route.clone(), digest.clone(), fetch.clone());
@@ -350,7 +358,7 @@ impl Registry {
             }
             task_fetch.finish(outcome);
         });
-        Some(fetch)
+        Some((fetch, reader))
     }
 
     /// GET upstream, written to the store and published to readers as it

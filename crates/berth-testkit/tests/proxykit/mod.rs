@@ -206,6 +206,8 @@ pub enum Mode {
     WrongBytes = 4,
     /// Forward, after `delay`.
     Slow = 5,
+    /// Blob bodies pause for `delay` after their first MiB.
+    Stall = 6,
 }
 
 struct FaultState {
@@ -270,6 +272,12 @@ impl FaultProxy {
     pub fn slow(&self, delay: Duration) {
         self.state.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
         self.set(Mode::Slow);
+    }
+
+    /// Blob bodies stop for `delay` after their first MiB.
+    pub fn stall(&self, delay: Duration) {
+        self.state.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.set(Mode::Stall);
     }
 
     /// Every request seen so far, `METHOD path`.
@@ -343,7 +351,22 @@ async fn forward(State(state): State<Arc<FaultState>>, req: Request) -> Response
         }
         return resp.body(Body::from(data)).unwrap();
     }
-    resp.body(Body::from_stream(upstream.bytes_stream().map(|r| r.map_err(std::io::Error::other)))).unwrap()
+    let body = upstream.bytes_stream().map(|r| r.map_err(std::io::Error::other));
+    if mode == Mode::Stall as u8 && path.contains("/blobs/") {
+        let delay = Duration::from_millis(state.delay_ms.load(Ordering::SeqCst));
+        let stalled =
+            futures_util::stream::unfold((Box::pin(body), 0usize, false), move |(mut body, sent, paused)| async move {
+                if sent >= (1 << 20) && !paused {
+                    tokio::time::sleep(delay).await;
+                    return Some((Ok(bytes::Bytes::new()), (body, sent, true)));
+                }
+                let item = body.next().await?;
+                let n = item.as_ref().map_or(0, |b| b.len());
+                Some((item, (body, sent + n, paused)))
+            });
+        return resp.body(Body::from_stream(stalled)).unwrap();
+    }
+    resp.body(Body::from_stream(body)).unwrap()
 }
 
 /// A caller of the Berth under test.
