@@ -472,3 +472,119 @@ async fn blobs_stream_while_stored_and_a_caller_leaving_does_not_stop_the_fetch(
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap().as_ref(), &image.layers[2][10..20]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_root_serves_names_without_a_local_owner() {
+    let Some(s) = setup("mirror_root_serves_names_without_a_local_owner", |u| {
+        u.mirror_root = true;
+        u.access = UpstreamAccess::Public;
+    })
+    .await
+    else {
+        return;
+    };
+    let image = Image::new(110, &[1234]);
+    let digest = s.pusher.push_image("library/alpine", "3.20", &image).await;
+    // As dockerd's registry-mirrors asks: no prefix, anonymously (public).
+    let anonymous = s.anonymous();
+    assert_eq!(anonymous.pull("library/alpine", "3.20").await, digest);
+    let tags = anonymous.get("/v2/library/alpine/tags/list").await;
+    assert_eq!(tags.json()["tags"], serde_json::json!(["3.20"]));
+    // The prefixed name is the same cache.
+    s.fault.clear();
+    assert_eq!(anonymous.pull("hub/library/alpine", "3.20").await, digest);
+    assert_eq!(s.fault.api_requests(), 0, "{:?}", s.fault.seen());
+
+    // Local owners win: alice's repositories never reach the upstream.
+    let auth = s.berth.auth.as_ref().unwrap();
+    let local = Image::new(111, &[99]);
+    let alice = Pusher::new(&s.berth.url(""), ALICE.0, ALICE.1);
+    let local_digest = alice.push_image("alice/alpine", "3.20", &local).await;
+    assert_eq!(s.alice().pull("alice/alpine", "3.20").await, local_digest);
+    let missing = s.alice().manifest("alice/other", "1").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(s.fault.api_requests(), 0, "{:?}", s.fault.seen());
+    // A name without a local owner belongs to the mirror: nobody pushes there, site admins neither.
+    let root = s.user("root", "root-password", true).await;
+    let push = root.send(reqwest::Method::POST, "/v2/library/alpine/blobs/uploads/").await;
+    assert_eq!((push.status, push.code().as_str()), (403, "DENIED"), "{}", push.text());
+    // Once the owner exists locally, the name is theirs.
+    admin::create_org(auth.store().as_ref(), "library").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await; // the owner lookup is remembered for 5 s
+    let local_now = s.alice().manifest("library/alpine", "3.20").await;
+    assert_eq!(local_now.status, 403, "alice is no member of the local org: {}", local_now.text());
+    let by_root = root.manifest("library/alpine", "3.20").await;
+    assert_eq!(by_root.status, 404, "the local repository does not exist: {}", by_root.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_expires_what_was_not_pulled_and_gc_spares_fetches_in_flight() {
+    use berth_registry::gc::GcOptions;
+    use berth_registry::retention::{RetentionPolicy, RetentionRule};
+    let Some(s) = setup("retention_expires_what_was_not_pulled_and_gc_spares_fetches_in_flight", |_| {}).await else {
+        return;
+    };
+    let image = Image::new(120, &[4000]);
+    let digest = s.pusher.push_image("team/app", "v1", &image).await;
+    s.pusher.push_manifest("team/app", "latest", OCI_MANIFEST, &image.manifest).await;
+    let alice = s.alice();
+    assert_eq!(alice.pull("hub/team/app", "v1").await, digest);
+    assert_eq!(alice.pull("hub/team/app", "latest").await, digest);
+    let local = Pusher::new(&s.berth.url(""), ALICE.0, ALICE.1);
+    local.push_image("alice/app", "latest", &Image::new(121, &[10])).await;
+
+    let policy = RetentionPolicy::new(vec![RetentionRule {
+        repositories: "*".into(),
+        remove_older_than: Some(Duration::from_secs(1)),
+        ..Default::default()
+    }])
+    .unwrap();
+    // Pulled just now: kept.
+    let report = s.berth.maintenance.apply_retention(&policy, false, None).await.unwrap();
+    assert_eq!(report.removed(), 0, "{report:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = s.berth.maintenance.apply_retention(&policy, false, None).await.unwrap();
+    let removed: Vec<(String, Vec<String>)> = report
+        .repositories
+        .iter()
+        .map(|r| {
+            let mut tags: Vec<String> = r.removed.iter().map(|t| t.tag.clone()).collect();
+            tags.sort();
+            (r.repository.to_string(), tags)
+        })
+        .filter(|(_, tags)| !tags.is_empty())
+        .collect();
+    assert_eq!(
+        removed,
+        vec![("hub/team/app".to_owned(), vec!["latest".to_owned(), "v1".to_owned()])],
+        "not pulled for a second: gone, latest too; alice's own latest stays"
+    );
+    let gc = GcOptions { min_age: Duration::ZERO, dry_run: false };
+    s.berth.maintenance.collect_garbage(&gc, None, &|_, _| {}).await.unwrap();
+    let layer = image.layer_digest(0);
+    assert!(!s.berth.stored_blobs().await.contains(&layer), "collected");
+    // Pulled again: fetched again.
+    s.fault.clear();
+    assert_eq!(alice.pull("hub/team/app", "v1").await, digest);
+    assert!(s.fault.count("GET", layer.as_str()) == 1, "{:?}", s.fault.seen());
+
+    // A collection while a blob is being fetched leaves it whole.
+    let big = Image::new(122, &[6 << 20]);
+    s.pusher.push_image("team/big", "v1", &big).await;
+    assert_eq!(alice.manifest("hub/team/big", "v1").await.status, 200);
+    s.fault.stall(Duration::from_secs(2));
+    let big_layer = big.layer_digest(0);
+    let pulling = {
+        let (alice, d) = (alice.clone(), big_layer.clone());
+        tokio::spawn(async move { alice.blob("hub/team/big", &d).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.berth.maintenance.collect_garbage(&gc, None, &|_, _| {}).await.unwrap();
+    let got = pulling.await.unwrap();
+    assert_eq!((got.status, got.broken), (200, false));
+    assert_eq!(Digest::sha256_of(&got.body), big_layer);
+    s.fault.set(Mode::Pass);
+    s.fault.clear();
+    assert_eq!(Digest::sha256_of(&alice.blob("hub/team/big", &big_layer).await.body), big_layer);
+    assert_eq!(s.fault.api_requests(), 0, "stored and linked: {:?}", s.fault.seen());
+}
