@@ -266,6 +266,7 @@ fn upstreams_from_file_and_environment() {
     // Defaults: re-checked every 5 minutes, signed-in users, everything, not at the root.
     let ghcr = &c.upstreams[1];
     assert_eq!(ghcr.revalidate_after, std::time::Duration::from_secs(300));
+    assert_eq!(ghcr.timeout, std::time::Duration::from_secs(30));
     assert_eq!(ghcr.access, UpstreamAccess::Users);
     assert!(ghcr.repositories.is_empty() && !ghcr.mirror_root && ghcr.username.is_empty());
     // The password never shows.
@@ -312,6 +313,7 @@ fn upstreams_are_validated() {
     refused(r#"[{"name":"hub","url":"https://x","password":"p"}]"#, "go together");
     refused(r#"[{"name":"hub","url":"https://x","username":"b","password":"p","password_file":"/f"}]"#, "not both");
     refused(r#"[{"name":"hub","url":"https://x","repositories":["["]}]"#, "not a glob");
+    refused(r#"[{"name":"hub","url":"https://x","timeout":"0s"}]"#, "timeout must be positive");
     refused(r#"[{"name":"hub","url":"https://x","access":"everyone"}]"#, "everyone");
     refused(r#"[{"name":"hub","url":"https://x","colour":"red"}]"#, "colour");
     refused(

@@ -57,6 +57,10 @@ pub struct UpstreamConfig {
     /// then one HEAD checks whether it moved.
     #[serde(default = "default_revalidate_after", with = "humantime_serde")]
     pub revalidate_after: Duration,
+    /// How long the upstream may take to answer, and to send more of a
+    /// body, before it counts as down (cached content is then served).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
     /// Who may read the upstream's content through Berth.
     #[serde(default)]
     pub access: UpstreamAccess,
@@ -71,6 +75,10 @@ pub struct UpstreamConfig {
 
 fn default_revalidate_after() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl UpstreamConfig {
@@ -119,6 +127,9 @@ pub(crate) fn validate(upstreams: &[UpstreamConfig]) -> Result<(), String> {
         let has_password = !u.password.expose().is_empty() || u.password_file.is_some();
         if u.username.is_empty() == has_password {
             return Err(format!("{label}: username and password (or password_file) go together"));
+        }
+        if u.timeout.is_zero() {
+            return Err(format!("{label}: timeout must be positive"));
         }
         if u.username.contains(':') {
             return Err(format!("{label}: username must not contain ':'"));

@@ -49,6 +49,7 @@ fn upstream_config(url: &str, user: &str, password: &str) -> UpstreamConfig {
         password: Secret::new(password),
         password_file: None,
         revalidate_after: Duration::from_secs(300),
+        timeout: Duration::from_secs(30),
         access: UpstreamAccess::Users,
         repositories: Vec::new(),
         mirror_root: false,
@@ -227,6 +228,30 @@ async fn a_rate_limited_upstream_serves_the_cache_and_passes_retry_after_on() {
     let down = alice.manifest("hub/team/app", "v2").await;
     assert_eq!(down.status, 503);
     assert!(down.message().contains("HTTP 503"), "{}", down.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_times_out_to_the_cache() {
+    let Some(s) = setup("a_slow_upstream_times_out_to_the_cache", |u| {
+        u.revalidate_after = Duration::ZERO;
+        u.timeout = Duration::from_millis(500);
+    })
+    .await
+    else {
+        return;
+    };
+    let image = Image::new(45, &[4000]);
+    let digest = s.pusher.push_image("team/app", "v1", &image).await;
+    s.pusher.push_image("team/app", "v2", &Image::new(46, &[1])).await;
+    let alice = s.alice();
+    assert_eq!(alice.pull("hub/team/app", "v1").await, digest);
+    s.fault.slow(Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    assert_eq!(alice.pull("hub/team/app", "v1").await, digest, "served from the cache");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let late = alice.manifest("hub/team/app", "v2").await;
+    assert_eq!((late.status, late.code().as_str()), (503, "UNAVAILABLE"));
+    assert!(late.message().contains("upstream \"hub\""), "{}", late.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -149,6 +149,9 @@ fn upstream_specs(config: &Config) -> Result<Vec<UpstreamSpec>, StartError> {
     let mut specs = Vec::new();
     for u in &config.upstreams {
         let mut settings = UpstreamSettings::new(&u.name, &u.url);
+        settings.header_timeout = u.timeout;
+        settings.idle_timeout = u.timeout;
+        settings.connect_timeout = settings.connect_timeout.min(u.timeout);
         let password = u.resolved_password().map_err(StartError::Config)?;
         if !u.username.is_empty() {
             settings = settings.with_credentials(&u.username, password.expose());

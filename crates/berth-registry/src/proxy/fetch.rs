@@ -469,8 +469,8 @@ mod tests {
         assert!(matches!(early.cursor, Cursor::Live { index: 0 }));
         early.cursor = Cursor::Live { index: 2 };
         fetch.finish(Ok(3 * WINDOW as u64));
-        let blobs: Arc<dyn BlobStore> =
-            Arc::new(berth_blob::FsBlobStore::open(tempfile::tempdir().unwrap().keep()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Arc<dyn BlobStore> = Arc::new(berth_blob::FsBlobStore::open(dir.path()).unwrap());
         let d = Digest::sha256_of(b"x");
         let got = early.next(&blobs, &d).await.unwrap().unwrap();
         assert_eq!(got.len(), WINDOW);
@@ -494,8 +494,8 @@ mod tests {
     async fn a_failure_reaches_waiting_readers() {
         let fetch = Arc::new(BlobFetch::new());
         let mut reader = fetch.subscribe();
-        let blobs: Arc<dyn BlobStore> =
-            Arc::new(berth_blob::FsBlobStore::open(tempfile::tempdir().unwrap().keep()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Arc<dyn BlobStore> = Arc::new(berth_blob::FsBlobStore::open(dir.path()).unwrap());
         let d = Digest::sha256_of(b"x");
         let waiting = tokio::spawn(async move { reader.next(&blobs, &d).await });
         tokio::task::yield_now().await;
