@@ -106,6 +106,9 @@ async fn cached_tags_pull_with_upstream_digests_and_no_upstream_request() {
     let tags = alice.get("/v2/hub/team/app/tags/list").await;
     assert_eq!(tags.json()["tags"], serde_json::json!(["v1", "v2"]));
     assert_eq!(alice.get("/v2/hub/team/app/tags/list?n=1&last=v1").await.json()["tags"], serde_json::json!(["v2"]));
+    // Distribution 2.8 has no referrers API: the cache's own (none) are listed.
+    let referrers = alice.get(&format!("/v2/hub/team/app/referrers/{upstream_digest}")).await;
+    assert_eq!((referrers.status, referrers.json()["manifests"].clone()), (200, serde_json::json!([])));
     // An unknown repository or tag upstream is unknown here too.
     let missing = alice.manifest("hub/team/nothing", "v1").await;
     assert_eq!((missing.status, missing.code().as_str()), (404, "MANIFEST_UNKNOWN"));
@@ -416,6 +419,35 @@ async fn a_berth_upstream_with_bearer_tokens() {
     assert!(s.fault.count("GET", "/manifests/1.0") >= 2, "{:?}", s.fault.seen());
     let tags = alice.get("/v2/hub/mirror/tools/tags/list").await;
     assert_eq!(tags.json()["tags"], serde_json::json!(["1.0"]));
+
+    // Referrers come from the upstream's referrers API.
+    let (empty, sig) = (b"{}".to_vec(), b"signature bytes".to_vec());
+    s.pusher.push_blob("mirror/tools", &empty).await;
+    s.pusher.push_blob("mirror/tools", &sig).await;
+    let artifact = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": Digest::sha256_of(&empty), "size": 2},
+        "layers": [{"mediaType": "application/vnd.example.sig", "digest": Digest::sha256_of(&sig), "size": sig.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": image.manifest.len()},
+        "annotations": {"org.example.signer": "ci"},
+    }))
+    .unwrap();
+    let artifact_digest = Digest::sha256_of(&artifact);
+    s.pusher.push_manifest("mirror/tools", artifact_digest.as_str(), OCI_MANIFEST, &artifact).await;
+    let listed = alice.get(&format!("/v2/hub/mirror/tools/referrers/{digest}")).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let manifests = listed.json()["manifests"].clone();
+    assert_eq!(manifests[0]["digest"], serde_json::json!(artifact_digest.as_str()), "{manifests}");
+    assert_eq!(manifests[0]["artifactType"], serde_json::json!("application/vnd.example.sig"));
+    assert_eq!(manifests[0]["annotations"]["org.example.signer"], serde_json::json!("ci"));
+    let filtered =
+        alice.get(&format!("/v2/hub/mirror/tools/referrers/{digest}?artifactType=application/x-other")).await;
+    assert_eq!(filtered.json()["manifests"], serde_json::json!([]));
+    // The artifact itself pulls by digest through the cache.
+    let got = alice.manifest("hub/mirror/tools", artifact_digest.as_str()).await;
+    assert_eq!((got.status, got.body.clone()), (200, artifact));
     // Wrong credentials for the upstream: refused, and said so.
     let refused = TestServer::start_with(|c| {
         c.auth.enabled = true;
