@@ -34,7 +34,7 @@ fi
 # ---------------------------------------------------------------------------
 # Clients
 
-APT_PACKAGES=(docker.io containerd podman skopeo buildah uidmap openssl curl jq ca-certificates)
+APT_PACKAGES=(docker.io containerd podman skopeo buildah uidmap openssl curl jq ca-certificates docker-registry)
 PIP_PACKAGES=(oras grpcio grpcio-tools)
 
 install_clients() {
@@ -122,7 +122,7 @@ stop_daemon() { # NAME
 cleanup() {
   local rc=$? name mp
   set +e
-  for name in dockerd containerd berth-tls berth-http; do
+  for name in dockerd containerd berth-tls berth-http berth-proxy upstream; do
     stop_daemon "$name"
   done
   # dockerd bind-mounts its data root; vfs/native storage should leave no
@@ -192,6 +192,9 @@ start_berth() { # MODE (http|tls)
   if [[ $mode == tls ]]; then
     env+=(BERTH_TLS_CERT="$WORK/pki/server.crt" BERTH_TLS_KEY="$WORK/pki/server.key")
   fi
+  if [[ $mode == proxy ]]; then
+    env+=(BERTH_UPSTREAMS="$(proxy_upstreams)")
+  fi
   PASSWORD[$mode]=$(openssl rand -hex 16)
   {
     printf '%s\n' "${PASSWORD[$mode]}" | env "${env[@]}" "$BERTH_BIN" user add "$USER_NAME" --password-stdin
@@ -219,9 +222,11 @@ start_berth() { # MODE (http|tls)
 # own with the CRI plugin, each with private roots, state and sockets.
 
 start_dockerd() {
-  local d=$WORK/docker
+  local d=$WORK/docker mirror=()
   mkdir -p "$d"
-  dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none --ip-masq=false \
+  # The pull-through cache as Docker Hub's mirror (see proxy.sh).
+  [[ -n ${PORT[proxy]:-} ]] && mirror=(--registry-mirror "http://127.0.0.1:${PORT[proxy]}")
+  dockerd "${mirror[@]}" --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none --ip-masq=false \
     --userland-proxy=false --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/dockerd.pid" \
     -H "unix://$d/docker.sock" >"$LOGS/dockerd.log" 2>&1 &
   DAEMON_PID[dockerd]=$!
@@ -310,6 +315,7 @@ use_mode() { # http|tls
     ORAS_TLS=(--ca "$CA_CRT")
   else
     LABEL=plain-http
+    [[ $MODE == proxy ]] && LABEL=pull-through
     SCHEME=http
     CURL_TLS=()
     TLS=(--tls-verify=false)
@@ -380,6 +386,10 @@ rootfs_tar() { # OUT SEED
 
 # ---------------------------------------------------------------------------
 # Cases
+
+# The pull-through cache's cases and their upstream.
+# shellcheck source=conformance/clients/proxy.sh
+source "$HERE/proxy.sh"
 
 case_docker() { # password|pat|authfile
   local kind=$1 repo=$USER_NAME/docker-$1 ref out pushed served pulled repodigest
@@ -838,6 +848,8 @@ setup_failed() {
 make_ca
 start_berth http || setup_failed "berth over plain HTTP did not start: see $LOGS/berth-http.log"
 start_berth tls || setup_failed "berth over TLS did not start: see $LOGS/berth-tls.log"
+start_upstream || setup_failed "docker-registry (the pull-through cache's upstream) did not start: see $LOGS/upstream.log"
+start_berth proxy || setup_failed "berth with an upstream did not start: see $LOGS/berth-proxy.log"
 start_containerd || setup_failed "containerd did not start: $(tail -n 5 "$LOGS/containerd.log")"
 write_hosts_toml http
 write_hosts_toml tls
@@ -879,6 +891,11 @@ for mode in http tls; do
   run_case multiarch-buildah pat case_multiarch_buildah
   run_case multiarch-skopeo authfile case_multiarch_skopeo
 done
+
+use_mode proxy
+run_case docker registry-mirrors case_mirror_docker
+run_case skopeo prefix case_mirror_skopeo
+run_case ctr hosts-toml case_mirror_ctr
 
 echo ".. run time $(($(date +%s) - START))s; logs in $LOGS"
 ((FAILED == 0)) || printf '.. failed: %s\n' "${FAILED_NAMES[@]}"

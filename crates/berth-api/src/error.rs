@@ -37,6 +37,11 @@
 //! | login locked out, too many logins in progress     | TOOMANYREQUESTS       | 429    |
 //! | unexpected failure, handler panic                 | UNKNOWN               | 500    |
 //! | blob storage full                                 | UNKNOWN               | 507    |
+//! | push into an upstream's namespace, or a repository the upstream does not serve | DENIED | 403 |
+//! | upstream refused Berth's credentials (401, 403)   | DENIED                | 403    |
+//! | upstream answered 429, nothing cached             | TOOMANYREQUESTS (+ its Retry-After) | 429 |
+//! | upstream down, timed out or 5xx, nothing cached   | UNAVAILABLE           | 503    |
+//! | upstream sent unusable data (digest, bytes)       | UNKNOWN               | 502    |
 //! | database or storage unavailable, not ready        | UNAVAILABLE           | 503    |
 //! | request took longer than `http.request_timeout`   | UNAVAILABLE           | 503    |
 //! | connection over `http.max_connections`            | UNAVAILABLE           | 503    |
@@ -316,6 +321,34 @@ fn describe_registry(e: RegistryError) -> Described {
             .message("the registry's blob storage is full; this request stored nothing, retry later")
             .cause(format!("blob storage is full: {m}")),
         RegistryError::Internal(m) => d(C::Unknown, S::INTERNAL_SERVER_ERROR).cause(m),
+        ref e @ (RegistryError::UpstreamReadOnly { ref upstream, .. }
+        | RegistryError::UpstreamNotServed { ref upstream, .. }) => {
+            d(C::Denied, S::FORBIDDEN).message(e.to_string()).detail(json!({ "upstream": upstream }))
+        }
+        // A 429 is passed on as one, with the upstream's Retry-After.
+        RegistryError::UpstreamUnavailable { upstream, status: Some(429), retry_after, detail } => {
+            let wait = retry_after.map_or(1, |w| w.as_secs() + u64::from(w.subsec_nanos() > 0)).max(1);
+            d(C::TooManyRequests, S::TOO_MANY_REQUESTS)
+                .message(detail)
+                .detail(json!({ "upstream": upstream, "status": 429 }))
+                .header(RETRY_AFTER, wait.to_string())
+        }
+        RegistryError::UpstreamUnavailable { upstream, status, retry_after, detail } => {
+            let described = d(C::Unavailable, S::SERVICE_UNAVAILABLE)
+                .message(detail.clone())
+                .detail(json!({ "upstream": upstream, "status": status }))
+                .cause(detail);
+            match retry_after {
+                Some(w) => described.header(RETRY_AFTER, w.as_secs().max(1).to_string()),
+                None => described,
+            }
+        }
+        RegistryError::UpstreamRefused { upstream, status, detail } => {
+            d(C::Denied, S::FORBIDDEN).message(detail).detail(json!({ "upstream": upstream, "status": status }))
+        }
+        RegistryError::UpstreamInvalid { upstream, detail } => {
+            d(C::Unknown, S::BAD_GATEWAY).message(detail.clone()).detail(json!({ "upstream": upstream })).cause(detail)
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use berth_meta::auth::{TokenRecord, UserRecord};
 use berth_oci::RepositoryName;
 
+use crate::upstreams::{UpstreamAccess, upstream_rights};
 use crate::{Actions, AuthError, AuthService, Claims, Result, policy, token_usable};
 
 /// How long a live check of a bearer token's identity and rights is reused.
@@ -103,7 +104,8 @@ impl AuthService {
         Ok(Ok((Some(user), token)))
     }
 
-    /// Rights of a (possibly anonymous) user, narrowed by a token.
+    /// Rights of a (possibly anonymous) user, narrowed by a token. In an
+    /// upstream's namespace they follow its access level ([`crate::upstreams`]).
     pub(crate) async fn rights_of(
         &self,
         user: Option<&UserRecord>,
@@ -111,7 +113,22 @@ impl AuthService {
         repo: &RepositoryName,
     ) -> Result<Actions> {
         let facts = self.store.access_facts(repo, user.map(|u| u.id)).await?;
-        let mut rights = policy::user_rights(user, &facts);
+        let mut rights = match self.upstreams.by_prefix(repo) {
+            // The owner is the upstream's namespace: its organization's members are the upstream's.
+            Some(ns) => upstream_rights(user, ns.access, facts.role.is_some()),
+            None => match self.upstreams.mirror_root().filter(|_| facts.owner.is_none()) {
+                Some(ns) => {
+                    let member = match (ns.access, user, RepositoryName::parse(&ns.name)) {
+                        (UpstreamAccess::Members, Some(u), Ok(org)) => {
+                            self.store.access_facts(&org, Some(u.id)).await?.role.is_some()
+                        }
+                        _ => false,
+                    };
+                    upstream_rights(user, ns.access, member)
+                }
+                None => policy::user_rights(user, &facts),
+            },
+        };
         if let Some(t) = token {
             rights = rights.and(policy::token_limit(t, repo));
         }

@@ -23,6 +23,7 @@ mod login;
 pub mod policy;
 pub mod secrets;
 mod sessions;
+pub mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ use crate::secrets::VerifiedCache;
 pub use bearer::{LIVE_CHECK_TTL, granted_by_claims, grants_catalog};
 pub use login::loggable_user;
 pub use sessions::{OrgListing, SignedIn, WebSession, viewer_of};
+pub use upstreams::{UpstreamAccess, UpstreamNamespace, UpstreamNamespaces};
 
 /// Settings taken from `[auth]`.
 #[derive(Debug, Clone)]
@@ -129,6 +131,8 @@ pub struct AuthService {
     in_flight: login::InFlight,
     /// Recent live checks of bearer tokens.
     live: bearer::LiveChecks,
+    /// Namespaces of upstream registries, whose rights follow their access level.
+    upstreams: UpstreamNamespaces,
 }
 
 pub(crate) fn login_now_ms() -> i64 {
@@ -145,8 +149,15 @@ impl AuthService {
             hashing: HashingPool::new(),
             in_flight: login::InFlight::default(),
             live: bearer::LiveChecks::default(),
+            upstreams: UpstreamNamespaces::default(),
             settings,
         })
+    }
+
+    /// The service with the namespaces of upstream registries (see [`upstreams`]).
+    pub fn with_upstreams(mut self, upstreams: UpstreamNamespaces) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn AuthStore> {

@@ -17,6 +17,10 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(UpstreamNamespaces::default()).await
+}
+
+async fn fixture_with(upstreams: UpstreamNamespaces) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteMetaStore::connect(&SqliteSettings::for_path(dir.path().join("b.db"))).await.unwrap());
     store.migrate().await.unwrap();
@@ -27,7 +31,7 @@ async fn fixture() -> Fixture {
         lockout_max: Duration::from_secs(60),
         session_ttl: Duration::from_secs(3600),
     };
-    let auth = AuthService::new(store.clone(), keys, settings).unwrap();
+    let auth = AuthService::new(store.clone(), keys, settings).unwrap().with_upstreams(upstreams);
     Fixture { auth, store, _dir: dir }
 }
 
@@ -401,4 +405,62 @@ async fn futures_join(handles: Vec<tokio::task::JoinHandle<Result<()>>>) -> Vec<
         out.push(h.await.unwrap());
     }
     out
+}
+
+#[tokio::test]
+async fn upstream_namespaces_follow_their_access_level() {
+    let ns = |name: &str, access, mirror_root| UpstreamNamespace { name: name.into(), access, mirror_root };
+    let f = fixture_with(UpstreamNamespaces::new(vec![
+        ns("hub", UpstreamAccess::Public, false),
+        ns("ghcr", UpstreamAccess::Users, false),
+        ns("corp", UpstreamAccess::Members, true),
+    ]))
+    .await;
+    let auth = &f.auth;
+    let s: &dyn AuthStore = f.store.as_ref();
+    for (u, admin) in [("root", true), ("alice", false), ("member", false)] {
+        admin::create_user(s, u, Some("pw"), admin).await.unwrap();
+    }
+    admin::create_org(s, "corp").await.unwrap();
+    admin::set_member(s, "corp", "member", "read").await.unwrap();
+    let login = |u: &'static str| auth.authenticate(basic(u, "pw"), None);
+    let (root, alice, member) =
+        (login("root").await.unwrap(), login("alice").await.unwrap(), login("member").await.unwrap());
+    let anon = Principal::Anonymous;
+    let delete = Actions::of(&[Action::Pull, Action::Delete]);
+
+    // Public: anyone pulls, even what is not cached yet; nobody pushes; admins evict.
+    let hub = repo("hub/library/alpine");
+    assert_eq!(auth.rights(&anon, &hub).await.unwrap(), Actions::PULL);
+    assert_eq!(auth.rights(&alice, &hub).await.unwrap(), Actions::PULL);
+    assert_eq!(auth.rights(&root, &hub).await.unwrap(), delete);
+    // Users: signed-in callers only.
+    let ghcr = repo("ghcr/acme/tool");
+    assert_eq!(auth.rights(&anon, &ghcr).await.unwrap(), Actions::NONE);
+    assert_eq!(auth.rights(&alice, &ghcr).await.unwrap(), Actions::PULL);
+    // Members of the organization named like the upstream, by prefix and at the root.
+    for r in [repo("corp/team/app"), repo("library/alpine")] {
+        assert_eq!(auth.rights(&anon, &r).await.unwrap(), Actions::NONE, "{r}");
+        assert_eq!(auth.rights(&alice, &r).await.unwrap(), Actions::NONE, "{r}");
+        assert_eq!(auth.rights(&member, &r).await.unwrap(), Actions::PULL, "{r}");
+        assert_eq!(auth.rights(&root, &r).await.unwrap(), delete, "{r}");
+    }
+    // Local owners win at the root.
+    assert_eq!(auth.rights(&alice, &repo("alice/app")).await.unwrap(), Actions::ALL);
+    assert_eq!(auth.rights(&member, &repo("alice/app")).await.unwrap(), Actions::NONE);
+
+    // A token narrows as anywhere: one limited to other repositories reads nothing here.
+    let req = TokenRequest {
+        scopes: vec!["read:package".into()],
+        repositories: vec!["alice/*".into()],
+        ..Default::default()
+    };
+    let (_, secret) = admin::create_token(s, "member", &req).await.unwrap();
+    let narrow = auth.authenticate(basic("member", &secret), None).await.unwrap();
+    assert_eq!(auth.rights(&narrow, &repo("corp/team/app")).await.unwrap(), Actions::NONE);
+    // The token endpoint grants what the level allows, and never push.
+    let scope = |name: &str| Scope::Repository { name: repo(name), actions: Actions::ALL };
+    let issued = auth.issue_token(&member, &[scope("corp/team/app")]).await.unwrap();
+    let claims = auth.keys().verify(&issued.token).unwrap();
+    assert_eq!(claims.access[0].actions, vec!["pull".to_owned()]);
 }

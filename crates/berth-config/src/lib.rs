@@ -9,6 +9,7 @@ mod env;
 mod secret;
 mod sections;
 mod size;
+mod upstreams;
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ pub use env::{OTHER_PREFIXES, OTHER_VARS, UnknownVar, unknown_vars};
 pub use secret::{Secret, mask_url};
 pub use sections::*;
 pub use size::{Rate, Size, human as human_size};
+pub use upstreams::{UpstreamAccess, UpstreamConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -127,6 +129,9 @@ impl Config {
             if rule.repositories.is_empty() {
                 return bad(format!("retention.rules[{i}]: repositories must not be empty (use \"*\" for all)"));
             }
+        }
+        if let Err(e) = upstreams::validate(&self.upstreams) {
+            return bad(e);
         }
         if let Err(e) = self.http.trusted_proxy_nets() {
             return bad(e);

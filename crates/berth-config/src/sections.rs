@@ -42,6 +42,8 @@ pub struct Config {
     pub quotas: QuotasConfig,
     /// `[[webhooks]]`: receivers of push, delete and tag events.
     pub webhooks: Vec<WebhookConfig>,
+    /// `[[upstreams]]`: registries pulled through (see [`crate::UpstreamConfig`]).
+    pub upstreams: Vec<crate::UpstreamConfig>,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             ui: UiConfig::default(),
             quotas: QuotasConfig::default(),
             webhooks: Vec::new(),
+            upstreams: Vec::new(),
         }
     }
 }

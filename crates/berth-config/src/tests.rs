@@ -242,3 +242,82 @@ fn quota_sizes_read_with_units_from_file_and_environment() {
     let c = Config::load(None, vars(&[])).unwrap();
     assert_eq!((c.quotas.owner_bytes, c.quotas.owner_repositories, c.quotas.blob_max_size), (Size(0), 0, Size(0)));
 }
+
+#[test]
+fn upstreams_from_file_and_environment() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        f,
+        "[[upstreams]]\nname = \"hub\"\nurl = \"https://registry-1.docker.io\"\nusername = \"bot\"\n\
+         password = \"hub-s3cret\"\nrevalidate_after = \"10m\"\naccess = \"public\"\n\
+         repositories = [\"library/*\"]\nmirror_root = true\n\
+         [[upstreams]]\nname = \"ghcr\"\nurl = \"https://ghcr.io\""
+    )
+    .unwrap();
+    let c = Config::load(Some(f.path()), Vec::new()).unwrap();
+    assert_eq!(c.upstreams.len(), 2);
+    let hub = &c.upstreams[0];
+    assert_eq!((hub.name.as_str(), hub.username.as_str()), ("hub", "bot"));
+    assert_eq!(hub.revalidate_after, std::time::Duration::from_secs(600));
+    assert_eq!(hub.access, UpstreamAccess::Public);
+    assert_eq!(hub.repositories, vec!["library/*"]);
+    assert!(hub.mirror_root);
+    assert_eq!(hub.resolved_password().unwrap().expose(), "hub-s3cret");
+    // Defaults: re-checked every 5 minutes, signed-in users, everything, not at the root.
+    let ghcr = &c.upstreams[1];
+    assert_eq!(ghcr.revalidate_after, std::time::Duration::from_secs(300));
+    assert_eq!(ghcr.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(ghcr.access, UpstreamAccess::Users);
+    assert!(ghcr.repositories.is_empty() && !ghcr.mirror_root && ghcr.username.is_empty());
+    // The password never shows.
+    for text in [c.to_masked_json().to_string(), format!("{c:?}")] {
+        assert!(!text.contains("hub-s3cret"), "{text}");
+    }
+
+    let ups = r#"[{"name":"quay","url":"https://quay.io","revalidate_after":"1m","access":"members"}]"#;
+    let c = Config::load(None, vars(&[("BERTH_UPSTREAMS", ups)])).unwrap();
+    assert_eq!(c.upstreams[0].name, "quay");
+    assert_eq!(c.upstreams[0].access, UpstreamAccess::Members);
+    assert_eq!(c.upstreams[0].revalidate_after, std::time::Duration::from_secs(60));
+    assert_eq!(unknown_vars(["BERTH_UPSTREAMS"]), []);
+}
+
+#[test]
+fn upstream_passwords_from_a_file() {
+    let mut secret = tempfile::NamedTempFile::new().unwrap();
+    writeln!(secret, "from-file").unwrap();
+    let ups = format!(
+        r#"[{{"name":"hub","url":"https://registry-1.docker.io","username":"bot","password_file":"{}"}}]"#,
+        secret.path().display()
+    );
+    let c = Config::load(None, vars(&[("BERTH_UPSTREAMS", &ups)])).unwrap();
+    assert_eq!(c.upstreams[0].resolved_password().unwrap().expose(), "from-file");
+    let missing = r#"[{"name":"hub","url":"https://x","username":"bot","password_file":"/no/such/file"}]"#;
+    let c = Config::load(None, vars(&[("BERTH_UPSTREAMS", missing)])).unwrap();
+    assert!(c.upstreams[0].resolved_password().unwrap_err().contains("/no/such/file"));
+}
+
+#[test]
+fn upstreams_are_validated() {
+    let refused = |json: &str, expect: &str| {
+        let e = Config::load(None, vars(&[("BERTH_UPSTREAMS", json)])).unwrap_err().to_string();
+        assert!(e.contains(expect), "{json}: {e}");
+    };
+    refused(r#"[{"name":"Hub","url":"https://x"}]"#, "one repository name component");
+    refused(r#"[{"name":"a/b","url":"https://x"}]"#, "one repository name component");
+    refused(r#"[{"name":"hub","url":"https://x"},{"name":"hub","url":"https://y"}]"#, "unique");
+    refused(r#"[{"name":"hub","url":"ftp://x"}]"#, "http:// or https://");
+    refused(r#"[{"name":"hub","url":"https://u:p@x"}]"#, "credentials");
+    refused(r#"[{"name":"hub","url":"https://x/?a=1"}]"#, "query");
+    refused(r#"[{"name":"hub","url":"https://x","username":"bob"}]"#, "go together");
+    refused(r#"[{"name":"hub","url":"https://x","password":"p"}]"#, "go together");
+    refused(r#"[{"name":"hub","url":"https://x","username":"b","password":"p","password_file":"/f"}]"#, "not both");
+    refused(r#"[{"name":"hub","url":"https://x","repositories":["["]}]"#, "not a glob");
+    refused(r#"[{"name":"hub","url":"https://x","timeout":"0s"}]"#, "timeout must be positive");
+    refused(r#"[{"name":"hub","url":"https://x","access":"everyone"}]"#, "everyone");
+    refused(r#"[{"name":"hub","url":"https://x","colour":"red"}]"#, "colour");
+    refused(
+        r#"[{"name":"a","url":"https://x","mirror_root":true},{"name":"b","url":"https://y","mirror_root":true}]"#,
+        "at most one",
+    );
+}

@@ -29,6 +29,7 @@ mod events;
 mod holders;
 mod maintenance;
 mod manifests;
+mod proxy;
 mod repositories;
 mod retry;
 mod scrub;

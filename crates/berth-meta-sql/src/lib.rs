@@ -18,6 +18,7 @@
 pub mod convert;
 pub mod error;
 pub mod gc;
+pub mod proxy;
 pub mod rows;
 pub mod scrub;
 pub mod usage;

@@ -29,6 +29,7 @@ mod holders;
 mod maintenance;
 mod manifests;
 mod migrate;
+mod proxy;
 mod scrub;
 mod sessions;
 mod store;

@@ -13,6 +13,7 @@ mod error;
 pub mod events;
 pub mod maintenance;
 pub mod protection;
+pub mod proxy;
 pub mod scrub;
 pub mod sessions;
 mod types;
@@ -31,6 +32,7 @@ pub use directory::DirectoryStore;
 pub use error::{MetaError, RefProblem};
 pub use events::EventStore;
 pub use maintenance::MaintenanceStore;
+pub use proxy::{CachedRepository, ProxyStore, TagCheck};
 pub use scrub::{BlobDamage, BlobEntry, ScrubStore};
 pub use sessions::SessionStore;
 pub use types::*;
@@ -49,9 +51,10 @@ pub fn no_guard(_: &RepositoryName, _: &str) -> Option<String> {
 }
 
 /// Read models for the web pages ([`BrowseStore`]), storage accounting
-/// ([`UsageStore`]) and scrub ([`ScrubStore`]) come with every store.
+/// ([`UsageStore`]), scrub ([`ScrubStore`]) and the pull-through cache's
+/// records ([`ProxyStore`]) come with every store.
 #[async_trait]
-pub trait MetaStore: BrowseStore + UsageStore + ScrubStore + Send + Sync + 'static {
+pub trait MetaStore: BrowseStore + UsageStore + ScrubStore + ProxyStore + Send + Sync + 'static {
     /// Backend name for logs and metrics ("sqlite", "postgres").
     fn backend(&self) -> &'static str;
 

@@ -24,6 +24,7 @@ pub mod browse;
 pub mod events;
 pub mod maintenance;
 pub mod protection;
+pub mod proxy;
 pub mod scrub;
 pub mod usage;
 
@@ -198,12 +199,18 @@ macro_rules! meta_store_suite {
             scrub_lists_linked_blobs_and_manifests,
             damage_hides_a_blob_until_a_fresh_upload_links_it,
             reach_follows_indexes_to_their_tags,
+        ], proxy [
+            tag_checks_round_trip_and_count_as_pulls,
+            last_pull_never_goes_back,
+            owners_exist_by_name,
+            references_cover_layers_and_children,
         ]);
     };
     (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?],
      maintenance [$($maintenance_case:ident),* $(,)?], events [$($events_case:ident),* $(,)?],
      protection [$($protection_case:ident),* $(,)?], browse [$($browse_case:ident),* $(,)?],
-     usage [$($usage_case:ident),* $(,)?], scrub [$($scrub_case:ident),* $(,)?]) => {
+     usage [$($usage_case:ident),* $(,)?], scrub [$($scrub_case:ident),* $(,)?],
+     proxy [$($proxy_case:ident),* $(,)?]) => {
         mod $prefix {
             #[allow(unused_imports)]
             use super::*;
@@ -269,6 +276,14 @@ macro_rules! meta_store_suite {
                 async fn $scrub_case() {
                     let fixture: $crate::testsuite::Fixture = $constructor.await;
                     $crate::testsuite::scrub::$scrub_case(fixture.store()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $proxy_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::proxy::$proxy_case(fixture.store(), fixture.auth()).await;
                 }
             )*
         }

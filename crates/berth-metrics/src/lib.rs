@@ -38,6 +38,30 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// One series per configured upstream and what was asked for (`manifest`,
+/// `blob`, `tags`, `referrers`): as many as the operator configured.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+    pub kind: &'static str,
+}
+
+/// An upstream's failures by status: an HTTP status, `network` (no answer:
+/// connection, timeout, broken body) or `invalid` (an unusable answer).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    pub upstream: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamNameLabels {
+    pub upstream: String,
+}
+
+/// What proxied requests may be for.
+pub const UPSTREAM_KINDS: [&str; 4] = ["manifest", "blob", "tags", "referrers"];
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -68,6 +92,11 @@ pub struct Metrics {
     pub scrub_problems: Gauge,
     pub scrub_last_run: Gauge,
     pub damaged_blob_refusals: Counter,
+    pub proxy_hits: Family<UpstreamLabels, Counter>,
+    pub proxy_misses: Family<UpstreamLabels, Counter>,
+    pub proxy_stale_serves: Family<UpstreamLabels, Counter>,
+    pub proxy_upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pub proxy_bytes_fetched: Family<UpstreamNameLabels, Counter>,
 }
 
 fn build() -> Metrics {
@@ -137,6 +166,24 @@ fn build() -> Metrics {
     );
     let damaged_blob_refusals =
         counter(&mut registry, "damaged_blob_refusals", "Reads refused because scrub found the blob damaged");
+    let proxy_hits = Family::<UpstreamLabels, Counter>::default();
+    registry.register("proxy_hits", "Pull-through requests served from the cache", proxy_hits.clone());
+    let proxy_misses = Family::<UpstreamLabels, Counter>::default();
+    registry.register("proxy_misses", "Pull-through requests that needed the upstream", proxy_misses.clone());
+    let proxy_stale_serves = Family::<UpstreamLabels, Counter>::default();
+    registry.register(
+        "proxy_stale_serves",
+        "Cached content served because the upstream failed (down, timeout, 5xx, 429)",
+        proxy_stale_serves.clone(),
+    );
+    let proxy_upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+    registry.register(
+        "proxy_upstream_errors",
+        "Failed upstream requests by status (network: no answer; invalid: unusable answer)",
+        proxy_upstream_errors.clone(),
+    );
+    let proxy_bytes_fetched = Family::<UpstreamNameLabels, Counter>::default();
+    registry.register("proxy_bytes_fetched", "Blob bytes fetched from upstreams", proxy_bytes_fetched.clone());
     Metrics {
         registry,
         requests,
@@ -167,6 +214,11 @@ fn build() -> Metrics {
         scrub_problems,
         scrub_last_run,
         damaged_blob_refusals,
+        proxy_hits,
+        proxy_misses,
+        proxy_stale_serves,
+        proxy_upstream_errors,
+        proxy_bytes_fetched,
     }
 }
 
@@ -184,6 +236,38 @@ impl Metrics {
 
     pub fn auth_failure(&self, kind: &'static str) {
         self.auth_failures.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Creates an upstream's series at zero, so dashboards see them from the start.
+    pub fn register_upstream(&self, upstream: &str) {
+        for kind in UPSTREAM_KINDS {
+            let labels = UpstreamLabels { upstream: upstream.to_owned(), kind };
+            let _ = self.proxy_hits.get_or_create(&labels);
+            let _ = self.proxy_misses.get_or_create(&labels);
+            let _ = self.proxy_stale_serves.get_or_create(&labels);
+        }
+        let _ = self.proxy_bytes_fetched.get_or_create(&UpstreamNameLabels { upstream: upstream.to_owned() });
+    }
+
+    pub fn proxy_hit(&self, upstream: &str, kind: &'static str) {
+        self.proxy_hits.get_or_create(&UpstreamLabels { upstream: upstream.to_owned(), kind }).inc();
+    }
+
+    pub fn proxy_miss(&self, upstream: &str, kind: &'static str) {
+        self.proxy_misses.get_or_create(&UpstreamLabels { upstream: upstream.to_owned(), kind }).inc();
+    }
+
+    pub fn proxy_stale_serve(&self, upstream: &str, kind: &'static str) {
+        self.proxy_stale_serves.get_or_create(&UpstreamLabels { upstream: upstream.to_owned(), kind }).inc();
+    }
+
+    /// `status`: the HTTP status, `network` or `invalid`.
+    pub fn proxy_upstream_error(&self, upstream: &str, status: String) {
+        self.proxy_upstream_errors.get_or_create(&UpstreamErrorLabels { upstream: upstream.to_owned(), status }).inc();
+    }
+
+    pub fn proxy_fetched(&self, upstream: &str, bytes: u64) {
+        self.proxy_bytes_fetched.get_or_create(&UpstreamNameLabels { upstream: upstream.to_owned() }).inc_by(bytes);
     }
 }
 

@@ -128,8 +128,22 @@ const MOUNT_CANDIDATES: u32 = 100;
 
 impl Registry {
     /// A blob visible in `repo`, with `range` resolved against its size
-    /// (for HEAD and conditional requests: nothing is opened).
+    /// (for HEAD and conditional requests: nothing is opened). In an
+    /// upstream's namespace, an uncached blob is fetched ([`crate::proxy`]).
     pub async fn stat_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<RangeSpec>,
+    ) -> Result<BlobStat> {
+        match self.route(repo).await? {
+            Some(route) => self.proxied_stat(&route, digest, range).await,
+            None => self.stat_local(repo, digest, range).await,
+        }
+    }
+
+    /// [`Registry::stat_blob`] of what this registry holds.
+    pub(crate) async fn stat_local(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
@@ -149,14 +163,29 @@ impl Registry {
         Ok(BlobStat { size, range })
     }
 
-    /// Opens a blob visible in `repo`, or the part `range` names.
+    /// Opens a blob visible in `repo`, or the part `range` names. In an
+    /// upstream's namespace, an uncached blob streams from the upstream
+    /// while it is stored ([`crate::proxy`]).
     pub async fn read_blob(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         range: Option<RangeSpec>,
     ) -> Result<BlobContent> {
-        let stat = self.stat_blob(repo, digest, range).await?;
+        match self.route(repo).await? {
+            Some(route) => self.proxied_read(&route, digest, range).await,
+            None => self.read_local(repo, digest, range).await,
+        }
+    }
+
+    /// [`Registry::read_blob`] of what this registry holds.
+    pub(crate) async fn read_local(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        range: Option<RangeSpec>,
+    ) -> Result<BlobContent> {
+        let stat = self.stat_local(repo, digest, range).await?;
         let read = self.inner.blobs.read(digest, stat.range).await?;
         if matches!(read.body, BlobBody::Stream(_)) {
             berth_metrics::metrics().bytes_pulled.inc_by(stat.len());
@@ -178,6 +207,7 @@ impl Registry {
         from: Option<&str>,
         authz: &A,
     ) -> std::result::Result<Mount, MountError<A::Error>> {
+        self.refuse_upstream_writes(repo).await?;
         let candidates = match from {
             Some(f) => RepositoryName::parse(f).ok().into_iter().collect(),
             None => self.inner.meta.blob_repositories(digest, MOUNT_CANDIDATES).await.map_err(RegistryError::from)?,
@@ -231,6 +261,7 @@ impl Registry {
     /// [`RegistryError::Protected`] when an immutable tag reaches it: the
     /// image would otherwise lose a layer while still being served.
     pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
+        let repo = &self.stored_name(repo).await?;
         let policy = &self.inner.policy;
         let guard = |repo: &RepositoryName, tag: &str| policy.immutable_tags.rule_for(repo, tag);
         if self.inner.meta.unlink_blob(repo, digest, &guard).await? { Ok(()) } else { Err(RegistryError::BlobUnknown) }

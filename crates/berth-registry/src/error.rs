@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use berth_blob::BlobError;
 use berth_meta::{MetaError, RefProblem};
 use berth_oci::Digest;
@@ -70,6 +72,82 @@ pub enum RegistryError {
     StorageFull(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The repository is a cache of the upstream registry `upstream`: only
+    /// the upstream's content goes there.
+    #[error("{repository} is a cache of upstream {upstream:?}: pushes are refused")]
+    UpstreamReadOnly { upstream: String, repository: String },
+    /// The upstream's `repositories` globs do not include this repository.
+    #[error("upstream {upstream:?} does not serve {repository}")]
+    UpstreamNotServed { upstream: String, repository: String },
+    /// The upstream could not answer (down, timed out, 5xx, 429) and nothing
+    /// cached could stand in; `detail` names the upstream and what was asked.
+    #[error("{detail}")]
+    UpstreamUnavailable { upstream: String, status: Option<u16>, retry_after: Option<Duration>, detail: String },
+    /// The upstream refused Berth (401, 403): its credentials do not reach
+    /// the repository, or (Docker Hub) it does not exist.
+    #[error("{detail}")]
+    UpstreamRefused { upstream: String, status: u16, detail: String },
+    /// The upstream answered something that must not be used (a digest
+    /// that does not match, wrong bytes, an unusable manifest): nothing was stored.
+    #[error("{detail}")]
+    UpstreamInvalid { upstream: String, detail: String },
+}
+
+/// Errors travel between the requests that share one upstream fetch, so
+/// they are cloned; an I/O error is cloned as its kind and text.
+impl Clone for RegistryError {
+    fn clone(&self) -> Self {
+        use RegistryError as E;
+        match self {
+            E::BlobUnknown => E::BlobUnknown,
+            E::BlobDamaged { digest, problem } => E::BlobDamaged { digest: digest.clone(), problem: problem.clone() },
+            E::ManifestUnknown => E::ManifestUnknown,
+            E::NameUnknown => E::NameUnknown,
+            E::UploadUnknown => E::UploadUnknown,
+            E::DigestMismatch { computed } => E::DigestMismatch { computed: computed.clone() },
+            E::DigestUnsupported(a) => E::DigestUnsupported(a.clone()),
+            E::RangeNotSatisfiable { offset } => E::RangeNotSatisfiable { offset: *offset },
+            E::BlobRangeNotSatisfiable { size } => E::BlobRangeNotSatisfiable { size: *size },
+            E::SizeInvalid(m) => E::SizeInvalid(m.clone()),
+            E::ManifestInvalid(m) => E::ManifestInvalid(m.clone()),
+            E::ManifestTooLarge { size, limit } => E::ManifestTooLarge { size: *size, limit: *limit },
+            E::ManifestBlobUnknown(p) => E::ManifestBlobUnknown(p.clone()),
+            E::ImmutableTag { tag, rule } => E::ImmutableTag { tag: tag.clone(), rule: rule.clone() },
+            E::Protected { digest, repository, tag, rule } => E::Protected {
+                digest: digest.clone(),
+                repository: repository.clone(),
+                tag: tag.clone(),
+                rule: rule.clone(),
+            },
+            E::Referenced { digest, by } => E::Referenced { digest: digest.clone(), by: by.clone() },
+            E::Body(e) => E::Body(std::io::Error::new(e.kind(), e.to_string())),
+            E::QuotaExceeded(m) => E::QuotaExceeded(m.clone()),
+            E::BlobTooLarge(m) => E::BlobTooLarge(m.clone()),
+            E::NotFound(m) => E::NotFound(m.clone()),
+            E::Conflict(m) => E::Conflict(m.clone()),
+            E::Unavailable(m) => E::Unavailable(m.clone()),
+            E::StorageFull(m) => E::StorageFull(m.clone()),
+            E::Internal(m) => E::Internal(m.clone()),
+            E::UpstreamReadOnly { upstream, repository } => {
+                E::UpstreamReadOnly { upstream: upstream.clone(), repository: repository.clone() }
+            }
+            E::UpstreamNotServed { upstream, repository } => {
+                E::UpstreamNotServed { upstream: upstream.clone(), repository: repository.clone() }
+            }
+            E::UpstreamUnavailable { upstream, status, retry_after, detail } => E::UpstreamUnavailable {
+                upstream: upstream.clone(),
+                status: *status,
+                retry_after: *retry_after,
+                detail: detail.clone(),
+            },
+            E::UpstreamRefused { upstream, status, detail } => {
+                E::UpstreamRefused { upstream: upstream.clone(), status: *status, detail: detail.clone() }
+            }
+            E::UpstreamInvalid { upstream, detail } => {
+                E::UpstreamInvalid { upstream: upstream.clone(), detail: detail.clone() }
+            }
+        }
+    }
 }
 
 impl From<MetaError> for RegistryError {

@@ -10,6 +10,8 @@
 //!   [`retention_rules`]), upload expiry ([`expiry`]), under cluster-wide
 //!   leases ([`maintenance`])
 //! - usage and quotas ([`quota`])
+//! - the pull-through cache of upstream registries ([`proxy`]), behind the
+//!   same calls as local repositories
 
 pub mod blobs;
 pub mod browse;
@@ -21,6 +23,7 @@ mod locks;
 pub mod maintenance;
 pub mod manifests;
 pub mod packages;
+pub mod proxy;
 pub mod quota;
 pub mod retention;
 pub mod retention_rules;
@@ -85,6 +88,8 @@ struct Inner {
     upload_locks: locks::KeyedLocks,
     webhooks: Option<webhooks::Webhooks>,
     limits: quota::LimitsCache,
+    /// `None` without upstreams.
+    proxy: Option<proxy::Proxy>,
 }
 
 impl Registry {
@@ -99,8 +104,21 @@ impl Registry {
         policy: Policy,
         webhooks: Option<webhooks::Webhooks>,
     ) -> Self {
+        Registry::with_upstreams(meta, blobs, policy, webhooks, Vec::new()).expect("no upstreams, nothing to refuse")
+    }
+
+    /// A registry that reports to webhooks and serves `upstreams` through
+    /// its pull-through cache ([`proxy`]). Refused: an upstream glob that
+    /// does not compile.
+    pub fn with_upstreams(
+        meta: Arc<dyn MetaStore>,
+        blobs: Arc<dyn BlobStore>,
+        policy: Policy,
+        webhooks: Option<webhooks::Webhooks>,
+        upstreams: Vec<proxy::UpstreamSpec>,
+    ) -> std::result::Result<Self, String> {
         let webhooks = webhooks.filter(|w| !w.is_empty());
-        Registry {
+        Ok(Registry {
             inner: Arc::new(Inner {
                 meta,
                 blobs,
@@ -108,8 +126,9 @@ impl Registry {
                 upload_locks: locks::KeyedLocks::default(),
                 webhooks,
                 limits: quota::LimitsCache::default(),
+                proxy: proxy::Proxy::new(upstreams)?,
             }),
-        }
+        })
     }
 
     pub fn webhooks(&self) -> Option<&webhooks::Webhooks> {

@@ -18,13 +18,17 @@ pub struct PushedManifest {
 }
 
 impl Registry {
-    /// A manifest by tag or digest; `with_content` loads its bytes (GET vs HEAD).
+    /// A manifest by tag or digest; `with_content` loads its bytes (GET vs
+    /// HEAD). In an upstream's namespace, through the cache ([`crate::proxy`]).
     pub async fn get_manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
         with_content: bool,
     ) -> Result<ManifestRecord> {
+        if let Some(route) = self.route(repo).await? {
+            return self.proxied_manifest(&route, reference, with_content).await;
+        }
         let r = match reference {
             Reference::Tag(t) => ManifestRef::Tag(t),
             Reference::Digest(d) => ManifestRef::Digest(d),
@@ -43,6 +47,7 @@ impl Registry {
         extra_tags: Vec<Tag>,
         actor: Option<&str>,
     ) -> Result<PushedManifest> {
+        self.refuse_upstream_writes(repo).await?;
         let policy = &self.inner.policy;
         if content.len() > policy.max_manifest_size {
             return Err(RegistryError::ManifestTooLarge {
@@ -114,6 +119,7 @@ impl Registry {
         reference: &Reference,
         actor: Option<&str>,
     ) -> Result<()> {
+        let repo = &self.stored_name(repo).await?;
         let policy = &self.inner.policy;
         let guard = |repo: &RepositoryName, tag: &str| policy.immutable_tags.rule_for(repo, tag);
         let deleted = match reference {
@@ -144,6 +150,9 @@ impl Registry {
 
     /// Tags in lexical order strictly after `last`, at most `n`.
     pub async fn list_tags(&self, repo: &RepositoryName, last: Option<&str>, n: Option<u32>) -> Result<Vec<String>> {
+        if let Some(route) = self.route(repo).await? {
+            return self.proxied_tags(&route, last, n).await;
+        }
         self.inner.meta.list_tags(repo, last, n).await?.ok_or(RegistryError::NameUnknown)
     }
 
@@ -155,6 +164,9 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
+        if let Some(route) = self.route(repo).await? {
+            return self.proxied_referrers(&route, subject, artifact_type).await;
+        }
         Ok(self.inner.meta.referrers(repo, subject, artifact_type).await?)
     }
 }

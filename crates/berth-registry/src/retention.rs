@@ -13,6 +13,12 @@
 //! are kept while their subject `sha256:<hex>` is still tagged after the
 //! run, and otherwise follow the other conditions.
 //!
+//! In a repository cached from an upstream registry ([`crate::proxy`]) a
+//! tag's age is the time since it was last pulled: the later of its
+//! repository's last pull and the tag's last fetch. So `remove_older_than`
+//! on an upstream namespace means "not pulled for that long", and `latest`
+//! is not kept specially there (the upstream still has it).
+//!
 //! Removing tags only removes tags; the manifests they leave untagged, and
 //! then their blobs, are garbage collection's ([`crate::gc`]). Each removal
 //! is conditional: a tag pushed again since it was read stays.
@@ -204,6 +210,15 @@ fn cosign_subject(tag: &str) -> Option<Digest> {
     Digest::parse(&format!("{algorithm}:{hex}")).ok()
 }
 
+/// What a repository's tag ages are measured from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ages {
+    /// The last push that set each tag.
+    Pushed,
+    /// A cached repository: its last pull (ms; 0 if none was recorded).
+    Pulled(i64),
+}
+
 /// The removal decisions for one repository's tags.
 struct Decision<'a> {
     remove: Vec<&'a TagRecord>,
@@ -217,17 +232,22 @@ fn decide<'a>(
     tags: &'a [TagRecord],
     now: i64,
     immutable: &ImmutableTags,
+    ages: Ages,
 ) -> Decision<'a> {
     let r = &rule.rule;
     let governed = |t: &TagRecord| {
         let name = t.name.as_str();
-        name != "latest"
+        (name != "latest" || ages != Ages::Pushed)
             && !rule.keep_tags.iter().any(|p| p.matches_with(name, MATCH))
             && (rule.remove_tags.is_empty() || rule.remove_tags.iter().any(|p| p.matches_with(name, MATCH)))
     };
+    let last_used = |t: &TagRecord| match ages {
+        Ages::Pushed => t.updated_at,
+        Ages::Pulled(pulled) => t.updated_at.max(pulled),
+    };
     let old_enough = |t: &TagRecord| {
         r.remove_older_than
-            .is_none_or(|age| t.updated_at < now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
+            .is_none_or(|age| last_used(t) < now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
     };
     // Newest first; ties by name for a stable answer.
     let mut ranked: Vec<&TagRecord> =
@@ -294,7 +314,12 @@ impl Maintenance {
                 if tags.is_empty() {
                     continue;
                 }
-                let decision = decide(&policy.rules[index], &repo, &tags, now, immutable);
+                let ages = if self.registry().is_cached_repository(&repo) {
+                    Ages::Pulled(self.registry().last_pulled(&repo).await?.unwrap_or(0))
+                } else {
+                    Ages::Pushed
+                };
+                let decision = decide(&policy.rules[index], &repo, &tags, now, immutable, ages);
                 let mut outcome = RepositoryRetention {
                     repository: repo.clone(),
                     rule: index,
@@ -414,9 +439,38 @@ mod tests {
         };
         let tags = vec![t("pr-1", 0), t("pr-2", 950), t("main", 0), t("release-1", 0), t("latest", 0)];
         let repo = RepositoryName::parse("a/b").unwrap();
-        let decision = decide(&policy.rules[0], &repo, &tags, 1_000, &ImmutableTags::default());
+        let decision = decide(&policy.rules[0], &repo, &tags, 1_000, &ImmutableTags::default(), Ages::Pushed);
         let removed: Vec<&str> = decision.remove.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(removed, vec!["pr-1"]);
         assert_eq!(decision.kept, 4);
+    }
+
+    #[test]
+    fn cached_tags_age_from_their_last_pull_and_latest_may_go() {
+        let policy = RetentionPolicy::new(vec![RetentionRule {
+            repositories: "hub/*".into(),
+            remove_older_than: Some(Duration::from_millis(100)),
+            ..Default::default()
+        }])
+        .unwrap();
+        let d = Digest::sha256_of(b"m");
+        let t = |name: &str, at: i64| TagRecord {
+            name: Tag::parse(name).unwrap(),
+            digest: d.clone(),
+            updated_at: at,
+            in_index: false,
+        };
+        let tags = vec![t("latest", 0), t("3.20", 0), t("3.21", 950)];
+        let repo = RepositoryName::parse("hub/library/alpine").unwrap();
+        let removed = |ages| {
+            let decision = decide(&policy.rules[0], &repo, &tags, 1_000, &ImmutableTags::default(), ages);
+            decision.remove.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
+        };
+        // Not pulled since they were fetched: the old ones go, latest too.
+        assert_eq!(removed(Ages::Pulled(0)), vec!["3.20", "latest"]);
+        // Pulled recently: everything stays.
+        assert_eq!(removed(Ages::Pulled(990)), Vec::<String>::new());
+        // Pushed repositories keep latest.
+        assert_eq!(removed(Ages::Pushed), vec!["3.20"]);
     }
 }

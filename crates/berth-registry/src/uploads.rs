@@ -68,6 +68,7 @@ fn cursor_of(p: &UploadProgress) -> UploadCursor {
 impl Registry {
     /// Opens an upload session (POST without a digest).
     pub async fn start_upload(&self, repo: &RepositoryName, algorithm: Algorithm) -> Result<UploadStatus> {
+        self.refuse_upstream_writes(repo).await?;
         let id = new_upload_id();
         let cursor = self.inner.blobs.upload_start(&id).await?;
         let now = now_ms();
@@ -97,6 +98,10 @@ impl Registry {
         body: ByteStream,
         length: Option<u64>,
     ) -> Result<u64> {
+        if let Err(refused) = self.refuse_upstream_writes(repo).await {
+            crate::quota::drain(body).await;
+            return Err(refused);
+        }
         let room = self.upload_room(repo, length).await?;
         if let Some(length) = length
             && let Err(refusal) = self.check_room(repo, room, length).await

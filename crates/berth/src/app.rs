@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use berth_api::serve::{ServeOptions, load_tls, serve};
 use berth_api::{ApiSettings, AppState};
-use berth_auth::{AuthService, AuthSettings, JwtKeys, admin};
-use berth_config::Config;
+use berth_auth::{AuthService, AuthSettings, JwtKeys, UpstreamAccess, UpstreamNamespace, UpstreamNamespaces, admin};
+use berth_config::{Config, UpstreamAccess as ConfigAccess};
+use berth_registry::proxy::UpstreamSpec;
 use berth_registry::quota::QuotaPolicy;
 use berth_registry::webhooks::{EventKind, Hook, Webhooks};
 use berth_registry::{ImmutableTags, Maintenance, Policy, Registry};
+use berth_upstream::{UpstreamClient, UpstreamSettings};
 use tokio::net::TcpListener;
 
 use crate::backends::{self, BackendError, Stores};
@@ -63,7 +65,9 @@ impl App {
         let meta = stores.meta;
         let policy = registry_policy(&config)?;
         let retention = crate::maintenance::retention_policy(&config).map_err(StartError::Config)?;
-        let registry = Registry::with_webhooks(meta, blobs, policy, Some(webhooks));
+        let upstreams = upstream_specs(&config)?;
+        let registry =
+            Registry::with_upstreams(meta, blobs, policy, Some(webhooks), upstreams).map_err(StartError::Config)?;
         // The store's write-time checks read the `[quotas]` defaults from the database.
         registry.apply_quota_defaults().await.map_err(|e| StartError::Config(format!("quotas: {e}")))?;
         let settings = ApiSettings {
@@ -140,6 +144,51 @@ pub fn registry_policy(config: &Config) -> Result<Policy, StartError> {
     })
 }
 
+/// The `[[upstreams]]` of the pull-through cache, with their clients.
+fn upstream_specs(config: &Config) -> Result<Vec<UpstreamSpec>, StartError> {
+    let mut specs = Vec::new();
+    for u in &config.upstreams {
+        let mut settings = UpstreamSettings::new(&u.name, &u.url);
+        settings.header_timeout = u.timeout;
+        settings.idle_timeout = u.timeout;
+        settings.connect_timeout = settings.connect_timeout.min(u.timeout);
+        let password = u.resolved_password().map_err(StartError::Config)?;
+        if !u.username.is_empty() {
+            settings = settings.with_credentials(&u.username, password.expose());
+        }
+        let client = UpstreamClient::new(settings).map_err(|e| StartError::Config(e.to_string()))?;
+        specs.push(UpstreamSpec {
+            client,
+            name: u.name.clone(),
+            revalidate_after: u.revalidate_after,
+            repositories: u.repositories.clone(),
+            mirror_root: u.mirror_root,
+        });
+        tracing::info!(upstream = %u.name, url = %u.url, access = u.access.as_str(), mirror_root = u.mirror_root,
+            "pull-through cache");
+    }
+    Ok(specs)
+}
+
+/// Who may read each upstream's namespace, for the access decisions.
+fn upstream_namespaces(config: &Config) -> UpstreamNamespaces {
+    UpstreamNamespaces::new(
+        config
+            .upstreams
+            .iter()
+            .map(|u| UpstreamNamespace {
+                name: u.name.clone(),
+                access: match u.access {
+                    ConfigAccess::Public => UpstreamAccess::Public,
+                    ConfigAccess::Users => UpstreamAccess::Users,
+                    ConfigAccess::Members => UpstreamAccess::Members,
+                },
+                mirror_root: u.mirror_root,
+            })
+            .collect(),
+    )
+}
+
 /// The authentication service, or `None` when `auth.enabled = false`.
 async fn build_auth(config: &Config, stores: &Stores) -> Result<Option<Arc<AuthService>>, StartError> {
     let a = &config.auth;
@@ -169,8 +218,9 @@ async fn build_auth(config: &Config, stores: &Stores) -> Result<Option<Arc<AuthS
         tracing::info!("created the site admin \"admin\" from admin_password");
     }
     warn_about_realm(config);
-    let service =
-        AuthService::new(stores.auth.clone(), keys, settings).map_err(|e| StartError::Config(e.to_string()))?;
+    let service = AuthService::new(stores.auth.clone(), keys, settings)
+        .map_err(|e| StartError::Config(e.to_string()))?
+        .with_upstreams(upstream_namespaces(config));
     Ok(Some(Arc::new(service)))
 }
 

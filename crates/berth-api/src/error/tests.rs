@@ -92,3 +92,35 @@ async fn challenges_and_lockouts_carry_their_headers() {
     assert_eq!(headers.get(RETRY_AFTER).unwrap(), "7");
     assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
 }
+
+#[test]
+fn upstream_failures_name_the_upstream_and_pass_retry_after_on() {
+    let limited = RegistryError::UpstreamUnavailable {
+        upstream: "hub".into(),
+        status: Some(429),
+        retry_after: Some(std::time::Duration::from_millis(7_500)),
+        detail: "upstream \"hub\" (https://registry-1.docker.io): manifest library/alpine:3: too many requests".into(),
+    };
+    let d = ApiError::from(limited).describe();
+    assert_eq!((d.status, d.code), (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests));
+    assert!(d.message.as_deref().unwrap().contains("upstream \"hub\""));
+    assert_eq!(d.headers, vec![(RETRY_AFTER, "8".to_owned())], "rounded up");
+    let down = RegistryError::UpstreamUnavailable {
+        upstream: "hub".into(),
+        status: Some(503),
+        retry_after: None,
+        detail: "upstream \"hub\" (http://x): blob a@sha256:0: unavailable (HTTP 503)".into(),
+    };
+    let d = ApiError::from(down).describe();
+    assert_eq!((d.status, d.code), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable));
+    assert!(d.message.as_deref().unwrap().contains("HTTP 503"), "the caller sees the upstream and its status");
+    assert_eq!(d.detail.unwrap()["status"], json!(503));
+    let bad = RegistryError::UpstreamInvalid { upstream: "hub".into(), detail: "the bytes received hash to x".into() };
+    let d = ApiError::from(bad).describe();
+    assert_eq!((d.status, d.code), (StatusCode::BAD_GATEWAY, ErrorCode::Unknown));
+    assert!(d.message.unwrap().contains("hash to"));
+    let push = RegistryError::UpstreamReadOnly { upstream: "hub".into(), repository: "hub/x".into() };
+    let (status, code, message, _) = described(push);
+    assert_eq!((status, code), (StatusCode::FORBIDDEN, ErrorCode::Denied));
+    assert!(message.unwrap().contains("cache of upstream \"hub\""));
+}
