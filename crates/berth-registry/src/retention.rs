@@ -390,6 +390,11 @@ mod tests {
 
     use super::*;
 
+    /// A tag of one manifest, last pushed (or pulled) at `at`.
+    fn t(name: &str, at: i64) -> TagRecord {
+        TagRecord { name: Tag::parse(name).unwrap(), digest: Digest::sha256_of(b"m"), updated_at: at, in_index: false }
+    }
+
     #[test]
     fn cosign_tags_name_their_subject() {
         let hex = "a".repeat(64);
@@ -430,13 +435,6 @@ mod tests {
             ..Default::default()
         }])
         .unwrap();
-        let d = Digest::sha256_of(b"m");
-        let t = |name: &str, at: i64| TagRecord {
-            name: Tag::parse(name).unwrap(),
-            digest: d.clone(),
-            updated_at: at,
-            in_index: false,
-        };
         let tags = vec![t("pr-1", 0), t("pr-2", 950), t("main", 0), t("release-1", 0), t("latest", 0)];
         let repo = RepositoryName::parse("a/b").unwrap();
         let decision = decide(&policy.rules[0], &repo, &tags, 1_000, &ImmutableTags::default(), Ages::Pushed);
@@ -453,13 +451,6 @@ mod tests {
             ..Default::default()
         }])
         .unwrap();
-        let d = Digest::sha256_of(b"m");
-        let t = |name: &str, at: i64| TagRecord {
-            name: Tag::parse(name).unwrap(),
-            digest: d.clone(),
-            updated_at: at,
-            in_index: false,
-        };
         let tags = vec![t("latest", 0), t("3.20", 0), t("3.21", 950)];
         let repo = RepositoryName::parse("hub/library/alpine").unwrap();
         let removed = |ages| {
