@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Pull an image through containerd's CRI ImageService, as kubelet does.
 
-    cri_pull.py SOCKET IMAGE AUTHFILE {userpass|auth|none} GENDIR
+    cri_pull.py SOCKET IMAGE AUTHFILE {userpass|auth|none|anonymous} GENDIR
 
 Credentials come from AUTHFILE, a dockerconfigjson (the content of a
 kubernetes.io/dockerconfigjson Secret), looked up by the image's registry
 host. "userpass" sends AuthConfig{username, password} decoded from the
 entry's `auth`; "auth" sends AuthConfig{auth} unchanged. server_address is
 left empty, as kubelet leaves it. "none" pulls without credentials and
-expects the pull to be refused. The CRI proto (cri.proto beside this file)
+expects the pull to be refused; "anonymous" pulls without credentials and
+expects it to succeed (a public mirror; AUTHFILE is not read, pass "-"). The CRI proto (cri.proto beside this file)
 is compiled into GENDIR first.
 
 Prints one JSON object: {"image_ref": ..., "id": ..., "repo_digests": [...]}
@@ -41,22 +42,24 @@ def main():
     import grpc
     pb, pb_grpc = load_stubs(gendir)
 
-    host = image.split("/", 1)[0]
-    with open(authfile) as f:
-        entry = json.load(f)["auths"][host]
+    entry = None
+    if mode in ("userpass", "auth"):
+        host = image.split("/", 1)[0]
+        with open(authfile) as f:
+            entry = json.load(f)["auths"][host]
     if mode == "userpass":
         user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
         auth = pb.AuthConfig(username=user, password=password)
     elif mode == "auth":
         auth = pb.AuthConfig(auth=entry["auth"])
-    elif mode == "none":
+    elif mode in ("none", "anonymous"):
         auth = None
     else:
         raise SystemExit(f"unknown mode {mode}")
 
     with grpc.insecure_channel(f"unix://{socket}") as channel:
         images = pb_grpc.ImageServiceStub(channel)
-        if auth is None:
+        if mode == "none":
             try:
                 pulled = images.PullImage(
                     pb.PullImageRequest(image=pb.ImageSpec(image=image)), timeout=120

@@ -83,3 +83,20 @@ case_mirror_ctr() {
   same_digests upstream="$UPSTREAM_DIGEST" pull="$pulled" served="$(served_digest hub/library/alpine 3.20)"
   "${CTR[@]}" images rm --sync docker.io/library/alpine:3.20
 }
+
+# kubelet's path through the mirror: CRI PullImage of docker.io/library/alpine
+# with containerd's CRI registry config_path holding a docker.io/hosts.toml
+# that points at the prefix (override_path), and no credentials
+# (access = "public"). If the mirror failed, containerd would fall back to
+# registry-1.docker.io, which it cannot reach.
+case_mirror_cri() {
+  local out pulled image=docker.io/library/alpine:3.20
+  mkdir -p "$CERTS_D/docker.io"
+  printf '%s\n' 'server = "https://registry-1.docker.io"' '' "[host.\"http://$REG/v2/hub\"]" \
+    '  capabilities = ["pull", "resolve"]' '  override_path = true' >"$CERTS_D/docker.io/hosts.toml"
+  out=$("$PY" "$HERE/cri_pull.py" "$CONTAINERD_SOCK" "$image" - anonymous "$CASE_DIR/gen")
+  rm -f "$CERTS_D/docker.io/hosts.toml"
+  echo "$out"
+  pulled=$(jq -r '.repo_digests[] | select(startswith("docker.io/library/alpine@")) | sub(".*@"; "")' <<<"$out")
+  same_digests upstream="$UPSTREAM_DIGEST" cri-repo_digests="$pulled" served="$(served_digest hub/library/alpine 3.20)"
+}

@@ -896,6 +896,7 @@ use_mode proxy
 run_case docker registry-mirrors case_mirror_docker
 run_case skopeo prefix case_mirror_skopeo
 run_case ctr hosts-toml case_mirror_ctr
+run_case cri hosts-toml case_mirror_cri
 
 echo ".. run time $(($(date +%s) - START))s; logs in $LOGS"
 ((FAILED == 0)) || printf '.. failed: %s\n' "${FAILED_NAMES[@]}"
