@@ -262,7 +262,7 @@ async fn concurrent_pulls_of_one_uncached_blob_or_tag_make_one_upstream_request(
     let Some(s) = setup("concurrent_pulls_of_one_uncached_blob_or_tag_make_one_upstream_request", |_| {}).await else {
         return;
     };
-    let image = Image::new(50, &[32 << 20]);
+    let image = Image::new(50, &[64 << 20]);
     s.pusher.push_image("team/big", "v1", &image).await;
     let alice = s.alice();
     assert_eq!(alice.manifest("hub/team/big", "v1").await.status, 200);
