@@ -103,14 +103,14 @@ impl AuthStore for SqliteMetaStore {
 
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
         let row: Option<UserRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!(
                     "SELECT ",
                     user_columns!(),
                     " FROM users u JOIN owners o ON o.id = u.owner_id WHERE o.name = ?"
                 ))
                 .bind(name)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?)
             })
             .await?;
@@ -119,14 +119,14 @@ impl AuthStore for SqliteMetaStore {
 
     async fn get_user_by_id(&self, id: i64) -> Result<Option<UserRecord>> {
         let row: Option<UserRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!(
                     "SELECT ",
                     user_columns!(),
                     " FROM users u JOIN owners o ON o.id = u.owner_id WHERE o.id = ?"
                 ))
                 .bind(id)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?)
             })
             .await?;
@@ -135,13 +135,13 @@ impl AuthStore for SqliteMetaStore {
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
         let rows: Vec<UserRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!(
                     "SELECT ",
                     user_columns!(),
                     " FROM users u JOIN owners o ON o.id = u.owner_id ORDER BY o.name"
                 ))
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -186,13 +186,13 @@ impl AuthStore for SqliteMetaStore {
 
     async fn list_org_members(&self, org: &str) -> Result<Vec<Membership>> {
         let rows: Vec<(String, String)> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT u.name, m.role FROM org_members m JOIN owners g ON g.id = m.org_id \
                      JOIN owners u ON u.id = m.user_id WHERE g.name = ? ORDER BY u.name",
                 )
                 .bind(org)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -201,10 +201,10 @@ impl AuthStore for SqliteMetaStore {
 
     async fn get_owner(&self, name: &str) -> Result<Option<OwnerRecord>> {
         let row: Option<OwnerRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as("SELECT id, name, kind, is_public, created_at FROM owners WHERE name = ?")
                     .bind(name)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?)
             })
             .await?;
@@ -233,7 +233,7 @@ impl AuthStore for SqliteMetaStore {
     /// all if the owner does not exist.
     async fn access_facts(&self, repo: &RepositoryName, user: Option<i64>) -> Result<AccessFacts> {
         let row: Option<AccessRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT o.id, o.name, o.kind, o.is_public, o.created_at, \
                        (SELECT m.role FROM org_members m WHERE m.org_id = o.id AND m.user_id = ?1) AS role, \
@@ -244,7 +244,7 @@ impl AuthStore for SqliteMetaStore {
                 .bind(user.unwrap_or(-1))
                 .bind(repo.as_str())
                 .bind(repo.owner())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?)
             })
             .await?;
@@ -257,7 +257,7 @@ impl AuthStore for SqliteMetaStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>> {
-        self.read(async |pool| {
+        self.read(async |conn| {
             Ok(sqlx::query_scalar(
                 "SELECT r.name FROM repositories r \
                  LEFT JOIN owners o ON o.name = substr(r.name, 1, instr(r.name || '/', '/') - 1) \
@@ -272,7 +272,7 @@ impl AuthStore for SqliteMetaStore {
             .bind(user.map_or(-1, |u| u.id))
             .bind(user.map_or(-1, |u| u.id))
             .bind(i64::from(limit))
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?)
         })
         .await
@@ -303,7 +303,7 @@ impl AuthStore for SqliteMetaStore {
     /// Oldest first, revoked or expired ones too: the caller judges.
     async fn tokens_by_lookup_key(&self, lookup_key: &[u8]) -> Result<Vec<TokenCandidate>> {
         let rows: Vec<TokenUserRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!(
                     "SELECT ",
                     token_user_columns!(),
@@ -311,7 +311,7 @@ impl AuthStore for SqliteMetaStore {
                      WHERE t.lookup_key = ? ORDER BY t.id"
                 ))
                 .bind(lookup_key)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -320,10 +320,10 @@ impl AuthStore for SqliteMetaStore {
 
     async fn get_token(&self, id: i64) -> Result<Option<TokenRecord>> {
         let row: Option<TokenRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!("SELECT ", token_columns!(), " FROM access_tokens t WHERE t.id = ?"))
                     .bind(id)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?)
             })
             .await?;
@@ -332,14 +332,14 @@ impl AuthStore for SqliteMetaStore {
 
     async fn list_tokens(&self, user: &str) -> Result<Vec<TokenRecord>> {
         let rows: Vec<TokenRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!(
                     "SELECT ",
                     token_columns!(),
                     " FROM access_tokens t JOIN owners o ON o.id = t.user_id WHERE o.name = ? ORDER BY t.id"
                 ))
                 .bind(user)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;

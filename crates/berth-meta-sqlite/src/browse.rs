@@ -102,7 +102,7 @@ impl BrowseStore for SqliteMetaStore {
                p.total \
              FROM page p ORDER BY p.name"
         );
-        self.read(async |pool| {
+        self.read(async |conn| {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(admin)
                 .bind(user)
@@ -111,7 +111,7 @@ impl BrowseStore for SqliteMetaStore {
                 .bind(query.contains.filter(|c| !c.is_empty()).map(contains_pattern))
                 .bind(i64::from(query.limit))
                 .bind(i64::try_from(query.offset).unwrap_or(i64::MAX))
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?;
             let total = match rows.first() {
                 Some(r) => from_sql_int(r.try_get(6)?, "package count")?,
@@ -129,12 +129,12 @@ impl BrowseStore for SqliteMetaStore {
              JOIN repositories r ON r.id = t.repository_id {OWNER_JOIN} \
              WHERE {READABLE} ORDER BY t.updated_at DESC, r.name, t.name LIMIT ?3"
         );
-        self.read(async |pool| {
+        self.read(async |conn| {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(admin)
                 .bind(user)
                 .bind(i64::from(limit))
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?;
             rows.iter()
                 .map(|r| {
@@ -167,7 +167,7 @@ impl BrowseStore for SqliteMetaStore {
     }
 
     async fn tags_of(&self, repo: &RepositoryName, digest: &Digest, limit: u32) -> Result<Vec<String>> {
-        self.read(async |pool| {
+        self.read(async |conn| {
             Ok(sqlx::query_scalar(
                 "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id \
              WHERE r.name = ? AND t.digest = ? ORDER BY t.name LIMIT ?",
@@ -175,7 +175,7 @@ impl BrowseStore for SqliteMetaStore {
             .bind(repo.as_str())
             .bind(digest.to_string())
             .bind(i64::from(limit))
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?)
         })
         .await
@@ -192,8 +192,9 @@ impl BrowseStore for SqliteMetaStore {
              JOIN repositories r ON r.id = m.repository_id \
              WHERE r.name = ?1 AND m.digest IN (SELECT value FROM json_each(?2)) ORDER BY m.digest"
         );
-        self.read(async |pool| {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo.as_str()).bind(wanted).fetch_all(pool).await?;
+        self.read(async |conn| {
+            let rows =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(repo.as_str()).bind(wanted).fetch_all(&mut *conn).await?;
             rows.iter()
                 .map(|r| {
                     Ok(ManifestSize {
@@ -249,13 +250,13 @@ impl SqliteMetaStore {
              FROM page p JOIN manifests m ON m.repository_id = (SELECT id FROM repo) AND m.digest = p.digest \
              ORDER BY p.pushed_at {direction}, p.version"
         );
-        self.read(async |pool| {
+        self.read(async |conn| {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(repo.as_str())
                 .bind(i64::from(limit))
                 .bind(i64::try_from(offset).unwrap_or(i64::MAX))
                 .bind(only)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?;
             let total = match rows.first() {
                 Some(r) => from_sql_int(r.try_get(8)?, "version count")?,

@@ -11,11 +11,11 @@ use crate::SqliteMetaStore;
 impl DirectoryStore for SqliteMetaStore {
     async fn list_orgs(&self) -> Result<Vec<OwnerRecord>> {
         let rows: Vec<OwnerRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT id, name, kind, is_public, created_at FROM owners WHERE kind = 'org' ORDER BY name",
                 )
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;

@@ -114,13 +114,13 @@ impl EventStore for SqliteMetaStore {
 
     async fn delivery_counts(&self) -> Result<QueueCounts> {
         let (pending, dead): (i64, i64) = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT COALESCE(SUM(CASE WHEN delivered_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END), 0), \
                             COALESCE(SUM(CASE WHEN dead_at IS NOT NULL THEN 1 ELSE 0 END), 0) \
                      FROM webhook_deliveries",
                 )
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await?)
             })
             .await?;

@@ -30,6 +30,7 @@ mod maintenance;
 mod manifests;
 mod migrate;
 mod proxy;
+mod readers;
 mod scrub;
 mod sessions;
 mod store;
@@ -38,6 +39,7 @@ mod usage;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_meta::{MetaError, Result};
@@ -48,6 +50,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use crate::backup::{Snapshot, database_file, latest_schema_version, read_snapshot};
 use crate::error::{Sqlite, StoreError, StoreResult};
+use crate::readers::{Reader, Readers};
 
 /// How long a statement waits for a lock held by another process (for
 /// example `berth migrate` or a second registry instance on the same file).
@@ -86,8 +89,8 @@ impl SqliteSettings {
 pub struct SqliteMetaStore {
     /// Exactly one connection: every write transaction goes through it.
     writer: SqlitePool,
-    /// Connections for plain reads (the writer pool itself when in memory).
-    reader: SqlitePool,
+    /// Connections for plain reads (the writer's when in memory).
+    reader: Reader,
     /// The database file, `None` in memory; migrations lock a file beside it.
     path: Option<PathBuf>,
 }
@@ -121,7 +124,7 @@ impl SqliteMetaStore {
                     .connect_with(options)
                     .await
                     .map_err(StoreError::from)?;
-                Ok(SqliteMetaStore { writer: pool.clone(), reader: pool, path: None })
+                Ok(SqliteMetaStore { writer: pool.clone(), reader: Reader::Shared(pool), path: None })
             }
             Location::File => {
                 // The file sqlx opens (percent-decoded); migrations lock beside it.
@@ -142,15 +145,16 @@ impl SqliteMetaStore {
                     .map_err(StoreError::from)?;
                 // query_only turns a write sent to the wrong pool into an error
                 // instead of a lock upgrade that could deadlock with the writer.
-                let reader = SqlitePoolOptions::new()
-                    .max_connections(reader_count(settings.max_connections))
-                    .acquire_timeout(settings.acquire_timeout)
+                let reader = Readers::open(
                     // A small page cache per reader: the OS page cache already
                     // holds the file, and sixteen private 2 MiB caches add up.
-                    .connect_with(options.pragma("query_only", "ON").pragma("cache_size", "-512"))
-                    .await
-                    .map_err(StoreError::from)?;
-                Ok(SqliteMetaStore { writer, reader, path: Some(path) })
+                    options.pragma("query_only", "ON").pragma("cache_size", "-512"),
+                    reader_count(settings.max_connections),
+                    settings.acquire_timeout,
+                )
+                .await
+                .map_err(StoreError::from)?;
+                Ok(SqliteMetaStore { writer, reader: Reader::Own(Arc::new(reader)), path: Some(path) })
             }
         }
     }
@@ -166,15 +170,15 @@ impl SqliteMetaStore {
         MIGRATOR.run(&self.writer).await.map_err(|e| classify_migration::<Sqlite>(&e))
     }
 
-    /// Closes both pools, waiting for queries in flight.
+    /// Closes the readers and the writer, waiting for queries in flight.
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
     }
 
-    /// Runs `op` on the reader pool, classifying its errors.
-    pub(crate) async fn read<T>(&self, op: impl AsyncFnOnce(&SqlitePool) -> StoreResult<T>) -> Result<T> {
-        Ok(op(&self.reader).await?)
+    /// Runs `op` on a reader connection, classifying its errors.
+    pub(crate) async fn read<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
+        Ok(self.reader.run(op).await?)
     }
 
     /// Runs `op` in a write transaction on the single writer connection and
@@ -321,14 +325,23 @@ mod tests {
         let journal: String =
             sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.writer).await.expect("journal");
         assert_eq!(journal, "wal");
-        for pool in [&store.writer, &store.reader] {
-            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.expect("synchronous");
-            assert_eq!(sync, 2, "synchronous=FULL");
-            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await.expect("foreign_keys");
-            assert_eq!(fk, 1);
+        let pragma = |name: &'static str| sqlx::query_scalar::<_, i64>(name);
+        let writer = [
+            pragma("PRAGMA synchronous").fetch_one(&store.writer).await.ok(),
+            pragma("PRAGMA foreign_keys").fetch_one(&store.writer).await.ok(),
+        ];
+        let reader = [
+            store.read(async |conn| Ok(pragma("PRAGMA synchronous").fetch_one(&mut *conn).await?)).await.ok(),
+            store.read(async |conn| Ok(pragma("PRAGMA foreign_keys").fetch_one(&mut *conn).await?)).await.ok(),
+        ];
+        for [sync, fk] in [writer, reader] {
+            assert_eq!(sync, Some(2), "synchronous=FULL");
+            assert_eq!(fk, Some(1), "foreign_keys");
         }
-        let query_only: i64 =
-            sqlx::query_scalar("PRAGMA query_only").fetch_one(&store.reader).await.expect("query_only");
+        let query_only = store
+            .read(async |conn| Ok(pragma("PRAGMA query_only").fetch_one(&mut *conn).await?))
+            .await
+            .expect("query_only");
         assert_eq!(query_only, 1, "readers must not write");
     }
 
@@ -360,8 +373,10 @@ mod tests {
         }
         // A later run finds nothing to do.
         stores[0].migrate().await.expect("re-migrate");
-        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-            .fetch_one(&stores[0].reader)
+        let applied: i64 = stores[0]
+            .read(async |conn| {
+                Ok(sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&mut *conn).await?)
+            })
             .await
             .expect("count migrations");
         assert_eq!(applied, i64::try_from(MIGRATOR.iter().count()).expect("count"));

@@ -15,7 +15,7 @@ use berth_meta::{MetaError, Result};
 use berth_meta_sql::gc::{self, BlobRow, LinkRow, ManifestRow, ReferenceRow};
 use berth_meta_sql::{from_sql_int, now_ms, parse_digest, to_sql_int};
 use berth_oci::{Digest, RepositoryName, Tag};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Connection, QueryBuilder, Sqlite};
 
 use crate::SqliteMetaStore;
 
@@ -93,10 +93,10 @@ impl MaintenanceStore for SqliteMetaStore {
 
     async fn get_lease(&self, name: &str) -> Result<Option<LeaseRecord>> {
         let row: Option<(String, i64, Option<i64>)> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as("SELECT holder, expires_at, last_run_at FROM leases WHERE name = ?")
                     .bind(name)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?)
             })
             .await?;
@@ -109,8 +109,8 @@ impl MaintenanceStore for SqliteMetaStore {
     async fn repository_graph(&self, repo: &RepositoryName) -> Result<RepositoryGraph> {
         type Rows = (Vec<ManifestRow>, Vec<ReferenceRow>, Vec<LinkRow>);
         let rows: Option<Rows> = self
-            .read(async |pool| {
-                let mut tx = pool.begin().await?;
+            .read(async |conn| {
+                let mut tx = conn.begin().await?;
                 let id: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
                     .bind(repo.as_str())
                     .fetch_optional(&mut *tx)
@@ -151,7 +151,7 @@ impl MaintenanceStore for SqliteMetaStore {
 
     async fn unlinked_blobs(&self, cutoff: i64, after: Option<&Digest>, limit: u32) -> Result<Vec<GcBlob>> {
         let rows: Vec<BlobRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT b.digest, b.size FROM blobs b \
                      WHERE b.state = 'live' AND b.last_linked < ? AND b.digest > ? \
@@ -161,7 +161,7 @@ impl MaintenanceStore for SqliteMetaStore {
                 .bind(cutoff)
                 .bind(after.map_or("", Digest::as_str))
                 .bind(i64::from(limit))
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -170,14 +170,14 @@ impl MaintenanceStore for SqliteMetaStore {
 
     async fn deleting_blobs(&self, marked_before: i64, limit: u32) -> Result<Vec<GcBlob>> {
         let rows: Vec<BlobRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT digest, size FROM blobs WHERE state = 'deleting' AND coalesce(marked_at, 0) < ? \
                      ORDER BY digest LIMIT ?",
                 )
                 .bind(marked_before)
                 .bind(i64::from(limit))
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -188,7 +188,7 @@ impl MaintenanceStore for SqliteMetaStore {
         let mut out = Vec::new();
         for chunk in digests.chunks(CHUNK) {
             let rows: Vec<(String, i64, i64, i64, bool)> = self
-                .read(async |pool| {
+                .read(async |conn| {
                     let mut query = QueryBuilder::<Sqlite>::new(
                         "SELECT b.digest, b.size, b.last_linked, \
                                 (SELECT count(*) FROM repository_blobs rb WHERE rb.digest = b.digest), \
@@ -196,7 +196,7 @@ impl MaintenanceStore for SqliteMetaStore {
                          FROM blobs b WHERE b.digest IN (",
                     );
                     push_digests(&mut query, chunk);
-                    Ok(query.build_query_as().persistent(false).fetch_all(pool).await?)
+                    Ok(query.build_query_as().persistent(false).fetch_all(&mut *conn).await?)
                 })
                 .await?;
             for (digest, size, last_linked, links, deleting) in rows {
@@ -216,10 +216,10 @@ impl MaintenanceStore for SqliteMetaStore {
         let mut out = Vec::new();
         for chunk in digests.chunks(CHUNK) {
             let rows: Vec<String> = self
-                .read(async |pool| {
+                .read(async |conn| {
                     let mut query = QueryBuilder::<Sqlite>::new("SELECT digest FROM blobs WHERE digest IN (");
                     push_digests(&mut query, chunk);
-                    Ok(query.build_query_scalar().persistent(false).fetch_all(pool).await?)
+                    Ok(query.build_query_scalar().persistent(false).fetch_all(&mut *conn).await?)
                 })
                 .await?;
             for digest in rows {
@@ -328,7 +328,7 @@ impl MaintenanceStore for SqliteMetaStore {
 
     async fn repository_tags(&self, repo: &RepositoryName) -> Result<Vec<TagRecord>> {
         let rows: Vec<(String, String, i64, bool)> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT t.name, t.digest, t.updated_at, \
                             EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository_id = t.repository_id \
@@ -336,7 +336,7 @@ impl MaintenanceStore for SqliteMetaStore {
                      FROM repositories rp JOIN tags t ON t.repository_id = rp.id WHERE rp.name = ?",
                 )
                 .bind(repo.as_str())
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -379,13 +379,13 @@ impl MaintenanceStore for SqliteMetaStore {
 
     async fn list_retention_rules(&self) -> Result<Vec<RetentionRuleRecord>> {
         let rows: Vec<RetentionRuleRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT id, repositories, keep_last, keep_tags, remove_tags, remove_older_than, created_at, \
                             created_by \
                      FROM retention_rules ORDER BY id",
                 )
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;

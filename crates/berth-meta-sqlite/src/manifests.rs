@@ -196,13 +196,17 @@ mod tests {
     use crate::{SqliteMetaStore, SqliteSettings};
 
     async fn references(store: &SqliteMetaStore, manifest: &Digest) -> Vec<(String, String)> {
-        sqlx::query_as(
-            "SELECT target_digest, kind FROM manifest_references WHERE manifest_digest = ? ORDER BY target_digest",
-        )
-        .bind(manifest.as_str())
-        .fetch_all(&store.reader)
-        .await
-        .expect("read references")
+        store
+            .read(async |conn| {
+                Ok(sqlx::query_as(
+                    "SELECT target_digest, kind FROM manifest_references WHERE manifest_digest = ? ORDER BY target_digest",
+                )
+                .bind(manifest.as_str())
+                .fetch_all(&mut *conn)
+                .await?)
+            })
+            .await
+            .expect("read references")
     }
 
     /// Garbage collection will rely on these rows, which the trait cannot show.

@@ -29,11 +29,11 @@ async fn pulled(tx: &mut SqliteConnection, repo: &RepositoryName, upstream: &str
 impl ProxyStore for SqliteMetaStore {
     async fn tag_check(&self, repo: &RepositoryName, tag: &Tag) -> Result<Option<TagCheck>> {
         let row: Option<TagCheckRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as("SELECT digest, checked_at FROM upstream_tags WHERE repository = ?1 AND tag = ?2")
                     .bind(repo.as_str())
                     .bind(tag.as_str())
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?)
             })
             .await?;
@@ -71,12 +71,12 @@ impl ProxyStore for SqliteMetaStore {
 
     async fn cached_repository(&self, repo: &RepositoryName) -> Result<Option<CachedRepository>> {
         let row: Option<CachedRepositoryRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT repository, upstream, last_pulled_at FROM upstream_repositories WHERE repository = ?1",
                 )
                 .bind(repo.as_str())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?)
             })
             .await?;
@@ -84,10 +84,10 @@ impl ProxyStore for SqliteMetaStore {
     }
 
     async fn owner_exists(&self, name: &str) -> Result<bool> {
-        self.read(async |pool| {
+        self.read(async |conn| {
             Ok(sqlx::query_scalar::<_, i64>("SELECT 1 FROM owners WHERE name = ?1")
                 .bind(name)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?
                 .is_some())
         })
@@ -95,14 +95,14 @@ impl ProxyStore for SqliteMetaStore {
     }
 
     async fn references(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool> {
-        self.read(async |pool| {
+        self.read(async |conn| {
             Ok(sqlx::query_scalar::<_, i64>(
                 "SELECT 1 FROM repositories r JOIN manifest_references mr ON mr.repository_id = r.id \
                  WHERE r.name = ?1 AND mr.target_digest = ?2 LIMIT 1",
             )
             .bind(repo.as_str())
             .bind(digest.as_str())
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?
             .is_some())
         })

@@ -19,7 +19,7 @@ impl ScrubStore for SqliteMetaStore {
     ) -> Result<Vec<ScrubBlob>> {
         let after = after.map_or("", |d| d.as_str());
         let rows: Vec<ScrubBlobRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 let query = match repository {
                     None => sqlx::query_as(
                         "SELECT digest, size, damaged_at, damage FROM blobs \
@@ -38,7 +38,7 @@ impl ScrubStore for SqliteMetaStore {
                 if let Some(repository) = repository {
                     query = query.bind(repository.as_str());
                 }
-                Ok(query.fetch_all(pool).await?)
+                Ok(query.fetch_all(&mut *conn).await?)
             })
             .await?;
         rows.into_iter().map(ScrubBlobRow::into_blob).collect()
@@ -52,7 +52,7 @@ impl ScrubStore for SqliteMetaStore {
     ) -> Result<Vec<ScrubManifest>> {
         let after = after.map_or("", |d| d.as_str());
         let rows: Vec<ScrubManifestRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT m.digest, m.content FROM repositories r JOIN manifests m ON m.repository_id = r.id \
                      WHERE r.name = ?1 AND m.digest > ?2 ORDER BY m.digest LIMIT ?3",
@@ -60,7 +60,7 @@ impl ScrubStore for SqliteMetaStore {
                 .bind(repository.as_str())
                 .bind(after)
                 .bind(i64::from(limit))
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -98,11 +98,11 @@ impl ScrubStore for SqliteMetaStore {
 
     async fn reach(&self, digest: &Digest, limit: u32) -> Result<Vec<Reach>> {
         let rows: Vec<ReachRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(reach_sql!("?1", "?2"))
                     .bind(digest.as_str())
                     .bind(i64::from(limit))
-                    .fetch_all(pool)
+                    .fetch_all(&mut *conn)
                     .await?)
             })
             .await?;

@@ -30,7 +30,7 @@ impl SessionStore for SqliteMetaStore {
     }
 
     async fn web_session(&self, id_hash: &[u8], now: i64) -> Result<Option<WebSessionRecord>> {
-        self.read(async |pool| {
+        self.read(async |conn| {
             let row = sqlx::query(concat!(
                 "SELECT ",
                 berth_meta_sql::user_columns!(),
@@ -41,7 +41,7 @@ impl SessionStore for SqliteMetaStore {
             ))
             .bind(id_hash)
             .bind(now)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
             let Some(r) = row else { return Ok(None) };
             let user: UserRow = sqlx::FromRow::from_row(&r)?;

@@ -29,18 +29,18 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(async |pool| Ok(sqlx::query("SELECT 1").execute(pool).await.map(|_| ())?)).await
+        self.read(async |conn| Ok(sqlx::query("SELECT 1").execute(&mut *conn).await.map(|_| ())?)).await
     }
 
     async fn stats(&self) -> Result<StoreStats> {
         let (repositories, manifests, blobs, blob_bytes, uploads): (i64, i64, i64, i64, i64) = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT (SELECT COUNT(*) FROM repositories), (SELECT COUNT(*) FROM manifests), \
                             (SELECT COUNT(*) FROM blobs), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs), \
                             (SELECT COUNT(*) FROM uploads)",
                 )
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await?)
             })
             .await?;
@@ -58,21 +58,21 @@ impl MetaStore for SqliteMetaStore {
     async fn list_repositories(&self, after: Option<&str>, limit: Option<u32>) -> Result<Vec<String>> {
         // Names are never empty, so "" as the lower bound means "from the start"
         // and the query stays a plain range scan of the unique index.
-        self.read(async |pool| {
+        self.read(async |conn| {
             Ok(sqlx::query_scalar("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
                 .bind(after.unwrap_or(""))
                 .bind(sql_limit(limit))
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
         })
         .await
     }
 
     async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool> {
-        self.read(async |pool| {
+        self.read(async |conn| {
             Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM repositories WHERE name = ?)")
                 .bind(repo.as_str())
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await?)
         })
         .await
@@ -82,7 +82,7 @@ impl MetaStore for SqliteMetaStore {
 
     async fn blob_entry(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<BlobEntry>> {
         let row: Option<BlobEntryRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT b.size, b.damaged_at, b.damage FROM repositories r \
                      JOIN repository_blobs rb ON rb.repository_id = r.id \
@@ -91,7 +91,7 @@ impl MetaStore for SqliteMetaStore {
                 )
                 .bind(repo.as_str())
                 .bind(digest.as_str())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?)
             })
             .await?;
@@ -102,13 +102,13 @@ impl MetaStore for SqliteMetaStore {
     /// must not be mounted (and a link refuses one that is being deleted).
     async fn global_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         let size: Option<i64> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_scalar(
                     "SELECT b.size FROM blobs b \
                      WHERE b.digest = ? AND b.damaged_at IS NULL AND EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)",
                 )
                 .bind(digest.as_str())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?)
             })
             .await?;
@@ -117,14 +117,14 @@ impl MetaStore for SqliteMetaStore {
 
     async fn blob_repositories(&self, digest: &Digest, limit: u32) -> Result<Vec<RepositoryName>> {
         let names: Vec<String> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_scalar(
                     "SELECT r.name FROM repository_blobs rb JOIN repositories r ON r.id = rb.repository_id \
                      WHERE rb.digest = ? ORDER BY r.name LIMIT ?",
                 )
                 .bind(digest.as_str())
                 .bind(i64::from(limit))
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -194,10 +194,10 @@ impl MetaStore for SqliteMetaStore {
 
     async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>> {
         let row: Option<UploadRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = ?"))
                     .bind(id)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?)
             })
             .await?;
@@ -252,13 +252,13 @@ impl MetaStore for SqliteMetaStore {
     /// Sessions last updated strictly before `before`, oldest first.
     async fn stale_uploads(&self, before: i64, limit: u32) -> Result<Vec<UploadSession>> {
         let rows: Vec<UploadRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 let sql = concat!(
                     "SELECT ",
                     upload_columns!(),
                     " FROM uploads WHERE updated_at < ? ORDER BY updated_at, id LIMIT ?"
                 );
-                Ok(sqlx::query_as(sql).bind(before).bind(i64::from(limit)).fetch_all(pool).await?)
+                Ok(sqlx::query_as(sql).bind(before).bind(i64::from(limit)).fetch_all(&mut *conn).await?)
             })
             .await?;
         rows.into_iter().map(UploadRow::into_session).collect()
@@ -274,7 +274,7 @@ impl MetaStore for SqliteMetaStore {
         with_content: bool,
     ) -> Result<Option<ManifestRecord>> {
         let row: Option<ManifestRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(match reference {
                     ManifestRef::Tag(tag) => sqlx::query_as(
                         "SELECT m.digest, m.media_type, m.size, CASE WHEN ? THEN m.content END AS content, \
@@ -298,7 +298,7 @@ impl MetaStore for SqliteMetaStore {
                     .bind(repo.as_str())
                     .bind(digest.as_str()),
                 }
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?)
             })
             .await?;
@@ -324,14 +324,14 @@ impl MetaStore for SqliteMetaStore {
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag, guard: TagGuard<'_>) -> Result<bool> {
         if let Some(rule) = guard(repo, tag.as_str()) {
             let exists: bool = self
-                .read(async |pool| {
+                .read(async |conn| {
                     Ok(sqlx::query_scalar(
                         "SELECT EXISTS (SELECT 1 FROM repositories r JOIN tags t ON t.repository_id = r.id \
                          WHERE r.name = ? AND t.name = ?)",
                     )
                     .bind(repo.as_str())
                     .bind(tag.as_str())
-                    .fetch_one(pool)
+                    .fetch_one(&mut *conn)
                     .await?)
                 })
                 .await?;
@@ -364,7 +364,7 @@ impl MetaStore for SqliteMetaStore {
             return Ok(self.repository_exists(repo).await?.then(Vec::new));
         }
         let page: Option<String> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_scalar(
                     "SELECT (SELECT json_group_array(name ORDER BY name) FROM \
                                (SELECT t.name FROM tags t WHERE t.repository_id = r.id AND t.name > ? \
@@ -374,7 +374,7 @@ impl MetaStore for SqliteMetaStore {
                 .bind(after.unwrap_or(""))
                 .bind(sql_limit(limit))
                 .bind(repo.as_str())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?)
             })
             .await?;
@@ -392,7 +392,7 @@ impl MetaStore for SqliteMetaStore {
         let (low, high) = (format!("{owner}/"), format!("{owner}0"));
         let only = repository.map(|r| r.as_str().to_owned());
         let rows: Vec<PackageVersionRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT r.name AS repository, t.name AS version, t.digest, t.updated_at AS created_at, t.pushed_by \
                      FROM tags t \
@@ -412,7 +412,7 @@ impl MetaStore for SqliteMetaStore {
                 .bind(low)
                 .bind(high)
                 .bind(only)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -426,7 +426,7 @@ impl MetaStore for SqliteMetaStore {
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
         let rows: Vec<ReferrerRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
                      FROM repositories r JOIN manifests m ON m.repository_id = r.id \
@@ -437,7 +437,7 @@ impl MetaStore for SqliteMetaStore {
                 .bind(subject.as_str())
                 .bind(artifact_type)
                 .bind(artifact_type)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;

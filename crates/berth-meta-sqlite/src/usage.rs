@@ -15,10 +15,10 @@ use crate::SqliteMetaStore;
 impl UsageStore for SqliteMetaStore {
     async fn owner_usage(&self, owner: &str) -> Result<OwnerUsage> {
         let row: Option<UsageRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage WHERE owner = ?"))
                     .bind(owner)
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?)
             })
             .await?;
@@ -27,7 +27,7 @@ impl UsageStore for SqliteMetaStore {
 
     async fn owner_usage_and_quota(&self, owner: &str) -> Result<(OwnerUsage, Option<QuotaLimits>)> {
         let row: UsageQuotaRow = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT CAST(?1 AS TEXT) AS owner, COALESCE(u.bytes, 0) AS bytes, \
                             COALESCE(u.repositories, 0) AS repositories, COALESCE(u.manifests, 0) AS manifests, \
@@ -38,7 +38,7 @@ impl UsageStore for SqliteMetaStore {
                      FROM (SELECT 1) AS one LEFT JOIN owner_usage u ON u.owner = ?1",
                 )
                 .bind(owner)
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await?)
             })
             .await?;
@@ -47,9 +47,9 @@ impl UsageStore for SqliteMetaStore {
 
     async fn all_owner_usage(&self) -> Result<Vec<OwnerUsage>> {
         let rows: Vec<UsageRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(concat!("SELECT ", usage_columns!(), " FROM owner_usage ORDER BY owner"))
-                    .fetch_all(pool)
+                    .fetch_all(&mut *conn)
                     .await?)
             })
             .await?;
@@ -60,7 +60,7 @@ impl UsageStore for SqliteMetaStore {
         // Names under `owner/` sort between "owner/" and "owner0" ('0' follows '/').
         let (low, high) = (format!("{owner}/"), format!("{owner}0"));
         let rows: Vec<RepositoryUsageRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as(
                     "SELECT r.name AS repository, \
                        (SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
@@ -73,7 +73,7 @@ impl UsageStore for SqliteMetaStore {
                 .bind(low)
                 .bind(high)
                 .bind(owner)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?)
             })
             .await?;
@@ -112,9 +112,9 @@ impl UsageStore for SqliteMetaStore {
 
     async fn quotas(&self) -> Result<Vec<OwnerQuota>> {
         let rows: Vec<QuotaRow> = self
-            .read(async |pool| {
+            .read(async |conn| {
                 Ok(sqlx::query_as("SELECT owner, bytes, repositories FROM quotas WHERE owner <> '' ORDER BY owner")
-                    .fetch_all(pool)
+                    .fetch_all(&mut *conn)
                     .await?)
             })
             .await?;
