@@ -72,10 +72,17 @@ impl TestServer {
         config.auth.enabled = false;
         let database = backends::apply_backends(&mut config, db, storage).await;
         customize(&mut config);
-        let app = App::build(config.clone()).await.expect("app builds");
-        let registry = app.registry.clone();
-        let maintenance = app.maintenance.clone();
-        let auth = app.auth.clone();
+        TestServer::launch(config, dir, database, "app builds").await
+    }
+
+    async fn launch(
+        config: Config,
+        dir: tempfile::TempDir,
+        database: Option<backends::TempDatabase>,
+        what: &str,
+    ) -> TestServer {
+        let app = App::build(config.clone()).await.expect(what);
+        let (registry, maintenance, auth) = (app.registry.clone(), app.maintenance.clone(), app.auth.clone());
         let listener = TcpListener::bind(config.listen).await.expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
@@ -93,6 +100,17 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// A second server on this one's database and blob storage, as a
+    /// replica behind a load balancer would be (its own data directory and
+    /// port, the same configuration). Stop it before this one: this one owns
+    /// a per-server Postgres database.
+    pub async fn start_replica(&self) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = self.config.clone();
+        config.data_dir = dir.path().to_path_buf();
+        TestServer::launch(config, dir, None, "replica builds").await
     }
 
     /// `http://127.0.0.1:PORT` + `path`.

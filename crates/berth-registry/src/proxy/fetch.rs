@@ -9,8 +9,12 @@
 //! collection cannot free the blob under it; see [`crate::gc`]) and to the
 //! requests reading it. The upstream stream verifies the digest at its end
 //! ([`berth_upstream::BlobStream`]); nothing is committed unless it ended
-//! cleanly, and readers get the last chunk only once the blob is committed,
-//! so a reader never sees a whole body of wrong bytes.
+//! cleanly, and readers get the last chunk only once it did, so a reader
+//! never sees a whole body of wrong bytes. They get it without waiting for
+//! the commit (the store's fsync and the database): the caller's bytes are
+//! verified by then, and the cache's durability is the cache's business. A
+//! reader whose body has the upstream's `Content-Length` ends there; one
+//! without waits for the end of the fetch.
 //!
 //! Readers share the chunks in memory, in a window of at most [`WINDOW`]
 //! bytes per fetch (none while nobody reads). A reader that falls behind
@@ -237,10 +241,16 @@ impl Reader {
                     return item;
                 }
                 Cursor::Live { index } => {
-                    let at = *index;
+                    let (at, offset) = (*index, self.offset);
                     let step = self
                         .fetch
                         .wait_for(|s| {
+                            // All of a declared length was published, so the
+                            // upstream's stream ended cleanly (its last chunk
+                            // is held until then); the commit may still run.
+                            if s.size.is_some_and(|size| size > 0 && offset >= size) {
+                                return Some(Step::End);
+                            }
                             if at < s.first_index {
                                 return Some(Step::Behind);
                             }
@@ -400,13 +410,19 @@ impl Registry {
                         let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
                         return Err(Some(Failed::Upstream(e)));
                     }
-                    None => return Ok(held),
+                    None => {
+                        // A clean end: the length and the digest are verified.
+                        if let Some(last) = held {
+                            fetch.publish(last);
+                        }
+                        return Ok(());
+                    }
                 }
             }
         };
         let (read, written) = tokio::join!(read, write);
-        let (last, (cursor, hasher)) = match (read, written) {
-            (Ok(last), Ok(written)) => (last, written),
+        let (cursor, hasher) = match (read, written) {
+            (Ok(()), Ok(written)) => written,
             (Err(Some(f)), _) => {
                 let _ = store.upload_abort(&id, &start).await;
                 return Err(f);
@@ -433,9 +449,6 @@ impl Registry {
             return Err(Failed::Local(RegistryError::Unavailable(format!(
                 "blob {digest} was garbage-collected while it was being fetched; retry"
             ))));
-        }
-        if let Some(last) = last {
-            fetch.publish(last);
         }
         Ok(size)
     }
@@ -475,6 +488,24 @@ mod tests {
         let got = early.next(&blobs, &d).await.unwrap().unwrap();
         assert_eq!(got.len(), WINDOW);
         assert!(early.next(&blobs, &d).await.is_none(), "the end after the last chunk");
+    }
+
+    #[tokio::test]
+    async fn a_reader_ends_at_the_declared_length_without_waiting_for_the_commit() {
+        let fetch = Arc::new(BlobFetch::new());
+        let mut reader = fetch.subscribe();
+        fetch.set_size(Some(20));
+        fetch.publish(chunk(10));
+        fetch.publish(chunk(10));
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Arc<dyn BlobStore> = Arc::new(berth_blob::FsBlobStore::open(dir.path()).unwrap());
+        let d = Digest::sha256_of(b"x");
+        for _ in 0..2 {
+            assert_eq!(reader.next(&blobs, &d).await.unwrap().unwrap().len(), 10);
+        }
+        let end = tokio::time::timeout(Duration::from_secs(5), reader.next(&blobs, &d)).await;
+        assert!(end.expect("no wait for the outcome").is_none());
+        assert!(lock(&fetch.state).outcome.is_none(), "the fetch is still committing");
     }
 
     #[tokio::test]
