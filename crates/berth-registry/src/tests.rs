@@ -20,6 +20,7 @@ on_both_databases!(
     chunked_upload_survives_a_new_registry_instance,
     finishing_with_another_algorithm_rehashes,
     digest_mismatch_keeps_nothing_visible,
+    whole_blob_put_on_an_empty_session,
     declared_lengths_are_enforced,
     uploads_belong_to_their_repository,
     mounts_and_deletes,
@@ -106,6 +107,31 @@ async fn digest_mismatch_keeps_nothing_visible(db: Db) {
     assert!(matches!(size(&f.registry, &r, &wrong).await, Err(RegistryError::BlobUnknown)));
     assert!(f.registry.blob_store().list().await.unwrap().is_empty());
     assert!(f.registry.blob_store().list_uploads(i64::MAX).await.unwrap().is_empty(), "temporary data removed");
+}
+
+/// A PUT carrying the whole blob on a session that received nothing skips
+/// recording its progress when it succeeds, but a failed one leaves the
+/// session where a recorded append would have: it can still be finished.
+async fn whole_blob_put_on_an_empty_session(db: Db) {
+    let f = fixture(db, Policy::default()).await;
+    let r = repo("whole");
+    let data = b"one request".to_vec();
+    let digest = Digest::sha256_of(&data);
+    let s = f.registry.start_upload(&r, Algorithm::Sha256).await.unwrap();
+    assert_eq!(
+        f.registry.finish_upload(&r, &s.id, &digest, Some((body(&data), ChunkInfo::default()))).await.unwrap(),
+        11
+    );
+    assert_eq!(size(&f.registry, &r, &digest).await.unwrap(), 11);
+    assert!(matches!(f.registry.upload_status(&r, &s.id).await, Err(RegistryError::UploadUnknown)));
+
+    let wrong = Digest::sha256_of(b"something else");
+    let s = f.registry.start_upload(&r, Algorithm::Sha256).await.unwrap();
+    let err = f.registry.finish_upload(&r, &s.id, &wrong, Some((body(&data), ChunkInfo::default()))).await;
+    assert!(matches!(err, Err(RegistryError::DigestMismatch { .. })));
+    assert_eq!(f.registry.upload_status(&r, &s.id).await.unwrap().offset, 11, "progress recorded on failure");
+    assert_eq!(f.registry.finish_upload(&r, &s.id, &digest, None).await.unwrap(), 11);
+    assert!(f.registry.blob_store().list_uploads(i64::MAX).await.unwrap().is_empty(), "temporary data moved");
 }
 
 async fn declared_lengths_are_enforced(db: Db) {

@@ -241,16 +241,38 @@ impl Registry {
         let session = self.session(repo, id).await?;
         // The last chunk's progress is recorded before the commit: if the
         // process dies after moving the data but before the database says
-        // so, the session then honestly reports where the data went.
-        let progress = match last_chunk {
+        // so, the session then honestly reports where the data went. A
+        // session that had received nothing (the whole blob in this PUT, as
+        // small blobs are pushed) is the exception, recorded only if the
+        // upload fails: after a crash it still says 0 bytes, which a PUT
+        // with the body completes the same way (the commit finds the blob
+        // in place). That saves a database write per blob.
+        let (progress, unrecorded) = match last_chunk {
             Some((body, chunk)) => {
                 let expected = chunk.expected_len()?;
                 check_chunk_start(&chunk, session.progress.offset)?;
-                self.append_and_save(&session, body, expected).await?
+                if session.progress.offset == 0 {
+                    (self.append(&session, body, expected).await?, true)
+                } else {
+                    (self.append_and_save(&session, body, expected).await?, false)
+                }
             }
-            None => session.progress.clone(),
+            None => (session.progress.clone(), false),
         };
-        let cursor = cursor_of(&progress);
+        let finished = self.commit_upload(&session, &progress, digest).await;
+        if finished.is_err() && unrecorded {
+            // As if recorded before the commit; a session gone meanwhile stays gone.
+            let _ = self.inner.meta.update_upload(id, session.progress.offset, &progress).await;
+        }
+        finished
+    }
+
+    /// Verifies the digest of an upload that stands at `progress`, commits
+    /// its bytes and links the blob to the session's repository, ending the
+    /// session. The caller holds the session's lock.
+    async fn commit_upload(&self, session: &UploadSession, progress: &UploadProgress, digest: &Digest) -> Result<u64> {
+        let (repo, id) = (&session.repository, session.id.as_str());
+        let cursor = cursor_of(progress);
         let computed = if digest.algorithm() == session.algorithm {
             Hasher::restore(session.algorithm, &progress.hash_state).ok_or(RegistryError::UploadUnknown)?.finish()
         } else {
