@@ -83,6 +83,32 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// `create_dir_all`, and each directory it made is recorded durably in its
+/// parent: a blob renamed into a fresh prefix directory must not vanish with
+/// that directory's entry after a power loss. Costs nothing once the
+/// directory exists.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 fn modified_ms(meta: &fs::Metadata) -> i64 {
     meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis() as i64)
 }
@@ -152,7 +178,7 @@ impl BlobStore for FsBlobStore {
         let to = self.root.join(&relative);
         blocking(move || {
             let dir = to.parent().expect("quarantine path has a parent");
-            fs::create_dir_all(dir)?;
+            create_dir_durably(dir)?;
             match fs::rename(&from, &to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -296,7 +322,7 @@ impl BlobStore for FsBlobStore {
                 Err(e) => return Err(e),
             }
             let dir = target.parent().expect("blob path has a parent");
-            fs::create_dir_all(dir)?;
+            create_dir_durably(dir)?;
             fs::rename(&upload, &target)?;
             sync_dir(dir)
         })
