@@ -16,15 +16,11 @@ use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, Hasher};
-use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use crate::stream::file_stream;
+use crate::write_queue::write_queue;
 use crate::{BlobBody, BlobError, BlobRead, BlobStore, ByteRange, ByteStream, Result, StoredBlob, UploadCursor};
-
-/// Chunks queued between the request body and the writing thread.
-const WRITE_QUEUE: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
@@ -230,7 +226,7 @@ impl BlobStore for FsBlobStore {
     ) -> Result<(UploadCursor, Hasher)> {
         let path = self.upload_path(id)?;
         let offset = cursor.offset;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (tx, mut rx) = write_queue();
         // Hash and write on a blocking thread while this task keeps reading
         // the socket, so network, hashing and disk overlap.
         let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Hasher)> {
@@ -238,9 +234,10 @@ impl BlobStore for FsBlobStore {
             let mut file = open_for_append(&path, offset)?;
             let mut writeback = EarlyWriteback::new(offset);
             let mut written = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
-                file.write_all(&chunk)?;
+            while let Some(queued) = rx.blocking_recv() {
+                let chunk = &queued.chunk;
+                hasher.update(chunk);
+                file.write_all(chunk)?;
                 written += chunk.len() as u64;
                 writeback.wrote(&file, chunk.len() as u64);
             }

@@ -12,6 +12,7 @@
 pub mod fs;
 pub mod s3;
 mod stream;
+mod write_queue;
 
 use std::io;
 use std::pin::Pin;
