@@ -48,9 +48,12 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-proxy-bench.XXXXXX")
 PIDS=()
 BERTH_PID=
 cleanup() {
-  [[ -n $BERTH_PID ]] && kill "$BERTH_PID" 2>/dev/null && wait "$BERTH_PID" 2>/dev/null
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  # The script's own status, not that of a server killed here (143).
+  local status=$?
+  if [[ -n $BERTH_PID ]]; then kill "$BERTH_PID" 2>/dev/null && wait "$BERTH_PID" 2>/dev/null || true; fi
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   if [[ -n ${KEEP:-} ]]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
+  exit "$status"
 }
 trap cleanup EXIT
 
