@@ -222,21 +222,23 @@ impl BlobStore for FsBlobStore {
         id: &str,
         cursor: &UploadCursor,
         mut data: ByteStream,
-        hasher: Hasher,
-    ) -> Result<(UploadCursor, Hasher)> {
+        hasher: Option<Hasher>,
+    ) -> Result<(UploadCursor, Option<Hasher>)> {
         let path = self.upload_path(id)?;
         let offset = cursor.offset;
         let (tx, mut rx) = write_queue();
         // Hash and write on a blocking thread while this task keeps reading
         // the socket, so network, hashing and disk overlap.
-        let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Hasher)> {
+        let writer = tokio::task::spawn_blocking(move || -> Result<(u64, Option<Hasher>)> {
             let mut hasher = hasher;
             let mut file = open_for_append(&path, offset)?;
             let mut writeback = EarlyWriteback::new(offset);
             let mut written = 0u64;
             while let Some(queued) = rx.blocking_recv() {
                 let chunk = &queued.chunk;
-                hasher.update(chunk);
+                if let Some(hasher) = hasher.as_mut() {
+                    hasher.update(chunk);
+                }
                 file.write_all(chunk)?;
                 written += chunk.len() as u64;
                 writeback.wrote(&file, chunk.len() as u64);

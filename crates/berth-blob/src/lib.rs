@@ -129,13 +129,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Appends `data` after `cursor.offset`, feeding every byte stored to
     /// `hasher`, and makes it durable before returning the new cursor. Bytes
     /// beyond `cursor.offset` left by an earlier failed append are discarded.
+    /// Without a hasher the caller must verify the bytes itself (a fetch
+    /// whose source stream checks the digest): hashing twice would cost a
+    /// second pass over every byte.
     async fn upload_append(
         &self,
         id: &str,
         cursor: &UploadCursor,
         data: ByteStream,
-        hasher: Hasher,
-    ) -> Result<(UploadCursor, Hasher)>;
+        hasher: Option<Hasher>,
+    ) -> Result<(UploadCursor, Option<Hasher>)>;
 
     /// Reads back the first `cursor.offset` bytes of an upload (to hash them
     /// with another algorithm than the session's).

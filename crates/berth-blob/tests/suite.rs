@@ -79,6 +79,7 @@ suite!(
     upload_read_returns_everything_appended,
     abort_removes_upload_data,
     commit_is_idempotent,
+    append_without_a_hasher_stores_the_same_bytes,
 );
 
 fn body(parts: &[&[u8]]) -> ByteStream {
@@ -122,10 +123,11 @@ async fn upload_in_chunks_then_commit_and_read_ranges(f: &Fixture) {
     let s = &*f.store;
     let u = id();
     let c0 = s.upload_start(&u).await.unwrap();
-    let (c1, h) = s.upload_append(&u, &c0, body(&[b"hello ", b"wor"]), Hasher::new(Algorithm::Sha256)).await.unwrap();
+    let (c1, h) =
+        s.upload_append(&u, &c0, body(&[b"hello ", b"wor"]), Some(Hasher::new(Algorithm::Sha256))).await.unwrap();
     assert_eq!(c1.offset, 9);
     let (c2, h) = s.upload_append(&u, &c1, body(&[b"ld"]), h).await.unwrap();
-    let digest = h.finish();
+    let digest = h.unwrap().finish();
     assert_eq!(digest, Digest::sha256_of(b"hello world"));
     assert_eq!(s.stat(&digest).await.unwrap(), None);
     s.upload_commit(&u, &c2, &digest).await.unwrap();
@@ -142,7 +144,7 @@ async fn failed_append_is_discarded_on_retry(f: &Fixture) {
     let s = &*f.store;
     let u = id();
     let c0 = s.upload_start(&u).await.unwrap();
-    let (c1, h) = s.upload_append(&u, &c0, body(&[b"abc"]), Hasher::new(Algorithm::Sha256)).await.unwrap();
+    let (c1, h) = s.upload_append(&u, &c0, body(&[b"abc"]), Some(Hasher::new(Algorithm::Sha256))).await.unwrap();
     let garbage = data(9, f.part + 1000);
     let failing: ByteStream = Box::pin(stream::iter(vec![
         Ok(Bytes::from(garbage)),
@@ -153,7 +155,7 @@ async fn failed_append_is_discarded_on_retry(f: &Fixture) {
     // Retrying from the last good cursor drops whatever the failed request stored.
     let (c2, h) = s.upload_append(&u, &c1, body(&[b"def"]), h).await.unwrap();
     assert_eq!(c2.offset, 6);
-    let d = h.finish();
+    let d = h.unwrap().finish();
     assert_eq!(d, Digest::sha256_of(b"abcdef"));
     s.upload_commit(&u, &c2, &d).await.unwrap();
     assert_eq!(read_all(s, &d, None).await, b"abcdef");
@@ -170,7 +172,7 @@ async fn empty_upload_and_duplicate_commit(f: &Fixture) {
     // The same content committed again keeps one copy and removes the upload.
     let u2 = id();
     let c = s.upload_start(&u2).await.unwrap();
-    let (c, _) = s.upload_append(&u2, &c, body(&[]), Hasher::new(Algorithm::Sha256)).await.unwrap();
+    let (c, _) = s.upload_append(&u2, &c, body(&[]), Some(Hasher::new(Algorithm::Sha256))).await.unwrap();
     s.upload_commit(&u2, &c, &empty).await.unwrap();
     let leftovers = s.list_uploads(i64::MAX).await.unwrap();
     assert!(!leftovers.contains(&u) && !leftovers.contains(&u2), "{leftovers:?}");
@@ -183,7 +185,7 @@ async fn lost_upload_data_is_reported(f: &Fixture) {
     let s3_cursor = UploadCursor { offset: 5, state: r#"{"tail":5}"#.into() };
     let cursor = if s.backend() == "s3" { s3_cursor } else { fs_cursor };
     let u = id();
-    let err = s.upload_append(&u, &cursor, body(&[b"x"]), Hasher::new(Algorithm::Sha256)).await.unwrap_err();
+    let err = s.upload_append(&u, &cursor, body(&[b"x"]), Some(Hasher::new(Algorithm::Sha256))).await.unwrap_err();
     assert!(matches!(err, BlobError::UploadLost), "{err:?}");
     let err = s.upload_commit(&u, &cursor, &Digest::sha256_of(b"x")).await.unwrap_err();
     assert!(matches!(err, BlobError::UploadLost), "{err:?}");
@@ -206,11 +208,11 @@ async fn many_small_appends_across_part_boundaries(f: &Fixture) {
     let step = f.part / 3 + 17;
     for piece in all.chunks(step) {
         let (c, h) = s
-            .upload_append(&u, &cursor, body(&[&piece[..piece.len() / 2], &piece[piece.len() / 2..]]), hasher)
+            .upload_append(&u, &cursor, body(&[&piece[..piece.len() / 2], &piece[piece.len() / 2..]]), Some(hasher))
             .await
             .unwrap();
         cursor = c;
-        hasher = h;
+        hasher = h.unwrap();
     }
     assert_eq!(cursor.offset, all.len() as u64);
     let d = hasher.finish();
@@ -226,8 +228,8 @@ async fn upload_read_returns_everything_appended(f: &Fixture) {
     let all = data(3, f.part + 777);
     let u = id();
     let c0 = s.upload_start(&u).await.unwrap();
-    let (c1, _) = s.upload_append(&u, &c0, body(&[&all[..100]]), Hasher::new(Algorithm::Sha256)).await.unwrap();
-    let (c2, _) = s.upload_append(&u, &c1, body(&[&all[100..]]), Hasher::new(Algorithm::Sha256)).await.unwrap();
+    let (c1, _) = s.upload_append(&u, &c0, body(&[&all[..100]]), Some(Hasher::new(Algorithm::Sha256))).await.unwrap();
+    let (c2, _) = s.upload_append(&u, &c1, body(&[&all[100..]]), Some(Hasher::new(Algorithm::Sha256))).await.unwrap();
     assert_eq!(collect(s.upload_read(&u, &c2).await.unwrap()).await, all);
     // Finishing with another algorithm after reading back still commits.
     let d = Digest::of(Algorithm::Sha512, &all);
@@ -240,11 +242,28 @@ async fn abort_removes_upload_data(f: &Fixture) {
     let all = data(5, f.part + 10);
     let u = id();
     let c0 = s.upload_start(&u).await.unwrap();
-    let (c1, _) = s.upload_append(&u, &c0, body(&[&all]), Hasher::new(Algorithm::Sha256)).await.unwrap();
+    let (c1, _) = s.upload_append(&u, &c0, body(&[&all]), Some(Hasher::new(Algorithm::Sha256))).await.unwrap();
     assert!(s.list_uploads(i64::MAX).await.unwrap().contains(&u));
     s.upload_abort(&u, &c1).await.unwrap();
     assert!(!s.list_uploads(i64::MAX).await.unwrap().contains(&u));
     s.upload_abort(&u, &c1).await.unwrap();
+}
+
+/// A caller that verifies the bytes itself (the pull-through fetch) appends
+/// with no hasher: the store keeps the bytes all the same and hands no hasher back.
+async fn append_without_a_hasher_stores_the_same_bytes(f: &Fixture) {
+    let s = &*f.store;
+    let all = data(13, 2 * f.part + 99);
+    let u = id();
+    let c0 = s.upload_start(&u).await.unwrap();
+    let (c1, h) = s.upload_append(&u, &c0, body(&[&all[..f.part + 1]]), None).await.unwrap();
+    assert!(h.is_none());
+    let (c2, h) = s.upload_append(&u, &c1, body(&[&all[f.part + 1..]]), None).await.unwrap();
+    assert!(h.is_none());
+    assert_eq!(c2.offset, all.len() as u64);
+    let d = Digest::sha256_of(&all);
+    s.upload_commit(&u, &c2, &d).await.unwrap();
+    assert_eq!(read_all(s, &d, None).await, all);
 }
 
 async fn commit_is_idempotent(f: &Fixture) {
@@ -252,8 +271,8 @@ async fn commit_is_idempotent(f: &Fixture) {
     let all = data(11, f.part + 5);
     let u = id();
     let c0 = s.upload_start(&u).await.unwrap();
-    let (c1, h) = s.upload_append(&u, &c0, body(&[&all]), Hasher::new(Algorithm::Sha256)).await.unwrap();
-    let d = h.finish();
+    let (c1, h) = s.upload_append(&u, &c0, body(&[&all]), Some(Hasher::new(Algorithm::Sha256))).await.unwrap();
+    let d = h.unwrap().finish();
     s.upload_commit(&u, &c1, &d).await.unwrap();
     // A crash after committing but before the database noticed: the retry succeeds.
     s.upload_commit(&u, &c1, &d).await.unwrap();

@@ -114,9 +114,10 @@ impl Registry {
         let start = store.upload_start(&id).await?;
         let (body, stopped) = Registry::within_room(limit_body(body, length), 0, room);
         let outcome = async {
-            let (cursor, hasher) = store.upload_append(&id, &start, body, Hasher::new(digest.algorithm())).await?;
+            let (cursor, hasher) =
+                store.upload_append(&id, &start, body, Some(Hasher::new(digest.algorithm()))).await?;
             check_length(length, cursor.offset)?;
-            verify(digest, hasher.finish())?;
+            verify(digest, handed_back(hasher)?.finish())?;
             let reservation = self.reserve_blob(digest, cursor.offset).await?;
             store.upload_commit(&id, &cursor, digest).await?;
             Ok::<_, RegistryError>((cursor.offset, reservation))
@@ -201,7 +202,7 @@ impl Registry {
         }
         let hasher = Hasher::restore(session.algorithm, &before.hash_state).ok_or(RegistryError::UploadUnknown)?;
         let (body, stopped) = Registry::within_room(limit_body(body, expected), before.offset, room);
-        let appended = self.inner.blobs.upload_append(&session.id, &cursor_of(before), body, hasher).await;
+        let appended = self.inner.blobs.upload_append(&session.id, &cursor_of(before), body, Some(hasher)).await;
         let (cursor, hasher) = match appended {
             Ok(done) => done,
             Err(_) if stopped.load(Ordering::Relaxed) => {
@@ -214,7 +215,7 @@ impl Registry {
         berth_metrics::metrics().bytes_pushed.inc_by(cursor.offset - before.offset);
         Ok(UploadProgress {
             offset: cursor.offset,
-            hash_state: hasher.save(),
+            hash_state: handed_back(hasher)?.save(),
             backend_state: cursor.state,
             updated_at: now_ms(),
         })
@@ -345,6 +346,11 @@ fn check_chunk_start(chunk: &ChunkInfo, offset: u64) -> Result<()> {
 
 fn verify(expected: &Digest, computed: Digest) -> Result<()> {
     if &computed == expected { Ok(()) } else { Err(RegistryError::DigestMismatch { computed }) }
+}
+
+/// The hasher an append was given, as the store hands it back.
+fn handed_back(hasher: Option<Hasher>) -> Result<Hasher> {
+    hasher.ok_or_else(|| RegistryError::Internal("the blob store dropped the upload's hasher".into()))
 }
 
 fn check_length(expected: Option<u64>, got: u64) -> Result<()> {

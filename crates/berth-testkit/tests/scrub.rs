@@ -53,7 +53,8 @@ async fn overwrite_stored(server: &TestServer, digest: &Digest, bytes: &[u8]) {
     store.delete(digest).await.unwrap();
     let id = uuid::Uuid::new_v4().to_string();
     let cursor = store.upload_start(&id).await.unwrap();
-    let (cursor, _) = store.upload_append(&id, &cursor, stream(bytes), digest.algorithm().hasher()).await.unwrap();
+    let (cursor, _) =
+        store.upload_append(&id, &cursor, stream(bytes), Some(digest.algorithm().hasher())).await.unwrap();
     store.upload_commit(&id, &cursor, digest).await.unwrap();
 }
 

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use berth_blob::{BlobBody, BlobStore, ByteRange, ByteStream};
-use berth_oci::{Digest, Hasher, RepositoryName};
+use berth_oci::{Digest, RepositoryName};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -386,7 +386,9 @@ impl Registry {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(STORE_QUEUE);
         let body: ByteStream =
             Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }));
-        let write = store.upload_append(&id, &start, body, Hasher::new(digest.algorithm()));
+        // No store hasher: the upstream stream checks length and digest
+        // before it ends cleanly, and nothing is committed unless it did.
+        let write = store.upload_append(&id, &start, body, None);
         let read = async move {
             let mut source = source;
             let mut held: Option<Bytes> = None;
@@ -421,7 +423,7 @@ impl Registry {
             }
         };
         let (read, written) = tokio::join!(read, write);
-        let (cursor, hasher) = match (read, written) {
+        let (cursor, _) = match (read, written) {
             (Ok(()), Ok(written)) => written,
             (Err(Some(f)), _) => {
                 let _ = store.upload_abort(&id, &start).await;
@@ -436,11 +438,6 @@ impl Registry {
                 return Err(Failed::Local(RegistryError::Internal("the blob store stopped reading".into())));
             }
         };
-        let computed = hasher.finish();
-        if &computed != digest {
-            let _ = store.upload_abort(&id, &cursor).await;
-            return Err(Failed::Local(RegistryError::DigestMismatch { computed }));
-        }
         let size = cursor.offset;
         let reservation = self.reserve_blob(digest, size).await?;
         store.upload_commit(&id, &cursor, digest).await.map_err(RegistryError::from)?;

@@ -133,7 +133,7 @@ async fn orphan_object(blobs: &dyn BlobStore, data: &[u8]) -> Digest {
     let digest = Digest::sha256_of(data);
     let id = uuid::Uuid::new_v4().to_string();
     let start = blobs.upload_start(&id).await.unwrap();
-    let (cursor, _) = blobs.upload_append(&id, &start, body(data), Hasher::new(Algorithm::Sha256)).await.unwrap();
+    let (cursor, _) = blobs.upload_append(&id, &start, body(data), Some(Hasher::new(Algorithm::Sha256))).await.unwrap();
     blobs.upload_commit(&id, &cursor, &digest).await.unwrap();
     digest
 }
@@ -497,7 +497,10 @@ async fn upload_expiry_purges_idle_sessions_and_orphan_data(db: Db) {
     r.append_upload(&repo("a/b"), &busy.id, body(b"in progress"), ChunkInfo::default()).await.unwrap();
     let blobs = r.blob_store();
     let start = blobs.upload_start("orphan-upload").await.unwrap();
-    blobs.upload_append("orphan-upload", &start, body(b"no session"), Hasher::new(Algorithm::Sha256)).await.unwrap();
+    blobs
+        .upload_append("orphan-upload", &start, body(b"no session"), Some(Hasher::new(Algorithm::Sha256)))
+        .await
+        .unwrap();
     let listed = || async { blobs.list_uploads(i64::MAX).await.unwrap().into_iter().collect::<BTreeSet<_>>() };
     assert_eq!(listed().await.len(), 3);
 
