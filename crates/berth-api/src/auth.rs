@@ -175,14 +175,24 @@ impl<'a> Caller<'a> {
 /// Authenticates the request's credentials (anonymous without any, or
 /// with authentication disabled).
 pub async fn authenticate(state: &AppState, caller: &Caller<'_>) -> Result<Principal, Failure> {
+    authenticate_for(state, caller, None).await
+}
+
+/// [`authenticate`] for a request on `repo`, whose access facts are read
+/// with the credentials where they allow it ([`AuthService::authenticate_for`]).
+async fn authenticate_for(
+    state: &AppState,
+    caller: &Caller<'_>,
+    repo: Option<&RepositoryName>,
+) -> Result<Principal, Failure> {
     let Some(auth) = state.auth() else { return Ok(Principal::Anonymous) };
     let ip = caller.ip();
     let result = match credentials(caller.headers)? {
         Credentials::Basic { secret: encoded, .. } => {
             let (user, secret) = decode_basic(encoded).ok_or(Failure::MalformedBasic)?;
-            auth.authenticate(Credentials::Basic { user: &user, secret: &secret }, ip).await
+            auth.authenticate_for(Credentials::Basic { user: &user, secret: &secret }, ip, repo).await
         }
-        other => auth.authenticate(other, ip).await,
+        other => auth.authenticate_for(other, ip, repo).await,
     };
     result.map_err(Failure::Auth)
 }
@@ -207,7 +217,8 @@ pub struct Need<'a> {
 pub async fn require(state: &AppState, caller: &Caller<'_>, need: Need<'_>) -> Result<Principal, ApiError> {
     let Some(auth) = state.auth() else { return Ok(Principal::Anonymous) };
     let scope = scope_string(need.repo, need.actions);
-    let principal = principal(state, caller, Some(&scope)).await?;
+    let principal =
+        authenticate_for(state, caller, Some(need.repo)).await.map_err(|f| failure(state, caller, Some(&scope), f))?;
     if let Principal::Bearer(claims) = &principal
         && !granted_by_claims(claims, need.repo).covers(need.actions)
     {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use berth_meta::auth::{TokenRecord, UserRecord};
+use berth_meta::auth::{AccessFacts, TokenRecord, UserRecord};
 use berth_oci::RepositoryName;
 
 use crate::upstreams::{UpstreamAccess, upstream_rights};
@@ -78,7 +78,7 @@ impl AuthService {
             return hit.map_err(AuthError::InvalidToken);
         }
         let outcome = match self.bearer_identity(claims).await? {
-            Ok((user, token)) => Ok(self.rights_of(user.as_ref(), token.as_ref(), repo).await?),
+            Ok((user, token)) => Ok(self.rights_of(user.as_ref(), token.as_ref(), repo, None).await?),
             Err(gone) => Err(gone),
         };
         self.live.put(key, outcome.clone());
@@ -106,13 +106,22 @@ impl AuthService {
 
     /// Rights of a (possibly anonymous) user, narrowed by a token. In an
     /// upstream's namespace they follow its access level ([`crate::upstreams`]).
+    /// `known`: the user's facts on `repo` if read already (with the credentials).
     pub(crate) async fn rights_of(
         &self,
         user: Option<&UserRecord>,
         token: Option<&TokenRecord>,
         repo: &RepositoryName,
+        known: Option<&AccessFacts>,
     ) -> Result<Actions> {
-        let facts = self.store.access_facts(repo, user.map(|u| u.id)).await?;
+        let read;
+        let facts = match known {
+            Some(facts) => facts,
+            None => {
+                read = self.store.access_facts(repo, user.map(|u| u.id)).await?;
+                &read
+            }
+        };
         let mut rights = match self.upstreams.by_prefix(repo) {
             // The owner is the upstream's namespace: its organization's members are the upstream's.
             Some(ns) => upstream_rights(user, ns.access, facts.role.is_some()),
@@ -126,7 +135,7 @@ impl AuthService {
                     };
                     upstream_rights(user, ns.access, member)
                 }
-                None => policy::user_rights(user, &facts),
+                None => policy::user_rights(user, facts),
             },
         };
         if let Some(t) = token {

@@ -28,7 +28,7 @@ pub mod upstreams;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_meta::auth::{OwnerKind, TokenRecord, UserRecord};
+use berth_meta::auth::{AccessFacts, OwnerKind, TokenRecord, UserRecord};
 use berth_meta::{AuthStore, MetaError};
 use berth_oci::RepositoryName;
 
@@ -64,6 +64,9 @@ pub enum Principal {
     User {
         user: Box<UserRecord>,
         token: Option<Box<TokenRecord>>,
+        /// The user's access facts on the request's repository, when they
+        /// were read with the credentials ([`AuthService::authenticate_for`]).
+        access: Option<Box<KnownAccess>>,
     },
     /// Holds a bearer token from `/v2/token` (possibly an anonymous one).
     Bearer(Box<Claims>),
@@ -83,6 +86,22 @@ impl Principal {
     /// Whether the caller proved an identity (an anonymous bearer token did not).
     pub fn is_authenticated(&self) -> bool {
         self.user_name().is_some()
+    }
+}
+
+/// A user's access facts on one repository, read in the same query as the
+/// credentials, as the user record was: deciding the request's rights on
+/// that repository needs no query of its own. Only this crate makes them.
+#[derive(Debug, Clone)]
+pub struct KnownAccess {
+    repo: RepositoryName,
+    facts: AccessFacts,
+}
+
+impl KnownAccess {
+    /// The facts, if they are `repo`'s.
+    fn of(&self, repo: &RepositoryName) -> Option<&AccessFacts> {
+        (self.repo == *repo).then_some(&self.facts)
     }
 }
 
@@ -184,8 +203,11 @@ impl AuthService {
     /// Everything `principal` may do to `repo`, from the accounts' current state.
     pub async fn rights(&self, principal: &Principal, repo: &RepositoryName) -> Result<Actions> {
         match principal {
-            Principal::Anonymous => self.rights_of(None, None, repo).await,
-            Principal::User { user, token } => self.rights_of(Some(user), token.as_deref(), repo).await,
+            Principal::Anonymous => self.rights_of(None, None, repo, None).await,
+            Principal::User { user, token, access } => {
+                let known = access.as_deref().and_then(|a| a.of(repo));
+                self.rights_of(Some(user), token.as_deref(), repo, known).await
+            }
             Principal::Bearer(claims) => {
                 let claimed = granted_by_claims(claims, repo);
                 if claimed.is_empty() {
@@ -215,7 +237,7 @@ impl AuthService {
     /// site). Bearer JWTs from `/v2/token` grant repository access only, so
     /// they never do. The user record was read when the request authenticated.
     pub fn is_site_admin(&self, principal: &Principal, wanted: Actions) -> bool {
-        let Principal::User { user, token } = principal else { return false };
+        let Principal::User { user, token, .. } = principal else { return false };
         if !user.is_admin || user.disabled {
             return false;
         }
@@ -233,7 +255,7 @@ impl AuthService {
         if self.is_site_admin(principal, wanted) {
             return Ok(true);
         }
-        let Principal::User { user, token } = principal else { return Ok(false) };
+        let Principal::User { user, token, .. } = principal else { return Ok(false) };
         if user.disabled || !acts_beyond_repositories(token.as_deref(), wanted) {
             return Ok(false);
         }
@@ -274,7 +296,7 @@ impl AuthService {
         }
         let (sub, pat) = match principal {
             Principal::Anonymous => (String::new(), None),
-            Principal::User { user, token } => (user.name.clone(), token.as_ref().map(|t| t.id)),
+            Principal::User { user, token, .. } => (user.name.clone(), token.as_ref().map(|t| t.id)),
             Principal::Bearer(c) => (c.sub.clone(), c.pat),
         };
         let issued = self.keys.issue(&sub, access.clone(), pat).map_err(AuthError::Internal)?;
@@ -293,7 +315,7 @@ impl AuthService {
     ) -> Result<Vec<String>> {
         let (user, token) = match principal {
             Principal::Anonymous => (None, None),
-            Principal::User { user, token } => (Some((**user).clone()), token.as_deref().cloned()),
+            Principal::User { user, token, .. } => (Some((**user).clone()), token.as_deref().cloned()),
             Principal::Bearer(c) => self.bearer_identity(c).await?.map_err(AuthError::InvalidToken)?,
         };
         let mut out = Vec::new();

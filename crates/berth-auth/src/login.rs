@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use berth_meta::auth::TokenCandidate;
+use berth_oci::RepositoryName;
 use tokio::sync::Semaphore;
 
 use crate::limiter::{Admission, LoginKeys, Refusal};
 use crate::secrets::{self, Subject, VerifiedCache};
-use crate::{AuthError, AuthService, Credentials, Principal, Result, jwt, token_usable};
+use crate::{AuthError, AuthService, Credentials, KnownAccess, Principal, Result, jwt, token_usable};
 
 /// A valid argon2id hash (default cost) of a password nobody has, verified
 /// when the user does not exist so unknown and known names take equal time.
@@ -93,6 +94,19 @@ impl AuthService {
     /// Turns credentials into a principal. Password logins are bounded per
     /// user and per client address (see [`crate::limiter`]).
     pub async fn authenticate(&self, creds: Credentials<'_>, ip: Option<IpAddr>) -> Result<Principal> {
+        self.authenticate_for(creds, ip, None).await
+    }
+
+    /// [`Self::authenticate`] for a request on `repo`: the lookup of a
+    /// personal access token, or of a password's user, also reads the user's
+    /// access facts on `repo` (the principal carries them), so that
+    /// authenticating and authorizing the request cost one query, not two.
+    pub async fn authenticate_for(
+        &self,
+        creds: Credentials<'_>,
+        ip: Option<IpAddr>,
+        repo: Option<&RepositoryName>,
+    ) -> Result<Principal> {
         match creds {
             Credentials::None => Ok(Principal::Anonymous),
             Credentials::Bearer(t) if t.matches('.').count() == 2 => {
@@ -102,18 +116,18 @@ impl AuthService {
                     AuthError::InvalidToken(e)
                 })
             }
-            Credentials::Bearer(t) => self.login_token(t, None, ip).await,
+            Credentials::Bearer(t) => self.login_token(t, None, ip, repo).await,
             // Gitea also accepts the token as the user name.
             Credentials::Basic { user, secret }
                 if secrets::looks_like_token(user) && !secrets::looks_like_token(secret) =>
             {
-                self.login_token(user, None, ip).await
+                self.login_token(user, None, ip, repo).await
             }
             Credentials::Basic { user, secret } if secrets::looks_like_token(secret) => {
-                self.login_token(secret, Some(user), ip).await
+                self.login_token(secret, Some(user), ip, repo).await
             }
             Credentials::Basic { user, secret } if self.settings.allow_password => {
-                self.login_password(user, secret, ip).await
+                self.login_password(user, secret, ip, repo).await
             }
             Credentials::Basic { user, .. } => {
                 berth_metrics::metrics().auth_failure("password");
@@ -123,7 +137,8 @@ impl AuthService {
         }
     }
 
-    /// A token login: one indexed query by the secret's lookup key, then
+    /// A token login: one indexed query by the secret's lookup key (which
+    /// also reads the access facts on `repo`, if named), then
     /// for each row carrying that key (several only if keys collide) that
     /// is usable right now, an argon2 check of the secret against the row's
     /// verifier. Revocation, expiry and a disabled user are read from the
@@ -136,11 +151,17 @@ impl AuthService {
     /// attacker could only exploit by guessing 64 random bits, and even then
     /// 192 bits of the secret remain. So token logins need no lockout, and
     /// never suffer one: a bad script's failures cannot lock a token out.
-    async fn login_token(&self, secret: &str, user: Option<&str>, ip: Option<IpAddr>) -> Result<Principal> {
+    async fn login_token(
+        &self,
+        secret: &str,
+        user: Option<&str>,
+        ip: Option<IpAddr>,
+        repo: Option<&RepositoryName>,
+    ) -> Result<Principal> {
         let key = secrets::token_lookup_key(secret);
         let now = now_ms();
-        for candidate in self.store.tokens_by_lookup_key(&key).await? {
-            let TokenCandidate { token, user, secret_hash } = candidate;
+        for candidate in self.store.tokens_by_lookup_key(&key, repo).await? {
+            let TokenCandidate { token, user, secret_hash, access } = candidate;
             if !token_usable(&token, now) || user.disabled {
                 continue;
             }
@@ -153,7 +174,8 @@ impl AuthService {
                     tracing::warn!(error = %e, "could not record token use");
                 }
             }
-            return Ok(Principal::User { user: Box::new(user), token: Some(Box::new(token)) });
+            let access = access.zip(repo).map(|(facts, repo)| Box::new(KnownAccess { repo: repo.clone(), facts }));
+            return Ok(Principal::User { user: Box::new(user), token: Some(Box::new(token)), access });
         }
         berth_metrics::metrics().auth_failure("token");
         tracing::info!(target: "audit", event = "auth_failure", kind = "token", user = user.map_or("-", loggable_user), ip = %ip_text(ip));
@@ -171,9 +193,15 @@ impl AuthService {
     /// connections at once) wait for the first one's verdict instead of
     /// each taking a slot: after a success they are repeats, answered from
     /// the cache; after a failure each is an attempt of its own.
-    pub(crate) async fn login_password(&self, name: &str, password: &str, ip: Option<IpAddr>) -> Result<Principal> {
+    pub(crate) async fn login_password(
+        &self,
+        name: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+        repo: Option<&RepositoryName>,
+    ) -> Result<Principal> {
         if self.verified.recent_login(name, password) {
-            return self.login_password_once(name, password, ip).await;
+            return self.login_password_once(name, password, ip, repo).await;
         }
         let key = VerifiedCache::key(Subject::Password(i64::MIN), name, password);
         let flight = self.in_flight.join(key);
@@ -181,7 +209,7 @@ impl AuthService {
         let _ = flight
             .cell
             .get_or_try_init(|| async {
-                let outcome = self.login_password_once(name, password, ip).await;
+                let outcome = self.login_password_once(name, password, ip, repo).await;
                 let verdict = outcome.as_ref().map(|_| true).map_err(|_| ());
                 led = Some(outcome);
                 verdict
@@ -190,11 +218,17 @@ impl AuthService {
         self.in_flight.leave(key, &flight);
         match led {
             Some(outcome) => outcome,
-            None => self.login_password_once(name, password, ip).await,
+            None => self.login_password_once(name, password, ip, repo).await,
         }
     }
 
-    async fn login_password_once(&self, name: &str, password: &str, ip: Option<IpAddr>) -> Result<Principal> {
+    async fn login_password_once(
+        &self,
+        name: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+        repo: Option<&RepositoryName>,
+    ) -> Result<Principal> {
         let keys = self.limiter.keys(Some(name), ip);
         self.refuse_if_locked(&keys, name, ip)?;
         // Anything but a repeat of a recent success waits for its slot before
@@ -205,7 +239,14 @@ impl AuthService {
         if !repeat {
             admission = Some(self.admit(&keys, name, ip).await?);
         }
-        let user = self.store.get_user(name).await?.filter(|u| !u.disabled);
+        let (user, access) = match repo {
+            Some(repo) => match self.store.get_user_with_access(name, repo).await? {
+                Some((user, facts)) => (Some(user), Some(Box::new(KnownAccess { repo: repo.clone(), facts }))),
+                None => (None, None),
+            },
+            None => (self.store.get_user(name).await?, None),
+        };
+        let user = user.filter(|u| !u.disabled);
         let (subject, hash) = match &user {
             Some(u) => (Subject::Password(u.id), u.password_hash.clone()),
             None => (Subject::Password(-1), None),
@@ -231,7 +272,7 @@ impl AuthService {
         match user {
             Some(user) if ok => {
                 self.verified.remember_login(name, password);
-                Ok(Principal::User { user: Box::new(user), token: None })
+                Ok(Principal::User { user: Box::new(user), token: None, access })
             }
             _ => {
                 berth_metrics::metrics().auth_failure("password");

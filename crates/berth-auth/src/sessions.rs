@@ -34,7 +34,7 @@ pub struct WebSession {
 impl WebSession {
     /// The principal a page acts as (the user's own rights; no token limits).
     pub fn principal(&self) -> Principal {
-        Principal::User { user: Box::new(self.user.clone()), token: None }
+        Principal::User { user: Box::new(self.user.clone()), token: None, access: None }
     }
 }
 
@@ -69,7 +69,7 @@ impl AuthService {
         if !self.settings.allow_password {
             return Err(AuthError::InvalidCredentials);
         }
-        let Principal::User { user, .. } = self.login_password(name, password, ip).await? else {
+        let Principal::User { user, .. } = self.login_password(name, password, ip, None).await? else {
             return Err(AuthError::InvalidCredentials);
         };
         let now = now_ms();

@@ -205,7 +205,7 @@ async fn only_enabled_site_admins_administer_the_site() {
 
 /// The store's row for a token: its argon2id verifier and lookup key.
 async fn stored_token(f: &Fixture, secret: &str) -> berth_meta::auth::TokenCandidate {
-    let mut found = f.store.tokens_by_lookup_key(&secrets::token_lookup_key(secret)).await.unwrap();
+    let mut found = f.store.tokens_by_lookup_key(&secrets::token_lookup_key(secret), None).await.unwrap();
     assert_eq!(found.len(), 1);
     found.remove(0)
 }
@@ -288,6 +288,68 @@ async fn revocation_expiry_and_disabling_beat_the_verified_cache() {
 }
 
 #[tokio::test]
+async fn credentials_read_with_the_repository_decide_as_a_separate_read_would() {
+    let f = fixture().await;
+    let s: &dyn AuthStore = f.store.as_ref();
+    for (u, admin) in [("root", true), ("reader", false), ("writer", false), ("outsider", false)] {
+        admin::create_user(s, u, Some("pw"), admin).await.unwrap();
+    }
+    admin::create_org(s, "acme").await.unwrap();
+    admin::set_member(s, "acme", "reader", "read").await.unwrap();
+    admin::set_member(s, "acme", "writer", "write").await.unwrap();
+    s.set_repository_public(&repo("acme/public"), Some(true), 0).await.unwrap();
+    s.set_repository_public(&repo("acme/app"), None, 0).await.unwrap();
+    let write = TokenRequest { scopes: vec!["write:package".into()], ..Default::default() };
+    let narrow_req = TokenRequest {
+        scopes: vec!["read:package".into()],
+        repositories: vec!["acme/app".into()],
+        ..Default::default()
+    };
+    let repos = ["acme/app", "acme/public", "acme/missing", "writer/x", "ghost/app"].map(repo);
+    for user in ["root", "reader", "writer", "outsider"] {
+        let (_, token) = admin::create_token(s, user, &write).await.unwrap();
+        let (_, narrow) = admin::create_token(s, user, &narrow_req).await.unwrap();
+        let creds = [basic(user, "pw"), basic(user, &token), Credentials::Bearer(&token), basic(&narrow, "")];
+        for creds in creds {
+            let plain = f.auth.authenticate(creds, None).await.unwrap();
+            for target in &repos {
+                let with = f.auth.authenticate_for(creds, None, Some(target)).await.unwrap();
+                assert!(matches!(&with, Principal::User { access: Some(_), .. }), "{user}: facts read with {creds:?}");
+                let expected = f.auth.rights(&plain, target).await.unwrap();
+                assert_eq!(f.auth.rights(&with, target).await.unwrap(), expected, "{user} on {target} by {creds:?}");
+                // Facts of one repository never decide another's.
+                for other in &repos {
+                    let fresh = f.auth.rights(&plain, other).await.unwrap();
+                    assert_eq!(f.auth.rights(&with, other).await.unwrap(), fresh, "{user}: {target}, then {other}");
+                }
+            }
+        }
+    }
+
+    // The facts are those of the moment the credentials were checked, like
+    // the user record: the request is decided without another query; the
+    // next request sees the change.
+    let (id, token) = admin::create_token(s, "reader", &write).await.unwrap();
+    let app = repo("acme/app");
+    let before = f.auth.authenticate_for(basic("reader", &token), None, Some(&app)).await.unwrap();
+    admin::set_member(s, "acme", "reader", "write").await.unwrap();
+    assert_eq!(f.auth.rights(&before, &app).await.unwrap(), Actions::PULL, "decided on the facts read with it");
+    let after = f.auth.authenticate_for(basic("reader", &token), None, Some(&app)).await.unwrap();
+    assert_eq!(f.auth.rights(&after, &app).await.unwrap(), Actions::ALL);
+
+    // Revoked tokens and disabled users are refused at once, as without a repository.
+    admin::revoke_token(s, id).await.unwrap();
+    let r = f.auth.authenticate_for(basic("reader", &token), None, Some(&app)).await;
+    assert!(matches!(r, Err(AuthError::InvalidCredentials)), "revoked: {r:?}");
+    let (_, other) = admin::create_token(s, "writer", &write).await.unwrap();
+    f.auth.authenticate_for(Credentials::Bearer(&other), None, Some(&app)).await.unwrap();
+    f.auth.authenticate_for(basic("writer", "pw"), None, Some(&app)).await.unwrap();
+    admin::set_disabled(s, "writer", true).await.unwrap();
+    assert!(f.auth.authenticate_for(Credentials::Bearer(&other), None, Some(&app)).await.is_err(), "disabled");
+    assert!(f.auth.authenticate_for(basic("writer", "pw"), None, Some(&app)).await.is_err(), "disabled");
+}
+
+#[tokio::test]
 async fn colliding_lookup_keys_are_each_verified() {
     use berth_meta::auth::NewToken;
     let f = fixture().await;
@@ -323,7 +385,8 @@ async fn colliding_lookup_keys_are_each_verified() {
         ..row("", String::new())
     };
     let id = s.create_token(&mine).await.unwrap();
-    let Principal::User { user, token } = f.auth.authenticate(Credentials::Bearer(&secret), None).await.unwrap() else {
+    let Principal::User { user, token, .. } = f.auth.authenticate(Credentials::Bearer(&secret), None).await.unwrap()
+    else {
         panic!("a user")
     };
     assert_eq!((user.name.as_str(), token.map(|t| t.id)), ("alice", Some(id)));

@@ -17,8 +17,8 @@ use berth_meta::auth::{
     AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord,
 };
 use berth_meta::{AuthStore, MetaError, Result};
-use berth_meta_sql::rows::{AccessRow, OwnerRow, TokenRow, TokenUserRow, UserRow, parse_role};
-use berth_meta_sql::{token_columns, token_user_columns, user_columns};
+use berth_meta_sql::rows::{AccessRow, OwnerRow, TokenRow, TokenUserRow, UserFactsRow, UserRow, parse_role};
+use berth_meta_sql::{facts_columns, token_columns, token_user_columns, user_columns};
 use berth_oci::RepositoryName;
 
 use crate::PostgresMetaStore;
@@ -140,6 +140,31 @@ impl AuthStore for PostgresMetaStore {
             })
             .await?;
         Ok(row.map(UserRecord::from))
+    }
+
+    async fn get_user_with_access(
+        &self,
+        name: &str,
+        repo: &RepositoryName,
+    ) -> Result<Option<(UserRecord, AccessFacts)>> {
+        let row: Option<UserFactsRow> = self
+            .read(async |pool| {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    ", ",
+                    facts_columns!("o.id", "$2"),
+                    " FROM users u JOIN owners o ON o.id = u.owner_id LEFT JOIN owners ro ON ro.name = $3 \
+                     WHERE o.name = $1"
+                ))
+                .bind(name)
+                .bind(repo.as_str())
+                .bind(repo.owner())
+                .fetch_optional(pool)
+                .await?)
+            })
+            .await?;
+        Ok(row.map(Into::into))
     }
 
     async fn get_user_by_id(&self, id: i64) -> Result<Option<UserRecord>> {
@@ -351,21 +376,30 @@ impl AuthStore for PostgresMetaStore {
 
     /// The tokens with this lookup key (revoked or expired ones too: the
     /// caller judges), oldest first, each with its user and verifier.
-    async fn tokens_by_lookup_key(&self, lookup_key: &[u8]) -> Result<Vec<TokenCandidate>> {
+    async fn tokens_by_lookup_key(
+        &self,
+        lookup_key: &[u8],
+        repo: Option<&RepositoryName>,
+    ) -> Result<Vec<TokenCandidate>> {
+        // Without a repository the facts' parameters are NULL: they match
+        // nothing, and the facts are dropped.
         let rows: Vec<TokenUserRow> = self
             .read(async |pool| {
                 Ok(sqlx::query_as(concat!(
                     "SELECT ",
-                    token_user_columns!(),
+                    token_user_columns!("$2"),
                     " FROM access_tokens t JOIN owners o ON o.id = t.user_id JOIN users u ON u.owner_id = o.id \
+                     LEFT JOIN owners ro ON ro.name = $3 \
                      WHERE t.lookup_key = $1 ORDER BY t.id"
                 ))
                 .bind(lookup_key)
+                .bind(repo.map(|r| r.as_str()))
+                .bind(repo.map(|r| r.owner()))
                 .fetch_all(pool)
                 .await?)
             })
             .await?;
-        Ok(rows.into_iter().map(TokenCandidate::from).collect())
+        Ok(rows.into_iter().map(|r| r.into_candidate(repo.is_some())).collect())
     }
 
     async fn get_token(&self, id: i64) -> Result<Option<TokenRecord>> {

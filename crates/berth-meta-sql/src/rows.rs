@@ -3,7 +3,7 @@
 //! SELECT lists the columns (or aliases) named here; the `*_columns!`
 //! macros spell the common lists as literals for `concat!`.
 
-use berth_meta::auth::{OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord};
+use berth_meta::auth::{AccessFacts, OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord};
 use berth_meta::protection::Holder;
 use berth_meta::{ManifestRecord, MetaError, PackageVersionRecord, Referrer, Result, UploadProgress, UploadSession};
 use berth_oci::Algorithm;
@@ -35,14 +35,37 @@ macro_rules! token_columns {
 }
 
 /// The columns of [`TokenUserRow`], from `access_tokens t JOIN owners o
-/// JOIN users u` (the token's user).
+/// JOIN users u` (the token's user) `LEFT JOIN owners ro` (the owner of the
+/// repository named by parameter `$repo`, see [`facts_columns!`]).
 #[macro_export]
 macro_rules! token_user_columns {
-    () => {
+    ($repo:literal) => {
         concat!(
             $crate::token_columns!(),
             ", o.name AS user_name, u.password_hash, u.is_admin, u.disabled, o.created_at AS user_created_at, \
-             t.secret_hash"
+             t.secret_hash, ",
+            $crate::facts_columns!("t.user_id", $repo)
+        )
+    };
+}
+
+/// The columns of [`FactsRow`]: the access facts of user `$user` (an SQL
+/// expression) on the repository named by parameter `$repo`, whose owner
+/// is joined as `ro` (`LEFT JOIN owners ro ON ro.name = <owner parameter>`).
+/// Both dialects spell them alike but for the parameters' placeholders.
+#[macro_export]
+macro_rules! facts_columns {
+    ($user:literal, $repo:literal) => {
+        concat!(
+            "ro.id AS facts_owner_id, ro.name AS facts_owner_name, ro.kind AS facts_owner_kind, \
+             ro.is_public AS facts_owner_public, ro.created_at AS facts_owner_created_at, \
+             (SELECT m.role FROM org_members m WHERE m.org_id = ro.id AND m.user_id = ",
+            $user,
+            ") AS facts_role, (SELECT r.is_public FROM repositories r WHERE r.name = ",
+            $repo,
+            ") AS facts_repository_public, EXISTS (SELECT 1 FROM repositories r WHERE r.name = ",
+            $repo,
+            ") AS facts_repository_exists"
         )
     };
 }
@@ -144,6 +167,21 @@ impl From<UserRow> for UserRecord {
     }
 }
 
+/// A user with its access facts on one repository ([`facts_columns!`]).
+#[derive(sqlx::FromRow)]
+pub struct UserFactsRow {
+    #[sqlx(flatten)]
+    pub user: UserRow,
+    #[sqlx(flatten)]
+    pub facts: FactsRow,
+}
+
+impl From<UserFactsRow> for (UserRecord, AccessFacts) {
+    fn from(r: UserFactsRow) -> Self {
+        (r.user.into(), r.facts.into())
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub struct TokenRow {
     pub id: i64,
@@ -190,19 +228,56 @@ pub struct TokenUserRow {
     pub user_created_at: i64,
     /// The token's argon2id PHC string.
     pub secret_hash: String,
+    /// The user's access facts on the repository named in the lookup.
+    #[sqlx(flatten)]
+    pub facts: FactsRow,
 }
 
-impl From<TokenUserRow> for TokenCandidate {
-    fn from(r: TokenUserRow) -> Self {
+impl TokenUserRow {
+    /// The candidate, with the access facts if a repository was named.
+    pub fn into_candidate(self, with_facts: bool) -> TokenCandidate {
         let user = UserRecord {
-            id: r.token.user_id,
-            name: r.user_name,
-            password_hash: r.password_hash,
-            is_admin: r.is_admin,
-            disabled: r.disabled,
-            created_at: r.user_created_at,
+            id: self.token.user_id,
+            name: self.user_name,
+            password_hash: self.password_hash,
+            is_admin: self.is_admin,
+            disabled: self.disabled,
+            created_at: self.user_created_at,
         };
-        TokenCandidate { token: r.token.into(), user, secret_hash: r.secret_hash }
+        let access = with_facts.then(|| self.facts.into());
+        TokenCandidate { token: self.token.into(), user, secret_hash: self.secret_hash, access }
+    }
+}
+
+/// [`facts_columns!`]: access facts as extra columns of another row (the
+/// owner's are NULL when it does not exist).
+#[derive(sqlx::FromRow)]
+pub struct FactsRow {
+    pub facts_owner_id: Option<i64>,
+    pub facts_owner_name: Option<String>,
+    pub facts_owner_kind: Option<String>,
+    pub facts_owner_public: Option<bool>,
+    pub facts_owner_created_at: Option<i64>,
+    pub facts_role: Option<String>,
+    pub facts_repository_public: Option<bool>,
+    pub facts_repository_exists: bool,
+}
+
+impl From<FactsRow> for AccessFacts {
+    /// Exactly what `access_facts` returns: without an owner, nothing at all.
+    fn from(r: FactsRow) -> Self {
+        let (Some(id), Some(name), Some(kind), Some(is_public), Some(created_at)) =
+            (r.facts_owner_id, r.facts_owner_name, r.facts_owner_kind, r.facts_owner_public, r.facts_owner_created_at)
+        else {
+            return AccessFacts::default();
+        };
+        AccessRow {
+            owner: OwnerRow { id, name, kind, is_public, created_at },
+            role: r.facts_role,
+            repository_public: r.facts_repository_public,
+            repository_exists: r.facts_repository_exists,
+        }
+        .into()
     }
 }
 
@@ -237,9 +312,9 @@ pub struct AccessRow {
     pub repository_exists: bool,
 }
 
-impl From<AccessRow> for berth_meta::auth::AccessFacts {
+impl From<AccessRow> for AccessFacts {
     fn from(row: AccessRow) -> Self {
-        berth_meta::auth::AccessFacts {
+        AccessFacts {
             owner: Some(row.owner.into()),
             // An unknown role stored by hand grants nothing.
             role: row.role.as_deref().and_then(OrgRole::parse),

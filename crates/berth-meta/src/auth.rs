@@ -117,14 +117,19 @@ pub struct NewToken {
     pub created_at: i64,
 }
 
-/// A token found by its lookup key: the record, its user as it is now, and
-/// the stored verifier of its secret.
+/// A token found by its lookup key: the record, its user as it is now, the
+/// stored verifier of its secret, and the user's access facts on the
+/// repository the request is for, if one was named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenCandidate {
     pub token: TokenRecord,
     pub user: UserRecord,
     /// argon2id PHC string of the secret.
     pub secret_hash: String,
+    /// What [`AuthStore::access_facts`] says of the token's user and the
+    /// repository named in the lookup, read in the same query; `None` when
+    /// no repository was named.
+    pub access: Option<AccessFacts>,
 }
 
 /// A member of an organization, for listings.
@@ -142,6 +147,15 @@ pub trait AuthStore: crate::SessionStore + crate::DirectoryStore + Send + Sync +
     async fn create_user(&self, name: &str, password_hash: Option<&str>, is_admin: bool, now: i64) -> Result<i64>;
 
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
+
+    /// [`Self::get_user`] with the user's access facts on `repo` (as
+    /// [`Self::access_facts`] returns them), in one query: a password login
+    /// and the authorization of its request cost one round trip.
+    async fn get_user_with_access(
+        &self,
+        name: &str,
+        repo: &RepositoryName,
+    ) -> Result<Option<(UserRecord, AccessFacts)>>;
 
     async fn get_user_by_id(&self, id: i64) -> Result<Option<UserRecord>>;
 
@@ -190,9 +204,15 @@ pub trait AuthStore: crate::SessionStore + crate::DirectoryStore + Send + Sync +
 
     /// Every token whose lookup key is `lookup_key` (usually none or one;
     /// several only if keys collide), oldest first, with its user and stored
-    /// verifier, in one indexed query. Revoked and expired tokens are
-    /// returned too: the caller judges them.
-    async fn tokens_by_lookup_key(&self, lookup_key: &[u8]) -> Result<Vec<TokenCandidate>>;
+    /// verifier and, when `repo` is named, its user's access facts on `repo`,
+    /// in one indexed query: a request carrying a token costs one round trip
+    /// to authenticate and authorize. Revoked and expired tokens, and
+    /// disabled users, are returned too: the caller judges them.
+    async fn tokens_by_lookup_key(
+        &self,
+        lookup_key: &[u8],
+        repo: Option<&RepositoryName>,
+    ) -> Result<Vec<TokenCandidate>>;
 
     async fn get_token(&self, id: i64) -> Result<Option<TokenRecord>>;
 

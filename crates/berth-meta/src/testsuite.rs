@@ -13,11 +13,11 @@
 //! a failure names its backend. The calling crate needs `tokio` (features
 //! `macros`, `rt-multi-thread`) among its dev-dependencies.
 //!
-//! The cases of this file take the [`MetaStore`]; those of [`auth`] take the
-//! same store as an [`AuthStore`], those of [`maintenance`] as a
-//! [`MaintenanceStore`] too, and those of [`protection`] (deletes refused
-//! for content a manifest or an immutable tag still needs) the
-//! [`MetaStore`] again. Every backend implements all of them.
+//! The cases of this file take the [`MetaStore`]; those of [`auth`] and
+//! [`tokens`] take the same store as an [`AuthStore`], those of
+//! [`maintenance`] as a [`MaintenanceStore`] too, and those of
+//! [`protection`] (deletes refused for content a manifest or an immutable
+//! tag still needs) the [`MetaStore`] again. Every backend implements all of them.
 
 pub mod auth;
 pub mod browse;
@@ -26,6 +26,7 @@ pub mod maintenance;
 pub mod protection;
 pub mod proxy;
 pub mod scrub;
+pub mod tokens;
 pub mod usage;
 
 use std::any::Any;
@@ -144,12 +145,17 @@ macro_rules! meta_store_suite {
             owners_and_public_flags,
             set_repository_public_creates_and_inherits,
             access_facts_for_members_outsiders_and_anonymous,
+            user_with_access_reads_facts_of_the_repository,
             readable_repositories_by_caller,
             readable_repositories_pagination,
+        ], tokens [
             tokens_create_lookup_and_list,
             revoke_token_only_once,
             touch_token_records_last_use,
             token_lookup_keys_may_collide,
+            token_lookup_reads_access_facts_of_the_repository,
+            token_lookup_with_facts_sees_every_change_at_once,
+            colliding_tokens_each_bring_their_own_users_facts,
         ], maintenance [
             lease_is_exclusive_until_released_or_expired,
             reserve_and_link_refuse_a_deleting_blob,
@@ -207,6 +213,7 @@ macro_rules! meta_store_suite {
         ]);
     };
     (@cases $prefix:ident, $constructor:expr, [$($case:ident),* $(,)?], auth [$($auth_case:ident),* $(,)?],
+     tokens [$($tokens_case:ident),* $(,)?],
      maintenance [$($maintenance_case:ident),* $(,)?], events [$($events_case:ident),* $(,)?],
      protection [$($protection_case:ident),* $(,)?], browse [$($browse_case:ident),* $(,)?],
      usage [$($usage_case:ident),* $(,)?], scrub [$($scrub_case:ident),* $(,)?],
@@ -228,6 +235,14 @@ macro_rules! meta_store_suite {
                 async fn $auth_case() {
                     let fixture: $crate::testsuite::Fixture = $constructor.await;
                     $crate::testsuite::auth::$auth_case(fixture.auth()).await;
+                }
+            )*
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $tokens_case() {
+                    let fixture: $crate::testsuite::Fixture = $constructor.await;
+                    $crate::testsuite::tokens::$tokens_case(fixture.auth()).await;
                 }
             )*
 

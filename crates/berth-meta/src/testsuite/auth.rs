@@ -1,5 +1,5 @@
 //! Suite cases for [`AuthStore`]: users and organizations, memberships,
-//! visibility, access facts and personal access tokens.
+//! visibility and access facts (personal access tokens: [`super::tokens`]).
 //!
 //! Each case takes a fresh, empty, migrated store; `meta_store_suite!` runs
 //! them from its `auth` list (a unit test checks that list is complete).
@@ -8,9 +8,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use super::{T0, repo, strings};
-use crate::auth::{
-    AccessFacts, Membership, NewToken, OrgRole, OwnerKind, OwnerRecord, TokenCandidate, TokenRecord, UserRecord,
-};
+use crate::auth::{AccessFacts, Membership, OrgRole, OwnerKind, OwnerRecord, UserRecord};
 use crate::{AuthStore, MetaError, Result};
 
 // --- helpers -------------------------------------------------------------------
@@ -35,7 +33,7 @@ async fn user(store: &dyn AuthStore, name: &str) -> UserRecord {
 }
 
 /// A regular user with a password, created at `T0`.
-async fn new_user(store: &dyn AuthStore, name: &str) -> UserRecord {
+pub(super) async fn new_user(store: &dyn AuthStore, name: &str) -> UserRecord {
     store.create_user(name, Some(&format!("phc of {name}")), false, T0).await.expect("create_user");
     user(store, name).await
 }
@@ -45,11 +43,11 @@ async fn new_admin(store: &dyn AuthStore, name: &str) -> UserRecord {
     user(store, name).await
 }
 
-async fn new_org(store: &dyn AuthStore, name: &str) -> i64 {
+pub(super) async fn new_org(store: &dyn AuthStore, name: &str) -> i64 {
     store.create_org(name, T0).await.expect("create_org")
 }
 
-async fn set_public(store: &dyn AuthStore, repository: &str, public: Option<bool>) {
+pub(super) async fn set_public(store: &dyn AuthStore, repository: &str, public: Option<bool>) {
     store.set_repository_public(&repo(repository), public, T0).await.expect("set_repository_public");
 }
 
@@ -57,46 +55,12 @@ async fn readable(store: &dyn AuthStore, user: Option<&UserRecord>) -> Vec<Strin
     store.readable_repositories(user, None, 1000).await.expect("readable_repositories")
 }
 
-async fn facts(store: &dyn AuthStore, repository: &str, user: Option<&UserRecord>) -> AccessFacts {
+pub(super) async fn facts(store: &dyn AuthStore, repository: &str, user: Option<&UserRecord>) -> AccessFacts {
     store.access_facts(&repo(repository), user.map(|u| u.id)).await.expect("access_facts")
 }
 
 async fn owner(store: &dyn AuthStore, name: &str) -> OwnerRecord {
     store.get_owner(name).await.expect("get_owner").expect("owner exists")
-}
-
-/// A stand-in for a token's argon2id verifier (the store keeps it verbatim).
-fn phc(name: &str) -> String {
-    format!("$argon2id$v=19$m=19456,t=2,p=1$salt-of-{name}$hash-of-{name}")
-}
-
-/// A read-only token for every repository, found by `lookup_key`.
-fn token(user_id: i64, name: &str, lookup_key: &[u8]) -> NewToken {
-    NewToken {
-        user_id,
-        name: name.to_owned(),
-        lookup_key: lookup_key.to_vec(),
-        secret_hash: phc(name),
-        scopes: strings(&["read:package"]),
-        repositories: Vec::new(),
-        expires_at: None,
-        created_at: T0,
-    }
-}
-
-async fn get_token(store: &dyn AuthStore, id: i64) -> TokenRecord {
-    store.get_token(id).await.expect("get_token").expect("token exists")
-}
-
-async fn by_key(store: &dyn AuthStore, key: &[u8]) -> Vec<TokenCandidate> {
-    store.tokens_by_lookup_key(key).await.expect("tokens_by_lookup_key")
-}
-
-/// The one token with this lookup key.
-async fn one_by_key(store: &dyn AuthStore, key: &[u8]) -> TokenCandidate {
-    let mut found = by_key(store, key).await;
-    assert_eq!(found.len(), 1, "tokens with key {key:?}: {found:?}");
-    found.remove(0)
 }
 
 // --- users and organizations -----------------------------------------------------
@@ -395,6 +359,39 @@ pub async fn access_facts_for_members_outsiders_and_anonymous(store: Arc<dyn Aut
     assert_eq!(facts(&*store, "alicex/app", Some(&alice)).await, AccessFacts::default());
 }
 
+pub async fn user_with_access_reads_facts_of_the_repository(store: Arc<dyn AuthStore>) {
+    let alice = new_user(&*store, "alice").await;
+    let bob = new_user(&*store, "bob").await;
+    new_org(&*store, "acme").await;
+    store.set_org_member("acme", "bob", OrgRole::Write).await.expect("add bob");
+    set_public(&*store, "alice/app", Some(false)).await;
+    set_public(&*store, "acme/team/app", None).await;
+
+    // The user as `get_user` has it, with exactly what `access_facts` says
+    // of them and the repository, for every kind of repository.
+    let cases = ["alice/app", "alice/nothing", "acme/team/app", "acme/other", "bob/app", "ghost/app", "alice"];
+    for user in [&alice, &bob] {
+        for repository in cases {
+            let found = store.get_user_with_access(&user.name, &repo(repository)).await.expect("get_user_with_access");
+            let expected = (user.clone(), facts(&*store, repository, Some(user)).await);
+            assert_eq!(found, Some(expected), "{} on {repository}", user.name);
+        }
+    }
+    let (_, bobs) = store.get_user_with_access("bob", &repo("acme/team/app")).await.expect("read").expect("bob");
+    assert_eq!((bobs.role, bobs.repository_exists), (Some(OrgRole::Write), true));
+    let (_, ghost) = store.get_user_with_access("bob", &repo("ghost/app")).await.expect("read").expect("bob");
+    assert_eq!(ghost, AccessFacts::default(), "no owner, no facts");
+    assert_eq!(store.get_user_with_access("nobody", &repo("alice/app")).await.expect("read"), None);
+    assert_eq!(store.get_user_with_access("acme", &repo("acme/app")).await.expect("read"), None, "an org is no user");
+
+    // Nothing is remembered: a disabled user and a lost membership show at once.
+    assert!(store.set_user_disabled("bob", true).await.expect("disable"));
+    assert!(store.remove_org_member("acme", "bob").await.expect("remove"));
+    let (user, facts) = store.get_user_with_access("bob", &repo("acme/team/app")).await.expect("read").expect("bob");
+    assert!(user.disabled);
+    assert_eq!(facts.role, None);
+}
+
 pub async fn readable_repositories_by_caller(store: Arc<dyn AuthStore>) {
     let root = new_admin(&*store, "root").await;
     let alice = new_user(&*store, "alice").await;
@@ -492,141 +489,4 @@ pub async fn readable_repositories_pagination(store: Arc<dyn AuthStore>) {
     assert_eq!(page(Some(&carol), Some("b/x"), 2).await, strings(&["c/x"]));
     assert_eq!(page(None, Some("a"), 1).await, strings(&["a/x"]));
     assert_eq!(page(None, Some("a/x"), 1).await, strings(&["b/x"]));
-}
-
-// --- tokens ----------------------------------------------------------------------
-
-pub async fn tokens_create_lookup_and_list(store: Arc<dyn AuthStore>) {
-    let alice = new_user(&*store, "alice").await;
-    let bob = new_user(&*store, "bob").await;
-    let ci = NewToken {
-        user_id: alice.id,
-        name: "ci".into(),
-        lookup_key: vec![1, 2, 3, 0, 255, 6, 7, 8],
-        secret_hash: phc("ci"),
-        scopes: strings(&["read:package", "write:package"]),
-        repositories: strings(&["alice/ci-*", "alice/app"]),
-        expires_at: Some(T0 + 86_400_000),
-        created_at: T0,
-    };
-    let ci_id = store.create_token(&ci).await.expect("create ci token");
-    let laptop_id = store
-        .create_token(&NewToken { created_at: T0 + 1, ..token(alice.id, "laptop", b"laptop") })
-        .await
-        .expect("laptop");
-    let bob_id = store.create_token(&token(bob.id, "bob", b"bob")).await.expect("bob's token");
-
-    let ci_record = TokenRecord {
-        id: ci_id,
-        user_id: alice.id,
-        name: "ci".into(),
-        scopes: strings(&["read:package", "write:package"]),
-        repositories: strings(&["alice/ci-*", "alice/app"]),
-        expires_at: Some(T0 + 86_400_000),
-        last_used_at: None,
-        revoked_at: None,
-        created_at: T0,
-    };
-    assert_eq!(get_token(&*store, ci_id).await, ci_record);
-    let laptop = get_token(&*store, laptop_id).await;
-    assert_eq!((laptop.scopes, laptop.repositories), (strings(&["read:package"]), Vec::new()), "empty means all");
-    assert_eq!((laptop.expires_at, laptop.created_at), (None, T0 + 1));
-    assert_eq!(store.get_token(i64::MAX).await.expect("get_token"), None);
-
-    // By lookup key, with the token's user and its verifier, kept verbatim.
-    let found = by_key(&*store, &[1, 2, 3, 0, 255, 6, 7, 8]).await;
-    assert_eq!(found, vec![TokenCandidate { token: ci_record.clone(), user: alice.clone(), secret_hash: phc("ci") }]);
-    let found = one_by_key(&*store, b"bob").await;
-    assert_eq!((found.token.id, found.user, found.secret_hash), (bob_id, bob, phc("bob")));
-    assert_eq!(by_key(&*store, b"unknown").await, Vec::new());
-    assert_eq!(by_key(&*store, &[1, 2, 3]).await, Vec::new(), "a prefix is not the key");
-    assert_eq!(by_key(&*store, &[]).await, Vec::new());
-
-    // The user comes as it is now.
-    assert!(store.set_user_disabled("alice", true).await.expect("disable alice"));
-    let found = one_by_key(&*store, b"laptop").await;
-    assert_eq!((found.token.id, found.user), (laptop_id, UserRecord { disabled: true, ..alice }));
-
-    let ids = |tokens: Vec<TokenRecord>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
-    let alices = store.list_tokens("alice").await.expect("list");
-    assert_eq!(alices.first(), Some(&ci_record));
-    assert_eq!(ids(alices), vec![ci_id, laptop_id], "oldest first");
-    assert_eq!(ids(store.list_tokens("bob").await.expect("list")), vec![bob_id]);
-    assert_eq!(store.list_tokens("nobody").await.expect("list"), Vec::new());
-}
-
-pub async fn revoke_token_only_once(store: Arc<dyn AuthStore>) {
-    let alice = new_user(&*store, "alice").await;
-    let id = store.create_token(&token(alice.id, "ci", b"first")).await.expect("create");
-    let other = store.create_token(&token(alice.id, "other", b"second")).await.expect("create");
-
-    assert!(store.revoke_token(id, T0 + 10).await.expect("revoke"));
-    assert_eq!(get_token(&*store, id).await.revoked_at, Some(T0 + 10));
-    assert!(!store.revoke_token(id, T0 + 20).await.expect("revoke again"));
-    assert_eq!(get_token(&*store, id).await.revoked_at, Some(T0 + 10), "the first revocation stays");
-    assert!(!store.revoke_token(i64::MAX, T0).await.expect("unknown token"));
-    assert_eq!(get_token(&*store, other).await.revoked_at, None);
-
-    // Revoked tokens are still found and listed; the caller refuses them.
-    let found = one_by_key(&*store, b"first").await;
-    assert_eq!((found.token.id, found.token.revoked_at), (id, Some(T0 + 10)));
-    assert_eq!(store.list_tokens("alice").await.expect("list").len(), 2);
-
-    // Of concurrent revocations, exactly one reports it.
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.revoke_token(other, T0 + 100 + i).await })
-        })
-        .collect();
-    let mut revoked = 0;
-    for task in tasks {
-        revoked += usize::from(task.await.expect("revoke task panicked").expect("revoke"));
-    }
-    assert_eq!(revoked, 1);
-    assert!(get_token(&*store, other).await.revoked_at.is_some());
-}
-
-pub async fn touch_token_records_last_use(store: Arc<dyn AuthStore>) {
-    let alice = new_user(&*store, "alice").await;
-    let id = store.create_token(&token(alice.id, "ci", b"first")).await.expect("create");
-    let other = store.create_token(&token(alice.id, "other", b"second")).await.expect("create");
-    assert_eq!(get_token(&*store, id).await.last_used_at, None);
-
-    store.touch_token(id, T0 + 100).await.expect("touch");
-    assert_eq!(get_token(&*store, id).await.last_used_at, Some(T0 + 100));
-    store.touch_token(id, T0 + 200).await.expect("touch again");
-    let touched = get_token(&*store, id).await;
-    assert_eq!((touched.last_used_at, touched.revoked_at), (Some(T0 + 200), None));
-    assert_eq!(get_token(&*store, other).await.last_used_at, None, "other tokens untouched");
-
-    store.touch_token(i64::MAX, T0).await.expect("touching an unknown token is not an error");
-}
-
-pub async fn token_lookup_keys_may_collide(store: Arc<dyn AuthStore>) {
-    let alice = new_user(&*store, "alice").await;
-    let bob = new_user(&*store, "bob").await;
-    let first = store.create_token(&token(alice.id, "first", b"same")).await.expect("create");
-    // Another token (another secret and verifier) whose key is the same:
-    // both are stored, and the lookup returns both, oldest first, each with
-    // its own verifier and user, for the caller to verify each.
-    let second = store.create_token(&token(bob.id, "second", b"same")).await.expect("a colliding key is no conflict");
-    let third = store.create_token(&token(alice.id, "third", b"same")).await.expect("and again");
-    let found = by_key(&*store, b"same").await;
-    let seen: Vec<_> = found.iter().map(|c| (c.token.id, c.user.id, c.secret_hash.clone())).collect();
-    assert_eq!(
-        seen,
-        vec![(first, alice.id, phc("first")), (second, bob.id, phc("second")), (third, alice.id, phc("third"))]
-    );
-    assert_eq!(store.list_tokens("bob").await.expect("list").len(), 1);
-
-    // Revoking one leaves the others as they were.
-    assert!(store.revoke_token(second, T0 + 5).await.expect("revoke"));
-    let revoked: Vec<_> = by_key(&*store, b"same").await.into_iter().map(|c| c.token.revoked_at).collect();
-    assert_eq!(revoked, vec![None, Some(T0 + 5), None]);
-
-    // Names need not be unique either.
-    store.create_token(&token(alice.id, "first", b"different")).await.expect("same name, other key");
-    assert_eq!(store.list_tokens("alice").await.expect("list").len(), 3);
-    assert_eq!(one_by_key(&*store, b"different").await.token.name, "first");
 }
