@@ -10,28 +10,16 @@
 #   PERF="record -F 2999 -g" ...   # perf on Berth during both pulls: /tmp/prof.data
 #   PERF="stat -e context-switches,syscalls:sys_enter_recvfrom" ...
 set -euo pipefail
+cd "$(dirname "$0")/.."
 BERTH_BIN=${BERTH_BIN:-target/release/berth}
 W=$(mktemp -d "${TMPDIR:-/var/tmp}/berth-proxy-cpu.XXXXXX")
-fp() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wh() { for _ in $(seq 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
-UP=$(fp)
-cat > $W/r.yml <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $W/up
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:$UP
-EOF
-docker-registry serve $W/r.yml > $W/r.log 2>&1 & RP=$!
+RP= BP=
 trap 'kill $RP $BP 2>/dev/null; rm -rf $W' EXIT
-wh http://127.0.0.1:$UP/v2/
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+start_distribution "${REGISTRY_BIN:-/usr/bin/docker-registry}" "$W"
+RP=$DISTRIBUTION_PID
+UP=${DISTRIBUTION_URL##*:}
 head -c $((${MIB:-400} << 20)) /dev/urandom > $W/blob
 D=sha256:$(sha256sum $W/blob | cut -d' ' -f1)
 L=$(curl -fsS -X POST -D - -o /dev/null http://127.0.0.1:$UP/v2/bench/a/blobs/uploads/ | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
@@ -39,10 +27,10 @@ curl -fsS -X PUT --data-binary @$W/blob -H 'content-type: application/octet-stre
 curl -s -o /dev/null http://127.0.0.1:$UP/v2/bench/a/blobs/$D
 BP=
 for i in $(seq ${N:-3}); do
-  rm -rf $W/b; mkdir -p $W/b; PORT=$(fp)
+  rm -rf $W/b; mkdir -p $W/b; PORT=$(free_port)
   BERTH_DATA_DIR=$W/b BERTH_AUTH_ENABLED=false BERTH_LOG_LEVEL=warn BERTH_LISTEN=127.0.0.1:$PORT \
    BERTH_UPSTREAMS="[{\"name\":\"up\",\"url\":\"http://127.0.0.1:$UP\",\"access\":\"public\"}]" $BERTH_BIN serve > $W/b.log 2>&1 & BP=$!
-  wh http://127.0.0.1:$PORT/v2/
+  wait_http http://127.0.0.1:$PORT/v2/
   sync
   t0=$(awk '{print $14+$15}' /proc/$BP/stat)
   if [[ -n ${PERF:-} ]]; then perf $PERF -p $BP -o /tmp/prof.data 2>/dev/null & PF=$!; sleep 0.3; fi

@@ -57,33 +57,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 300); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 now_ns() { date +%s%N; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # --- the upstream -----------------------------------------------------------
-UP_PORT=$(free_port)
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/upstream
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:$UP_PORT
-  secret: berth-proxy-bench
-EOF
-env -u REGISTRY_HTTP_ADDR "$REGISTRY_BIN" serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-PIDS+=($!)
-UPSTREAM=http://127.0.0.1:$UP_PORT
-wait_http "$UPSTREAM/v2/"
+start_distribution "$REGISTRY_BIN" "$WORK"
+PIDS+=("$DISTRIBUTION_PID")
+UPSTREAM=$DISTRIBUTION_URL
+UP_PORT=${UPSTREAM##*:}
 
 # --- the link: a throttling TCP proxy ----------------------------------------
 LINK_PORT=$(free_port)
