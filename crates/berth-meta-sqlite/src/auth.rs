@@ -8,8 +8,10 @@ use berth_meta::{AuthStore, MetaError, Result};
 use berth_meta_sql::rows::{AccessRow, OwnerRow, TokenRow, TokenUserRow, UserFactsRow, UserRow, parse_role};
 use berth_meta_sql::{facts_columns, token_columns, token_user_columns, user_columns};
 use berth_oci::RepositoryName;
+use rusqlite::{OptionalExtension, params};
 
 use crate::error::StoreError;
+use crate::point::PointRow;
 use crate::{SqliteMetaStore, manifests};
 
 impl SqliteMetaStore {
@@ -122,23 +124,18 @@ impl AuthStore for SqliteMetaStore {
         name: &str,
         repo: &RepositoryName,
     ) -> Result<Option<(UserRecord, AccessFacts)>> {
-        let row: Option<UserFactsRow> = self
-            .read(async |conn| {
-                Ok(sqlx::query_as(concat!(
-                    "SELECT ",
-                    user_columns!(),
-                    ", ",
-                    facts_columns!("o.id", "?2"),
-                    " FROM users u JOIN owners o ON o.id = u.owner_id LEFT JOIN owners ro ON ro.name = ?3 \
-                     WHERE o.name = ?1"
-                ))
-                .bind(name)
-                .bind(repo.as_str())
-                .bind(repo.owner())
-                .fetch_optional(&mut *conn)
-                .await?)
-            })
-            .await?;
+        let row = self.point_read(|conn| {
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                user_columns!(),
+                ", ",
+                facts_columns!("o.id", "?2"),
+                " FROM users u JOIN owners o ON o.id = u.owner_id LEFT JOIN owners ro ON ro.name = ?3 \
+                 WHERE o.name = ?1"
+            ))?
+            .query_row(params![name, repo.as_str(), repo.owner()], UserFactsRow::read)
+            .optional()
+        })?;
         Ok(row.map(Into::into))
     }
 
@@ -333,22 +330,17 @@ impl AuthStore for SqliteMetaStore {
     ) -> Result<Vec<TokenCandidate>> {
         // Without a repository the facts' parameters are NULL: they match
         // nothing, and the facts are dropped.
-        let rows: Vec<TokenUserRow> = self
-            .read(async |conn| {
-                Ok(sqlx::query_as(concat!(
-                    "SELECT ",
-                    token_user_columns!("?2"),
-                    " FROM access_tokens t JOIN owners o ON o.id = t.user_id JOIN users u ON u.owner_id = o.id \
-                     LEFT JOIN owners ro ON ro.name = ?3 \
-                     WHERE t.lookup_key = ?1 ORDER BY t.id"
-                ))
-                .bind(lookup_key)
-                .bind(repo.map(|r| r.as_str()))
-                .bind(repo.map(|r| r.owner()))
-                .fetch_all(&mut *conn)
-                .await?)
-            })
-            .await?;
+        let rows = self.point_read(|conn| {
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                token_user_columns!("?2"),
+                " FROM access_tokens t JOIN owners o ON o.id = t.user_id JOIN users u ON u.owner_id = o.id \
+                 LEFT JOIN owners ro ON ro.name = ?3 \
+                 WHERE t.lookup_key = ?1 ORDER BY t.id"
+            ))?
+            .query_map(params![lookup_key, repo.map(|r| r.as_str()), repo.map(|r| r.owner())], TokenUserRow::read)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
         Ok(rows.into_iter().map(|r| r.into_candidate(repo.is_some())).collect())
     }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use berth_meta::{MetaError, Result};
+use berth_meta::Result;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
 
@@ -34,9 +34,7 @@ impl SqliteMetaStore {
     /// Leases in the copy are marked expired: the backup's own GC lease
     /// must not hold off collection in a registry restored from it.
     pub async fn backup_into(&self, dest: &Path) -> Result<()> {
-        let source =
-            self.path.as_ref().ok_or_else(|| MetaError::Backend("an in-memory database has no file to copy".into()))?;
-        let options = SqliteConnectOptions::new().filename(source).busy_timeout(BUSY_TIMEOUT);
+        let options = SqliteConnectOptions::new().filename(&self.path).busy_timeout(BUSY_TIMEOUT);
         let mut conn = SqliteConnection::connect_with(&options).await.map_err(StoreError::from)?;
         let copied = sqlx::query("VACUUM INTO ?").bind(dest.to_string_lossy().into_owned()).execute(&mut conn).await;
         let _ = conn.close().await;

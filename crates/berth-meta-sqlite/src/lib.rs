@@ -3,10 +3,17 @@
 //! SQLite allows one writer at a time. Rather than let several pooled
 //! connections race for the write lock (and hit `SQLITE_BUSY` when a read
 //! transaction tries to upgrade), every write goes through a pool holding
-//! exactly one connection and starts with `BEGIN IMMEDIATE`; plain reads use
-//! a separate pool of read-only connections, which WAL mode lets run while
-//! the writer commits. Writes are therefore queued in-process, and the queue
+//! exactly one connection and starts with `BEGIN IMMEDIATE`; reads use
+//! read-only connections of their own, which WAL mode lets run while the
+//! writer commits. Writes are therefore queued in-process, and the queue
 //! wait is bounded by the acquire timeout.
+//!
+//! Reads come in two kinds. The point reads of the per-request paths (a
+//! manifest, a blob's entry, an upload session, credentials with their
+//! access facts: a row or a few by key) run on the caller's thread through
+//! rusqlite (`point`); every other read (lists, usage, maintenance, admin
+//! lookups) runs on sqlx reader connections (`readers`), off the runtime's
+//! threads.
 //!
 //! sqlx runs each SQLite connection on a thread of its own, and every
 //! statement sent to it is a round trip between threads. The hot writes of a
@@ -29,6 +36,7 @@ mod holders;
 mod maintenance;
 mod manifests;
 mod migrate;
+mod point;
 mod proxy;
 mod readers;
 mod scrub;
@@ -50,7 +58,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use crate::backup::{Snapshot, database_file, latest_schema_version, read_snapshot};
 use crate::error::{Sqlite, StoreError, StoreResult};
-use crate::readers::{Reader, Readers};
+use crate::point::PointReaders;
+use crate::readers::Readers;
 
 /// How long a statement waits for a lock held by another process (for
 /// example `berth migrate` or a second registry instance on the same file).
@@ -60,7 +69,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
     /// `sqlite:///abs/path/berth.db`, `sqlite://./rel/berth.db` or
-    /// `sqlite::memory:` (tests). A missing file and its parent directories
+    /// `sqlite::memory:` (tests: a temporary file removed with the store).
+    /// A missing file and its parent directories
     /// are created.
     pub url: String,
     /// Size of the reader pool; writes always use one extra connection.
@@ -78,7 +88,8 @@ impl SqliteSettings {
         SqliteSettings { url: format!("sqlite://{path}"), max_connections: 16, acquire_timeout: Duration::from_secs(5) }
     }
 
-    /// A private in-memory database that lives as long as the store.
+    /// A private database that lives as long as the store (a file in a
+    /// temporary directory, see [`SqliteMetaStore::connect`]).
     pub fn in_memory() -> Self {
         SqliteSettings { url: "sqlite::memory:".to_owned(), ..Self::for_path("unused") }
     }
@@ -89,10 +100,14 @@ impl SqliteSettings {
 pub struct SqliteMetaStore {
     /// Exactly one connection: every write transaction goes through it.
     writer: SqlitePool,
-    /// Connections for plain reads (the writer's when in memory).
-    reader: Reader,
-    /// The database file, `None` in memory; migrations lock a file beside it.
-    path: Option<PathBuf>,
+    /// Connections for reads that may scan.
+    reader: Arc<Readers>,
+    /// Connections for point reads, run on the caller's thread.
+    points: Arc<PointReaders>,
+    /// The database file; migrations lock a file beside it.
+    path: PathBuf,
+    /// Holds an "in-memory" database's directory until the last clone drops.
+    _temp_dir: Option<Arc<tempfile::TempDir>>,
 }
 
 /// The embedded schema migrations (`migrations/sqlite` at the repository root).
@@ -102,76 +117,70 @@ impl SqliteMetaStore {
     /// Opens (and if needed creates) the database. Does not migrate: call
     /// [`SqliteMetaStore::migrate`] at start-up or from `berth migrate`.
     pub async fn connect(settings: &SqliteSettings) -> Result<Self> {
-        let location = parse_location(&settings.url)?;
-        // Parse errors can quote the URL, so they are replaced, not wrapped.
-        let options = SqliteConnectOptions::from_str(&settings.url)
-            .map_err(|_| MetaError::Backend("invalid SQLite URL".into()))?
+        // "In memory" is a file in a private temporary directory, removed
+        // with the store: point reads open their own connections (see
+        // `point`), and an SQLite in-memory database is private to one.
+        let (options, temp_dir) = match parse_location(&settings.url)? {
+            Location::Memory => {
+                let dir = tempfile::Builder::new()
+                    .prefix("berth-memory-")
+                    .tempdir()
+                    .map_err(|e| MetaError::Unavailable(format!("cannot create a temporary database: {e}")))?;
+                (SqliteConnectOptions::new().filename(dir.path().join("berth.db")), Some(Arc::new(dir)))
+            }
+            // Parse errors can quote the URL, so they are replaced, not wrapped.
+            Location::File => (
+                SqliteConnectOptions::from_str(&settings.url)
+                    .map_err(|_| MetaError::Backend("invalid SQLite URL".into()))?,
+                None,
+            ),
+        };
+        let options = options
             .foreign_keys(true)
             // FULL: an acknowledged push must survive a power loss, even in WAL mode.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT);
-
-        match location {
-            Location::Memory => {
-                // An in-memory database vanishes with its last connection and
-                // shares no WAL, so one pinned connection serves everything.
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .acquire_timeout(settings.acquire_timeout)
-                    .connect_with(options)
-                    .await
-                    .map_err(StoreError::from)?;
-                Ok(SqliteMetaStore { writer: pool.clone(), reader: Reader::Shared(pool), path: None })
-            }
-            Location::File => {
-                // The file sqlx opens (percent-decoded); migrations lock beside it.
-                let path = options.get_filename().to_path_buf();
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    tokio::fs::create_dir_all(parent)
-                        .await
-                        .map_err(|e| MetaError::Unavailable(format!("cannot create the database directory: {e}")))?;
-                }
-                // The writer connects first: it creates the file and switches
-                // it to WAL (a persistent setting) before any reader opens it.
-                let writer = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .acquire_timeout(settings.acquire_timeout)
-                    .connect_with(options.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
-                    .await
-                    .map_err(StoreError::from)?;
-                // query_only turns a write sent to the wrong pool into an error
-                // instead of a lock upgrade that could deadlock with the writer.
-                let reader = Readers::open(
-                    // A small page cache per reader: the OS page cache already
-                    // holds the file, and sixteen private 2 MiB caches add up.
-                    options.pragma("query_only", "ON").pragma("cache_size", "-512"),
-                    reader_count(settings.max_connections),
-                    settings.acquire_timeout,
-                )
+        // The file sqlx opens (percent-decoded); migrations lock beside it.
+        let path = options.get_filename().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
                 .await
-                .map_err(StoreError::from)?;
-                Ok(SqliteMetaStore { writer, reader: Reader::Own(Arc::new(reader)), path: Some(path) })
-            }
+                .map_err(|e| MetaError::Unavailable(format!("cannot create the database directory: {e}")))?;
         }
+        // The writer connects first: it creates the file and switches
+        // it to WAL (a persistent setting) before any reader opens it.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
+            .await
+            .map_err(StoreError::from)?;
+        let readers = reader_count(settings.max_connections);
+        // query_only turns a write sent to the wrong pool into an error
+        // instead of a lock upgrade that could deadlock with the writer.
+        let reader = Readers::new(
+            // A small page cache per reader: the OS page cache already
+            // holds the file, and sixteen private 2 MiB caches add up.
+            options.pragma("query_only", "ON").pragma("cache_size", "-512"),
+            readers,
+            settings.acquire_timeout,
+        );
+        let points = PointReaders::open(&path, readers as usize, BUSY_TIMEOUT)?;
+        Ok(SqliteMetaStore { writer, reader: Arc::new(reader), points: Arc::new(points), path, _temp_dir: temp_dir })
     }
 
     /// Applies pending migrations. Processes starting together serialize on
     /// an OS lock of `<dbfile>.migrate.lock`, so exactly one of them applies
     /// each migration and the others find it done.
     pub async fn migrate(&self) -> Result<()> {
-        let _lock = match &self.path {
-            Some(path) => Some(migrate::lock_for(path).await?),
-            None => None,
-        };
+        let _lock = migrate::lock_for(&self.path).await?;
         MIGRATOR.run(&self.writer).await.map_err(|e| classify_migration::<Sqlite>(&e))
     }
 
     /// Closes the readers and the writer, waiting for queries in flight.
     pub async fn close(&self) {
+        self.points.close();
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -179,6 +188,11 @@ impl SqliteMetaStore {
     /// Runs `op` on a reader connection, classifying its errors.
     pub(crate) async fn read<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
         Ok(self.reader.run(op).await?)
+    }
+
+    /// Runs `op` (a point read, see [`point`]) on this thread.
+    pub(crate) fn point_read<T>(&self, op: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.points.run(op)
     }
 
     /// Runs `op` in a write transaction on the single writer connection and
@@ -199,8 +213,7 @@ impl SqliteMetaStore {
     /// A batch that failed half-way may leave a transaction open or
     /// synchronous relaxed: both are undone before the connection goes back
     /// to the pool, and a connection that cannot be cleaned up (or whose
-    /// batch was cancelled mid-way) is closed, which rolls back. (For an
-    /// in-memory database, used by tests, closing it loses the data.)
+    /// batch was cancelled mid-way) is closed, which rolls back.
     pub(crate) async fn batch<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
         let mut writer = Writer { conn: self.writer.acquire().await.map_err(StoreError::from)?, clean: false };
         let result = op(&mut writer.conn).await;
@@ -311,7 +324,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("100% sure?/berth #1.db");
         let store = SqliteMetaStore::connect(&SqliteSettings::for_path(&path)).await.expect("connect");
-        assert_eq!(store.path.as_deref(), Some(path.as_path()));
+        assert_eq!(store.path, path);
         store.migrate().await.expect("migrate");
         assert!(path.exists());
         assert!(path.with_file_name("berth #1.db.migrate.lock").exists());

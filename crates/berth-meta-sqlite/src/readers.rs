@@ -1,18 +1,18 @@
-//! The reader connections of a file database, pooled here rather than in an
-//! sqlx `Pool`: each checkout of a pooled connection costs two extra round
-//! trips to the connection's worker thread (sqlx pings a connection when it
-//! is taken and again, in a spawned task, when it is given back), and on a
-//! point read (a manifest by tag, a token by its key) those cost more than
-//! the query. Here a connection is taken and given back without a word to
+//! The sqlx reader connections, for reads that may scan (lists, usage,
+//! maintenance; point reads have their own connections, see `point`),
+//! pooled here rather than in an sqlx `Pool`: each checkout of a pooled
+//! connection costs two extra round trips to the connection's worker thread
+//! (sqlx pings a connection when it is taken and again, in a spawned task,
+//! when it is given back), and on a short read those cost more than the
+//! query. Here a connection is taken and given back without a word to
 //! its thread. What sqlx's return ping guards against, a connection left
 //! half-way through a command, cannot happen: a connection whose read
 //! failed or was cancelled is closed instead of given back.
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::Semaphore;
 
@@ -21,45 +21,8 @@ use crate::error::StoreResult;
 /// An idle connection is closed after this long (as in sqlx's pools).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Where reads run.
-#[derive(Clone)]
-pub(crate) enum Reader {
-    /// A file database's reader connections.
-    Own(Arc<Readers>),
-    /// An in-memory database's one connection, shared with the writer (a
-    /// second connection would open another, empty database).
-    Shared(SqlitePool),
-}
-
-impl Reader {
-    pub(crate) async fn run<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> StoreResult<T> {
-        match self {
-            Reader::Own(readers) => readers.run(op).await,
-            Reader::Shared(pool) => {
-                let mut conn = pool.acquire().await?;
-                op(&mut conn).await
-            }
-        }
-    }
-
-    pub(crate) async fn close(&self) {
-        match self {
-            Reader::Own(readers) => readers.close().await,
-            Reader::Shared(pool) => pool.close().await,
-        }
-    }
-}
-
-impl fmt::Debug for Reader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reader::Own(readers) => f.debug_struct("Readers").field("max", &readers.max).finish_non_exhaustive(),
-            Reader::Shared(pool) => f.debug_tuple("Shared").field(pool).finish(),
-        }
-    }
-}
-
 /// At most `max` connections, opened as reads need them.
+#[derive(Debug)]
 pub(crate) struct Readers {
     options: SqliteConnectOptions,
     max: u32,
@@ -71,21 +34,15 @@ pub(crate) struct Readers {
 }
 
 impl Readers {
-    /// Opens the first connection at once, so a database that cannot be
-    /// read is an error at start-up rather than at the first request.
-    pub(crate) async fn open(options: SqliteConnectOptions, max: u32, acquire_timeout: Duration) -> sqlx::Result<Self> {
-        let first = options.connect().await?;
-        Ok(Readers {
-            options,
-            max,
-            slots: Semaphore::new(max as usize),
-            acquire_timeout,
-            idle: Mutex::new(vec![(first, Instant::now())]),
-        })
+    /// Opens nothing yet: the point readers' first connection already
+    /// proves at start-up that the file can be read (see `point`), and a
+    /// process that never scans never pays for a connection and its thread.
+    pub(crate) fn new(options: SqliteConnectOptions, max: u32, acquire_timeout: Duration) -> Self {
+        Readers { options, max, slots: Semaphore::new(max as usize), acquire_timeout, idle: Mutex::new(Vec::new()) }
     }
 
     /// Runs `op` on an idle connection, or a new one.
-    async fn run<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> StoreResult<T> {
+    pub(crate) async fn run<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> StoreResult<T> {
         let _slot = match tokio::time::timeout(self.acquire_timeout, self.slots.acquire()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) => return Err(sqlx::Error::PoolClosed.into()),
@@ -123,7 +80,7 @@ impl Readers {
     }
 
     /// Waits for reads in flight, refuses further ones and closes every connection.
-    async fn close(&self) {
+    pub(crate) async fn close(&self) {
         if let Ok(all) = self.slots.acquire_many(self.max).await {
             all.forget();
         }
@@ -151,8 +108,8 @@ mod tests {
     async fn connections_are_reused_unless_a_read_failed_or_was_cancelled() {
         let dir = tempfile::tempdir().expect("tempdir");
         let options = SqliteConnectOptions::new().filename(dir.path().join("r.db")).create_if_missing(true);
-        let readers = Readers::open(options, 2, Duration::from_secs(5)).await.expect("open");
-        assert_eq!(idle(&readers), 1, "the first connection is opened at once");
+        let readers = Readers::new(options, 2, Duration::from_secs(5));
+        assert_eq!(idle(&readers), 0, "nothing is opened before the first read");
         assert_eq!(one(&readers).await.expect("read"), 1);
         assert_eq!(idle(&readers), 1, "given back, not a second one opened");
 

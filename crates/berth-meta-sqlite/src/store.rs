@@ -13,8 +13,10 @@ use berth_meta_sql::rows::{ManifestRow, PackageVersionRow, ReferrerRow, UploadRo
 use berth_meta_sql::scrub::BlobEntryRow;
 use berth_meta_sql::{from_sql_int, now_ms, parse_repository, to_sql_int, upload_columns};
 use berth_oci::{Digest, RepositoryName, Tag};
+use rusqlite::{OptionalExtension, params};
 
 use crate::blobs::{self, LinkCondition};
+use crate::point::PointRow;
 use crate::{SqliteMetaStore, manifests, relaxed, tags};
 
 /// SQLite reads a negative LIMIT as "no limit".
@@ -81,20 +83,16 @@ impl MetaStore for SqliteMetaStore {
     // --- blobs ------------------------------------------------------------------
 
     async fn blob_entry(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<BlobEntry>> {
-        let row: Option<BlobEntryRow> = self
-            .read(async |conn| {
-                Ok(sqlx::query_as(
-                    "SELECT b.size, b.damaged_at, b.damage FROM repositories r \
-                     JOIN repository_blobs rb ON rb.repository_id = r.id \
-                     JOIN blobs b ON b.digest = rb.digest \
-                     WHERE r.name = ? AND rb.digest = ?",
-                )
-                .bind(repo.as_str())
-                .bind(digest.as_str())
-                .fetch_optional(&mut *conn)
-                .await?)
-            })
-            .await?;
+        let row = self.point_read(|conn| {
+            conn.prepare_cached(
+                "SELECT b.size, b.damaged_at, b.damage FROM repositories r \
+                 JOIN repository_blobs rb ON rb.repository_id = r.id \
+                 JOIN blobs b ON b.digest = rb.digest \
+                 WHERE r.name = ?1 AND rb.digest = ?2",
+            )?
+            .query_row(params![repo.as_str(), digest.as_str()], BlobEntryRow::read)
+            .optional()
+        })?;
         row.map(BlobEntryRow::into_entry).transpose()
     }
 
@@ -193,14 +191,11 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>> {
-        let row: Option<UploadRow> = self
-            .read(async |conn| {
-                Ok(sqlx::query_as(concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = ?"))
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await?)
-            })
-            .await?;
+        let row = self.point_read(|conn| {
+            conn.prepare_cached(concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = ?1"))?
+                .query_row([id], UploadRow::read)
+                .optional()
+        })?;
         row.map(UploadRow::into_session).transpose()
     }
 
@@ -266,42 +261,33 @@ impl MetaStore for SqliteMetaStore {
 
     // --- manifests and tags -------------------------------------------------------
 
-    /// One query either way: a tag is resolved in the same join that loads the manifest.
+    /// One point read either way: a tag is resolved in the same join that loads the manifest.
     async fn get_manifest(
         &self,
         repo: &RepositoryName,
         reference: &ManifestRef<'_>,
         with_content: bool,
     ) -> Result<Option<ManifestRecord>> {
-        let row: Option<ManifestRow> = self
-            .read(async |conn| {
-                Ok(match reference {
-                    ManifestRef::Tag(tag) => sqlx::query_as(
-                        "SELECT m.digest, m.media_type, m.size, CASE WHEN ? THEN m.content END AS content, \
-                                m.created_at \
-                         FROM repositories r \
-                         JOIN tags t ON t.repository_id = r.id \
-                         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest \
-                         WHERE r.name = ? AND t.name = ?",
-                    )
-                    .bind(with_content)
-                    .bind(repo.as_str())
-                    .bind(tag.as_str()),
-                    ManifestRef::Digest(digest) => sqlx::query_as(
-                        "SELECT m.digest, m.media_type, m.size, CASE WHEN ? THEN m.content END AS content, \
-                                m.created_at \
-                         FROM repositories r \
-                         JOIN manifests m ON m.repository_id = r.id \
-                         WHERE r.name = ? AND m.digest = ?",
-                    )
-                    .bind(with_content)
-                    .bind(repo.as_str())
-                    .bind(digest.as_str()),
-                }
-                .fetch_optional(&mut *conn)
-                .await?)
-            })
-            .await?;
+        let row = self.point_read(|conn| {
+            let (sql, key) = match reference {
+                ManifestRef::Tag(tag) => (
+                    "SELECT m.digest, m.media_type, m.size, CASE WHEN ?1 THEN m.content END AS content, m.created_at \
+                     FROM repositories r \
+                     JOIN tags t ON t.repository_id = r.id \
+                     JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest \
+                     WHERE r.name = ?2 AND t.name = ?3",
+                    tag.as_str(),
+                ),
+                ManifestRef::Digest(digest) => (
+                    "SELECT m.digest, m.media_type, m.size, CASE WHEN ?1 THEN m.content END AS content, m.created_at \
+                     FROM repositories r \
+                     JOIN manifests m ON m.repository_id = r.id \
+                     WHERE r.name = ?2 AND m.digest = ?3",
+                    digest.as_str(),
+                ),
+            };
+            conn.prepare_cached(sql)?.query_row(params![with_content, repo.as_str(), key], ManifestRow::read).optional()
+        })?;
         row.map(ManifestRow::into_record).transpose()
     }
 
