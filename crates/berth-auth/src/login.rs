@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_meta::auth::TokenCandidate;
 use berth_oci::RepositoryName;
@@ -201,7 +201,7 @@ impl AuthService {
         repo: Option<&RepositoryName>,
     ) -> Result<Principal> {
         if self.verified.recent_login(name, password) {
-            return self.login_password_once(name, password, ip, repo).await;
+            return self.login_password_once(name, password, ip, repo, false).await;
         }
         let key = VerifiedCache::key(Subject::Password(i64::MIN), name, password);
         let flight = self.in_flight.join(key);
@@ -209,16 +209,19 @@ impl AuthService {
         let _ = flight
             .cell
             .get_or_try_init(|| async {
-                let outcome = self.login_password_once(name, password, ip, repo).await;
+                let outcome = self.login_password_once(name, password, ip, repo, false).await;
                 let verdict = outcome.as_ref().map(|_| true).map_err(|_| ());
                 led = Some(outcome);
                 verdict
             })
             .await;
+        // Followers of a check that succeeded present credentials proven
+        // right a moment ago: repeats, whatever the login cache says.
+        let vouched = flight.cell.get() == Some(&true);
         self.in_flight.leave(key, &flight);
         match led {
             Some(outcome) => outcome,
-            None => self.login_password_once(name, password, ip, repo).await,
+            None => self.login_password_once(name, password, ip, repo, vouched).await,
         }
     }
 
@@ -228,13 +231,14 @@ impl AuthService {
         password: &str,
         ip: Option<IpAddr>,
         repo: Option<&RepositoryName>,
+        vouched: bool,
     ) -> Result<Principal> {
         let keys = self.limiter.keys(Some(name), ip);
         self.refuse_if_locked(&keys, name, ip)?;
         // Anything but a repeat of a recent success waits for its slot before
         // even reading the account, so a flood costs neither argon2 nor
         // database work beyond a few slots.
-        let repeat = self.verified.recent_login(name, password);
+        let repeat = vouched || self.verified.recent_login(name, password);
         let mut admission = None;
         if !repeat {
             admission = Some(self.admit(&keys, name, ip).await?);
@@ -253,25 +257,27 @@ impl AuthService {
         };
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| DECOY_HASH.to_owned());
-        let ok = if known && self.verified.recently_verified(subject, &hash, password) {
+        let cached = if known { self.verified.verified_at(subject, &hash, password) } else { None };
+        let verified_at = if let Some(at) = cached {
             self.limiter.succeeded(&keys, false);
-            true
+            Some(at)
         } else {
             if admission.is_none() {
                 // A repeat whose password has changed since: a fresh attempt.
                 admission = Some(self.admit(&keys, name, ip).await?);
             }
             self.limiter.count_attempt(&keys);
-            let matched = self.verify_hash(subject, hash, password).await? && known;
+            let matched = self.verify_hash(subject, hash.clone(), password).await? && known;
             if matched {
                 self.limiter.succeeded(&keys, true);
             }
-            matched
+            // The check just run is in the cache (its date is the login's).
+            matched.then(|| self.verified.verified_at(subject, &hash, password).unwrap_or_else(Instant::now))
         };
         drop(admission);
-        match user {
-            Some(user) if ok => {
-                self.verified.remember_login(name, password);
+        match (user, verified_at) {
+            (Some(user), Some(at)) => {
+                self.verified.remember_login(name, password, at);
                 Ok(Principal::User { user: Box::new(user), token: None, access })
             }
             _ => {

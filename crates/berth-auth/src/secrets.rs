@@ -107,6 +107,9 @@ pub struct VerifiedCache {
 }
 
 const CACHE_LIMIT: usize = 4096;
+/// How much sooner a login entry expires than the check it repeats: the
+/// time a request may take between the two lookups.
+const LOGIN_MARGIN: Duration = Duration::from_secs(1);
 
 impl VerifiedCache {
     pub fn new(ttl: Duration) -> Self {
@@ -127,22 +130,34 @@ impl VerifiedCache {
         h.finalize().into()
     }
 
-    /// Whether `name` logged in with `secret` within the TTL: lets a repeat
-    /// login skip the limiter's queue (it still reloads the account and
-    /// checks [`VerifiedCache::recently_verified`] against its current hash).
+    /// Whether `name` logged in with `secret` recently: lets a repeat login
+    /// skip the limiter's queue (it still reloads the account and checks
+    /// [`VerifiedCache::recently_verified`] against its current hash). An
+    /// entry lasts as long as the verification it repeats (see
+    /// [`VerifiedCache::remember_login`]) less [`LOGIN_MARGIN`], so a repeat
+    /// finds that verification still cached unless the password changed.
     pub fn recent_login(&self, name: &str, secret: &str) -> bool {
         let key = self.login_key(name, secret);
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(&key).is_some_and(|t| t.elapsed() < self.ttl)
+        entries.get(&key).is_some_and(|t| t.elapsed() < self.ttl.saturating_sub(LOGIN_MARGIN))
     }
 
-    /// Records a successful login of `name` with `secret`.
-    pub fn remember_login(&self, name: &str, secret: &str) {
+    /// Records a successful login of `name` with `secret`, dated by the
+    /// argon2 check it rests on (`verified_at`), not by now: were every
+    /// login to renew it, under steady traffic it would outlive that check,
+    /// and when the check expired every concurrent request would be a
+    /// "repeat" needing argon2 at once (32 connections overflowing the
+    /// per-user queue into 429s).
+    pub fn remember_login(&self, name: &str, secret: &str, verified_at: Instant) {
         let key = self.login_key(name, secret);
-        self.insert(key);
+        self.insert_at(key, verified_at);
     }
 
     fn insert(&self, key: [u8; 32]) {
+        self.insert_at(key, Instant::now());
+    }
+
+    fn insert_at(&self, key: [u8; 32], at: Instant) {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= CACHE_LIMIT {
@@ -152,7 +167,7 @@ impl VerifiedCache {
                 entries.clear();
             }
         }
-        entries.insert(key, now);
+        entries.insert(key, at);
     }
 
     pub(crate) fn key(subject: Subject, stored_hash: &str, secret: &str) -> [u8; 32] {
@@ -171,9 +186,14 @@ impl VerifiedCache {
 
     /// Whether this secret was verified for this hash recently (no argon2).
     pub fn recently_verified(&self, subject: Subject, stored_hash: &str, secret: &str) -> bool {
+        self.verified_at(subject, stored_hash, secret).is_some()
+    }
+
+    /// When this secret was last verified for this hash, if within the TTL.
+    pub fn verified_at(&self, subject: Subject, stored_hash: &str, secret: &str) -> Option<Instant> {
         let key = Self::key(subject, stored_hash, secret);
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(&key).is_some_and(|t| t.elapsed() < self.ttl)
+        entries.get(&key).copied().filter(|t| t.elapsed() < self.ttl)
     }
 
     /// Verifies `secret` against the argon2 `stored_hash`, consulting and
@@ -211,7 +231,8 @@ mod tests {
         assert!(!cache.recently_verified(Subject::Token(1), &h, "correct horse"), "token 1 is not user 1");
 
         assert!(!cache.recent_login("alice", "correct horse"));
-        cache.remember_login("Alice", "correct horse");
+        let at = cache.verified_at(alice, &h, "correct horse").expect("verified just now");
+        cache.remember_login("Alice", "correct horse", at);
         assert!(cache.recent_login("alice", "correct horse"));
         assert!(!cache.recent_login("alice", "wrong"));
         assert!(!cache.recent_login("bob", "correct horse"));
@@ -267,5 +288,22 @@ mod tests {
         assert!(cache.verify(Subject::Password(1), &h, "pw"));
         std::thread::sleep(Duration::from_millis(5));
         assert!(!cache.recently_verified(Subject::Password(1), &h, "pw"));
+    }
+
+    #[test]
+    fn a_login_entry_expires_before_the_check_it_repeats() {
+        let cache = VerifiedCache::new(Duration::from_millis(1500));
+        let h = hash_password("pw").unwrap();
+        let alice = Subject::Password(1);
+        assert!(cache.verify(alice, &h, "pw"));
+        let at = cache.verified_at(alice, &h, "pw").expect("verified");
+        cache.remember_login("alice", "pw", at);
+        assert!(cache.recent_login("alice", "pw"));
+        // Renewing with the same check's date does not extend it.
+        std::thread::sleep(Duration::from_millis(300));
+        cache.remember_login("alice", "pw", at);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!cache.recent_login("alice", "pw"), "expired LOGIN_MARGIN before the check");
+        assert!(cache.recently_verified(alice, &h, "pw"), "while the check itself is still cached");
     }
 }

@@ -462,6 +462,29 @@ async fn a_burst_of_identical_password_logins_shares_one_check() {
     ));
 }
 
+/// Steady traffic across the expiry of the cached check: every request
+/// renewing its login entry kept it alive past the check, and then every
+/// concurrent request was a "repeat" needing argon2 at once, overflowing the
+/// per-user gate into 429s (seen in the benchmark with 32 connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_password_logins_survive_the_cached_check_expiring() {
+    let mut f = fixture().await;
+    admin::create_user(f.store.as_ref(), "ci", Some("pw-ci-steady"), false).await.unwrap();
+    f.auth.verified = Arc::new(crate::secrets::VerifiedCache::new(Duration::from_millis(1500)));
+    let auth = Arc::new(f.auth);
+    let until = std::time::Instant::now() + Duration::from_millis(4000);
+    while std::time::Instant::now() < until {
+        let wave = (0..48).map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.authenticate(basic("ci", "pw-ci-steady"), None).await.map(|_| ()) })
+        });
+        for outcome in futures_join(wave.collect()).await {
+            outcome.expect("no login of steady traffic is refused");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<Result<()>>>) -> Vec<Result<()>> {
     let mut out = Vec::new();
     for h in handles {
