@@ -10,17 +10,14 @@
 //! - Invalid credentials: 401; locked out or too many logins in progress:
 //!   429 with Retry-After.
 //!
-//! Every `/v2/<name>/...` request passes [`repository_layer`], which checks
-//! what the parsed endpoint needs before any handler runs.
+//! Every `/v2/<name>/...` request passes [`authorize_repository`], which
+//! checks what the parsed endpoint needs before any handler runs.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request as AxumRequest, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_auth::access::scope_string;
@@ -28,12 +25,11 @@ use berth_auth::{Actions, AuthError, AuthService, Credentials, Principal, grante
 use berth_oci::RepositoryName;
 use berth_registry::blobs::MountAuthorizer;
 use http::header::{AUTHORIZATION, HOST};
-use http::{HeaderMap, Request};
+use http::{HeaderMap, Method, Request};
 
 use crate::AppState;
-use crate::body::refuse;
 use crate::client::{ClientInfo, valid_host};
-use crate::endpoint::Parsed;
+use crate::endpoint::{Endpoint, Parsed};
 use crate::error::{ApiError, Unauthorized};
 use crate::headers;
 
@@ -43,9 +39,7 @@ pub fn client_ip<B>(req: &Request<B>) -> Option<IpAddr> {
 }
 
 fn client_of(ext: &http::Extensions) -> ClientInfo {
-    ext.get::<ClientInfo>()
-        .cloned()
-        .unwrap_or_else(|| ClientInfo { ip: ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()), origin: None })
+    ext.get::<ClientInfo>().cloned().unwrap_or_default()
 }
 
 /// Why credentials could not be checked, before or while checking them.
@@ -240,27 +234,24 @@ pub async fn require(state: &AppState, caller: &Caller<'_>, need: Need<'_>) -> R
     }
 }
 
-/// Middleware on `/v2/<name>/...`: the caller must be allowed what the
-/// request does to the repository ([`crate::endpoint::Endpoint::need`]); the
-/// [`Principal`] is put on the request for the handler (mount sources,
-/// audit lines). A refused request's body is drained first, so the client
-/// sees the answer.
-pub async fn repository_layer(State(state): State<AppState>, mut req: AxumRequest, next: Next) -> Response {
-    let decided = match req.extensions().get::<Parsed>().and_then(|p| p.0.as_ref()) {
-        Some(Ok(endpoint)) => match endpoint.need(req.method()) {
-            Some(actions) => require(&state, &Caller::of(&req), Need { repo: endpoint.name(), actions }).await,
-            None => Err(ApiError::MethodNotAllowed),
-        },
-        Some(Err(e)) => Err(e.clone().into()),
-        None => Err(ApiError::NoSuchRoute),
+/// Authorization of a `/v2/<name>/...` request: the caller must be allowed
+/// what the request does to the repository ([`Endpoint::need`]). Returns
+/// the endpoint with the [`Principal`] for the handler (mount sources,
+/// audit lines); the dispatcher calls this before any handler runs.
+pub async fn authorize_repository(
+    state: &AppState,
+    caller: &Caller<'_>,
+    method: &Method,
+    parsed: Option<Parsed>,
+) -> Result<(Endpoint, Principal), ApiError> {
+    let endpoint = match parsed.and_then(|p| p.0) {
+        Some(Ok(endpoint)) => endpoint,
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(ApiError::NoSuchRoute),
     };
-    match decided {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
-        Err(e) => refuse(req, e).await,
-    }
+    let Some(actions) = endpoint.need(method) else { return Err(ApiError::MethodNotAllowed) };
+    let principal = require(state, caller, Need { repo: endpoint.name(), actions }).await?;
+    Ok((endpoint, principal))
 }
 
 /// A bearer token lacks `scope`: refused with a challenge naming the scope

@@ -10,14 +10,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use http::HeaderMap;
 use http::header::{FORWARDED, HOST};
 use ipnet::IpNet;
-
-use crate::AppState;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -30,14 +25,6 @@ pub struct ClientInfo {
     pub ip: Option<IpAddr>,
     /// `scheme://host` the client used, when a trusted proxy said so.
     pub origin: Option<String>,
-}
-
-/// Middleware: resolves [`ClientInfo`] once and puts it on the request.
-pub async fn resolve_layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let info = resolve(&state.settings().trusted_proxies, state.settings().tls, peer, req.headers());
-    req.extensions_mut().insert(info);
-    next.run(req).await
 }
 
 /// The client behind `peer`, given the request's headers.

@@ -1,12 +1,10 @@
 //! What a `/v2/<name>/...` path addresses. Repository names contain
 //! slashes, so the router matches `/v2/{*rest}` and [`parse`] decides the
-//! resource from the right. The [`layer`] parses every request's path once
-//! and puts the result on the request ([`Parsed`]); the deadline, the
-//! authorization layer, the dispatcher and the metrics all read it there.
+//! resource from the right. The envelope ([`crate::envelope`]) parses every
+//! request's path once with [`parse_path`] and puts the result on the
+//! request ([`Parsed`]); the deadline, the metrics, the authorization and
+//! the dispatcher all use that one result.
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use berth_auth::{Action, Actions};
 use berth_oci::{Digest, DigestError, Reference, ReferenceError, RepositoryName};
 use http::Method;
@@ -87,7 +85,7 @@ impl From<PathError> for ApiError {
     }
 }
 
-/// What the [`layer`] found a request's path to be: `None` outside `/v2/<name>/...`.
+/// What [`parse_path`] found a request's path to be: `None` outside `/v2/<name>/...`.
 #[derive(Debug, Clone)]
 pub struct Parsed(pub Option<Result<Endpoint, PathError>>);
 
@@ -106,11 +104,9 @@ impl Parsed {
     }
 }
 
-/// Middleware: parses the path once (see the module documentation).
-pub async fn layer(mut req: Request, next: Next) -> Response {
-    let parsed = Parsed(repository_path(req.uri().path()).map(parse));
-    req.extensions_mut().insert(parsed);
-    next.run(req).await
+/// What a request's path addresses (see the module documentation).
+pub fn parse_path(path: &str) -> Parsed {
+    Parsed(repository_path(path).map(parse))
 }
 
 /// The part after `/v2/` of a path that can only be a repository endpoint
@@ -181,10 +177,13 @@ pub fn parse(rest: &str) -> Result<Endpoint, PathError> {
         if k == 0 {
             return Err(PathError::NoSuchRoute);
         }
-        RepositoryName::parse(&segs[..k].join("/"))
-            .map_err(|e| PathError::NameInvalid { resource, reason: e.to_string() })
+        // The first k segments, as they stand in `rest`.
+        let end = segs[..k].iter().map(|s| s.len()).sum::<usize>() + k - 1;
+        RepositoryName::parse(&rest[..end]).map_err(|e| PathError::NameInvalid { resource, reason: e.to_string() })
     };
-    let decoded = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    fn decoded(s: &str) -> std::borrow::Cow<'_, str> {
+        percent_decode_str(s).decode_utf8_lossy()
+    }
     let digest = |s: &str, resource| Digest::parse(&decoded(s)).map_err(|error| PathError::Digest { resource, error });
     if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
         return Ok(Endpoint::Tags { name: name_of(n - 2, Resource::Tags)? });

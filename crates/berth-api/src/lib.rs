@@ -1,5 +1,6 @@
-//! The HTTP layer. [`routes`] is the route table; [`endpoint`] parses
-//! `/v2/<name>/...` paths (once per request, onto the request); [`auth`]
+//! The HTTP layer. [`envelope`] is what every request passes around the
+//! route table, [`routes`]; [`endpoint`] parses `/v2/<name>/...` paths
+//! (once per request, onto the request); [`auth`]
 //! authorizes; handlers parse input, call one registry service method and
 //! set headers; [`error`] is the error table (situation to OCI code, status
 //! and message; `error::json` for `/api/v1`); [`serve`] runs the
@@ -9,6 +10,7 @@ pub mod auth;
 mod body;
 pub mod client;
 pub mod endpoint;
+pub mod envelope;
 pub mod error;
 mod handlers;
 mod headers;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use berth_auth::AuthService;
 use berth_registry::{Maintenance, Registry};
 
+pub use envelope::App;
 pub use routes::{router, router_with_pages};
 
 /// Everything handlers need. Cheap to clone.

@@ -32,55 +32,46 @@
 //! | `/api/v1/admin/quotas/<owner>`             | PUT, DELETE   | `handlers::usage::{set,remove}` |
 //! | `/`, `/<owner>/-/packages...`, `/user/...`, `/-/...` | GET, POST | `berth_web` (its own table), via [`router_with_pages`] |
 //!
-//! Layers, outermost first: request id and trace span, panic catcher, API
-//! version header, [`endpoint::layer`] (parses the path once, onto the
-//! request), [`metrics::record`] (labels from it), the deadline
-//! ([`middleware::deadline`]: everything but blob data streams within
-//! `http.request_timeout`), the client address; on `/v2/<name>/...`
-//! [`auth::repository_layer`] checks what the endpoint needs. Other paths
-//! answer `UNSUPPORTED` 404, other methods 405 (JSON under `/api/v1`).
+//! Every request first passes the envelope ([`crate::envelope`]: request
+//! id, span, client address, the parsed endpoint, panic catcher, deadline,
+//! metrics, API version header), then this table; on `/v2/<name>/...` the
+//! dispatcher has [`auth::authorize_repository`] check what the endpoint
+//! needs before calling the handler. Other paths answer `UNSUPPORTED` 404,
+//! other methods 405 (JSON under `/api/v1`).
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, put};
 use berth_auth::Principal;
-use http::{HeaderValue, Method};
-use tower_http::LatencyUnit;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use http::Method;
 
+use crate::body::refuse;
 use crate::endpoint::{Endpoint, Parsed};
+use crate::envelope::App;
 use crate::error::ApiError;
 use crate::handlers::json_api::method_not_allowed as json_method_not_allowed;
 use crate::handlers::{
     base, blobs, catalog, gitea, health, manifests, referrers, retention, tags, token, uploads, usage,
 };
-use crate::headers::{API_VERSION, X_REQUEST_ID};
-use crate::middleware::{deadline, method_not_allowed, no_such_route, request_span};
-use crate::{AppState, auth, client, endpoint, metrics};
+use crate::middleware::{method_not_allowed, no_such_route};
+use crate::{AppState, auth, metrics};
 
-/// The complete router with its middleware.
-pub fn router(state: AppState) -> Router {
+/// The complete application: the route table in its envelope.
+pub fn router(state: AppState) -> App {
     router_with_pages(state, None)
 }
 
-/// The router with the web pages' routes (`berth-web`, which sits above
-/// this crate) merged in, under the same layers.
-pub fn router_with_pages(state: AppState, pages: Option<Router<AppState>>) -> Router {
-    let repository = any(dispatch).layer(from_fn_with_state(state.clone(), auth::repository_layer));
+/// The application with the web pages' routes (`berth-web`, which sits
+/// above this crate) merged into the table, in the same envelope.
+pub fn router_with_pages(state: AppState, pages: Option<Router<AppState>>) -> App {
     let mut router = Router::new()
         .route("/v2", get(base::version))
         .route("/v2/", get(base::version))
         .route("/v2/_catalog", get(catalog::list))
         .route("/v2/token", get(token::get).post(token::post))
-        .route("/v2/{*rest}", repository)
+        .route("/v2/{*rest}", any(dispatch))
         .route("/api/v1/packages/{owner}", get(gitea::list).fallback(json_method_not_allowed))
         .route(
             "/api/v1/packages/{owner}/container/{*rest}",
@@ -105,47 +96,31 @@ pub fn router_with_pages(state: AppState, pages: Option<Router<AppState>>) -> Ro
     if let Some(pages) = pages {
         router = router.merge(pages);
     }
-    router
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), client::resolve_layer))
-        .with_state(state.clone())
-        .layer(from_fn_with_state(state, deadline))
-        .layer(from_fn(metrics::record))
-        .layer(from_fn(endpoint::layer))
-        .layer(SetResponseHeaderLayer::overriding(API_VERSION, HeaderValue::from_static("registry/2.0")))
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
-        )
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
-        .layer(SetSensitiveRequestHeadersLayer::new([http::header::AUTHORIZATION, http::header::COOKIE]))
+    let router = router.method_not_allowed_fallback(method_not_allowed).with_state(state.clone());
+    App::new(router, state)
 }
 
 /// The separate metrics listener: `/metrics` and the probes, nothing else.
-pub fn metrics_router(state: AppState) -> Router {
-    Router::new()
+pub fn metrics_router(state: AppState) -> App {
+    let router = Router::new()
         .route("/metrics", get(metrics::scrape))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state.clone())
-        .layer(from_fn_with_state(state, deadline))
+        .with_state(state.clone());
+    App::new(router, state)
 }
 
-/// `/v2/<name>/...`, past [`auth::repository_layer`]: the endpoint and the
-/// principal are on the request.
+/// `/v2/<name>/...`: authorized, then routed by endpoint and method. A
+/// refused request's body is drained first, so the client sees the answer.
 async fn dispatch(State(state): State<AppState>, mut req: Request) -> Response {
-    let endpoint = req.extensions_mut().remove::<Parsed>().and_then(|p| p.0).and_then(Result::ok);
-    let who = req.extensions_mut().remove::<Principal>();
-    let (Some(endpoint), Some(who)) = (endpoint, who) else {
-        return ApiError::Internal("repository route reached without its endpoint or principal".into()).into_response();
-    };
-    route(state, endpoint, who, req).await.unwrap_or_else(IntoResponse::into_response)
+    let parsed = req.extensions_mut().remove::<Parsed>();
+    let method = req.method().clone();
+    match auth::authorize_repository(&state, &auth::Caller::of(&req), &method, parsed).await {
+        Ok((endpoint, who)) => route(state, endpoint, who, req).await.unwrap_or_else(IntoResponse::into_response),
+        Err(e) => refuse(req, e).await,
+    }
 }
 
 async fn route(state: AppState, endpoint: Endpoint, who: Principal, req: Request<Body>) -> Result<Response, ApiError> {

@@ -13,8 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -25,8 +23,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
-use tower_http::add_extension::AddExtension;
 
+use crate::envelope::{App, Envelope};
 use crate::error::ApiError;
 use berth_oci::ErrorBody;
 
@@ -79,9 +77,9 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, St
     Ok(Arc::new(config))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then waits up to
+/// Serves `app` on `listener` until `shutdown` resolves, then waits up to
 /// `shutdown_timeout` for open connections to finish their requests.
-pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, app: App, opts: ServeOptions, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
@@ -114,12 +112,13 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (router, builder, watcher, tls) = (router.clone(), builder.clone(), graceful.watcher(), tls.clone());
+        let (service, builder, watcher, tls) =
+            (app.connection(Some(peer)), builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, router, &builder, watcher, peer, permit).await,
+                None => serve_connection(stream, service, &builder, watcher, peer, permit).await,
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_connection(tls_stream, router, &builder, watcher, peer, permit).await,
+                    Ok(Ok(tls_stream)) => serve_connection(tls_stream, service, &builder, watcher, peer, permit).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
@@ -137,7 +136,7 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
 /// Serves one connection; `_permit` counts it as open until it closes.
 async fn serve_connection<IO>(
     io: IO,
-    router: Router,
+    service: Envelope,
     builder: &http1::Builder,
     watcher: Watcher,
     peer: std::net::SocketAddr,
@@ -145,8 +144,6 @@ async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Handlers see the client address (for login backoff and audit lines).
-    let service = AddExtension::new(router, ConnectInfo(peer));
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -58,7 +58,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use crate::backup::{Snapshot, database_file, latest_schema_version, read_snapshot};
 use crate::error::{Sqlite, StoreError, StoreResult};
-use crate::point::PointReaders;
+use crate::point::{PointReaders, WriteMark};
 use crate::readers::Readers;
 
 /// How long a statement waits for a lock held by another process (for
@@ -184,6 +184,7 @@ impl SqliteMetaStore {
     /// each migration and the others find it done.
     pub async fn migrate(&self) -> Result<()> {
         let _lock = migrate::lock_for(&self.path).await?;
+        let _mark = WriteMark;
         MIGRATOR.run(&self.writer).await.map_err(|e| classify_migration::<Sqlite>(&e))
     }
 
@@ -205,9 +206,10 @@ impl SqliteMetaStore {
     }
 
     /// Runs `op` in a write transaction on the single writer connection and
-    /// commits. IMMEDIATE takes the write lock up front, so a transaction
+    /// commits; point reads that begin after it ended see it ([`WriteMark`]). IMMEDIATE takes the write lock up front, so a transaction
     /// that reads before it writes cannot fail half-way on a lock upgrade.
     pub(crate) async fn write<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
+        let _mark = WriteMark;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from)?;
         let value = op(&mut tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
@@ -224,6 +226,7 @@ impl SqliteMetaStore {
     /// to the pool, and a connection that cannot be cleaned up (or whose
     /// batch was cancelled mid-way) is closed, which rolls back.
     pub(crate) async fn batch<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
+        let _mark = WriteMark;
         let mut writer = Writer { conn: self.writer.acquire().await.map_err(StoreError::from)?, clean: false };
         let result = op(&mut writer.conn).await;
         writer.clean = match result {

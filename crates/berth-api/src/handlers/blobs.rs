@@ -1,3 +1,5 @@
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::response::Response;
 use berth_auth::Principal;
@@ -25,47 +27,48 @@ pub async fn get(
     req_headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let etag = format!("\"{digest}\"");
-    let mut hs: Vec<(HeaderName, String)> = vec![
-        (DOCKER_CONTENT_DIGEST, digest.to_string()),
+    let mut hs: Vec<(HeaderName, Cow<'static, str>)> = Vec::with_capacity(7);
+    hs.extend([
+        (DOCKER_CONTENT_DIGEST, digest.to_string().into()),
         (ACCEPT_RANGES, "bytes".into()),
         (CONTENT_TYPE, "application/octet-stream".into()),
-        (ETAG, etag.clone()),
+        (ETAG, etag.clone().into()),
         // Content-addressed: the bytes behind this URL never change.
         (CACHE_CONTROL, "max-age=31536000".into()),
-    ];
+    ]);
     let registry = state.registry();
     let unchanged = headers::get(req_headers, IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     if unchanged {
         registry.stat_blob(name, digest, None).await?;
-        return respond(StatusCode::NOT_MODIFIED, &hs, Body::empty());
+        return respond(StatusCode::NOT_MODIFIED, hs, Body::empty());
     }
     let range = range::parse(headers::get(req_headers, RANGE));
     if head {
         let stat = registry.stat_blob(name, digest, range).await?;
         let status = length_headers(&mut hs, &stat);
-        return respond(status, &hs, Body::empty());
+        return respond(status, hs, Body::empty());
     }
     let content = registry.read_blob(name, digest, range).await?;
     match content.body {
         BlobBody::Stream(s) => {
             let status = length_headers(&mut hs, &content.stat);
-            respond(status, &hs, Body::from_stream(s))
+            respond(status, hs, Body::from_stream(s))
         }
         BlobBody::Redirect(url) => {
             let hs = [(LOCATION, url), (DOCKER_CONTENT_DIGEST, digest.to_string()), (CONTENT_LENGTH, "0".into())];
-            respond(StatusCode::TEMPORARY_REDIRECT, &hs, Body::empty())
+            respond(StatusCode::TEMPORARY_REDIRECT, hs, Body::empty())
         }
     }
 }
 
 /// `Content-Length`, and `Content-Range` for a part; the status that goes with them.
-fn length_headers(hs: &mut Vec<(HeaderName, String)>, stat: &BlobStat) -> StatusCode {
-    hs.push((CONTENT_LENGTH, stat.len().to_string()));
+fn length_headers(hs: &mut Vec<(HeaderName, Cow<'static, str>)>, stat: &BlobStat) -> StatusCode {
+    hs.push((CONTENT_LENGTH, stat.len().to_string().into()));
     match stat.range {
         None => StatusCode::OK,
         Some(r) => {
-            hs.push((CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end, stat.size)));
+            hs.push((CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end, stat.size).into()));
             StatusCode::PARTIAL_CONTENT
         }
     }
@@ -81,5 +84,5 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     state.registry().delete_blob(name, digest).await?;
     tracing::info!(target: "audit", event = "blob_delete", user = who.user_name().unwrap_or("-"), repository = %name, digest = %digest);
-    respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
+    respond(StatusCode::ACCEPTED, [(CONTENT_LENGTH, "0")], Body::empty())
 }

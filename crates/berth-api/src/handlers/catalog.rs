@@ -38,5 +38,5 @@ pub async fn list(State(state): State<AppState>, req: Request) -> Result<Respons
         headers.push((LINK, link));
     }
     let body = serde_json::to_vec(&json!({ "repositories": repos })).unwrap_or_default();
-    respond(StatusCode::OK, &headers, Body::from(body))
+    respond(StatusCode::OK, headers, Body::from(body))
 }

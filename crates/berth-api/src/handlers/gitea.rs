@@ -180,7 +180,7 @@ async fn list_inner(state: &AppState, req: &Parts) -> Result<Response, JsonError
     if let Some(link) = link_header(&base, &owner, kind, &q, page, limit, total) {
         headers.push((LINK, link));
     }
-    respond(StatusCode::OK, &headers, Body::from(Value::Array(body).to_string()))
+    respond(StatusCode::OK, headers, Body::from(Value::Array(body).to_string()))
         .map_err(|e| JsonError::Internal(format!("{e:?}")))
 }
 
@@ -245,7 +245,7 @@ pub async fn get(State(state): State<AppState>, req: Request) -> Response {
         let v = state.registry().package_version(&repo, &version).await?;
         let mut entries = Entries::new(&state, base_url(&state, &Caller::of_parts(&req)));
         let body = entries.entry(&v).await?;
-        respond(StatusCode::OK, &[(CONTENT_TYPE, "application/json".into())], Body::from(body.to_string()))
+        respond(StatusCode::OK, [(CONTENT_TYPE, "application/json")], Body::from(body.to_string()))
             .map_err(|e| JsonError::Internal(format!("{e:?}")))
     }
     .await
@@ -286,7 +286,7 @@ async fn files(state: &AppState, req: &Parts, version_path: &str) -> Result<Resp
             })
         })
         .collect();
-    respond(StatusCode::OK, &[(CONTENT_TYPE, "application/json".into())], Body::from(Value::Array(body).to_string()))
+    respond(StatusCode::OK, [(CONTENT_TYPE, "application/json")], Body::from(Value::Array(body).to_string()))
         .map_err(|e| JsonError::Internal(format!("{e:?}")))
 }
 

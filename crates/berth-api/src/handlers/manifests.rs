@@ -28,13 +28,13 @@ pub async fn get(
         return Err(ApiError::ManifestNotAcceptable { media_type: m.media_type });
     }
     let hs = [
-        (CONTENT_TYPE, m.media_type.clone()),
         (DOCKER_CONTENT_DIGEST, m.digest.to_string()),
         (CONTENT_LENGTH, m.size.to_string()),
         (ETAG, format!("\"{}\"", m.digest)),
+        (CONTENT_TYPE, m.media_type),
     ];
     let body = if head { Body::empty() } else { Body::from(m.content) };
-    respond(StatusCode::OK, &hs, body)
+    respond(StatusCode::OK, hs, body)
 }
 
 /// Content negotiation, lenient on purpose: only a client that lists manifest
@@ -96,7 +96,7 @@ pub async fn put(
         hs.push((OCI_SUBJECT, subject.to_string()));
     }
     hs.extend(pushed.tags.iter().map(|t| (OCI_TAG, t.to_string())));
-    respond(StatusCode::CREATED, &hs, Body::empty())
+    respond(StatusCode::CREATED, hs, Body::empty())
 }
 
 /// What a manifest PUT targets (its reference and `?tag=`s), and whether its
@@ -129,5 +129,5 @@ pub async fn delete(
     let reference = reference.resolve(false)?;
     state.registry().delete_manifest_as(name, &reference, who.user_name()).await?;
     tracing::info!(target: "audit", event = "manifest_delete", user = who.user_name().unwrap_or("-"), repository = %name, reference = %reference);
-    respond(StatusCode::ACCEPTED, &[(CONTENT_LENGTH, "0".into())], Body::empty())
+    respond(StatusCode::ACCEPTED, [(CONTENT_LENGTH, "0")], Body::empty())
 }

@@ -14,20 +14,59 @@ pub mod token;
 pub mod uploads;
 pub mod usage;
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::response::Response;
+use http::header::InvalidHeaderValue;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::error::ApiError;
 
-/// Builds a response with `status`, `headers` and `body`.
-pub(crate) fn respond(status: StatusCode, headers: &[(HeaderName, String)], body: Body) -> Result<Response, ApiError> {
-    let mut builder = Response::builder().status(status);
+/// Builds a response with `status`, `headers` and `body`. The header map is
+/// sized once, with room for the two headers the envelope adds (growing it
+/// reallocates), and owned values become header values without a copy.
+pub(crate) fn respond<V: HeaderText>(
+    status: StatusCode,
+    headers: impl IntoIterator<Item = (HeaderName, V)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let headers = headers.into_iter();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let map = response.headers_mut();
+    map.reserve(headers.size_hint().0 + 2);
     for (name, value) in headers {
-        let v = HeaderValue::from_str(value).map_err(|e| ApiError::Internal(format!("building header {name}: {e}")))?;
-        builder = builder.header(name, v);
+        let v = value.into_value().map_err(|e| ApiError::Internal(format!("building header {name}: {e}")))?;
+        map.append(name, v);
     }
-    builder.body(body).map_err(|e| ApiError::Internal(format!("building a response: {e}")))
+    Ok(response)
+}
+
+/// A header value as handlers have it: text of their own, or a constant.
+pub(crate) trait HeaderText {
+    fn into_value(self) -> Result<HeaderValue, InvalidHeaderValue>;
+}
+
+impl HeaderText for String {
+    fn into_value(self) -> Result<HeaderValue, InvalidHeaderValue> {
+        HeaderValue::try_from(self)
+    }
+}
+
+impl HeaderText for &'static str {
+    fn into_value(self) -> Result<HeaderValue, InvalidHeaderValue> {
+        HeaderValue::from_str(self)
+    }
+}
+
+impl HeaderText for Cow<'static, str> {
+    fn into_value(self) -> Result<HeaderValue, InvalidHeaderValue> {
+        match self {
+            Cow::Borrowed(s) => s.into_value(),
+            Cow::Owned(s) => s.into_value(),
+        }
+    }
 }
 
 /// Query parameters as ordered pairs (keys may repeat, e.g. `tag=a&tag=b`).

@@ -43,5 +43,5 @@ pub async fn list(
     if artifact_type.is_some() {
         headers.push((OCI_FILTERS_APPLIED, "artifactType".to_owned()));
     }
-    respond(StatusCode::OK, &headers, Body::from(serde_json::to_vec(&index).unwrap_or_default()))
+    respond(StatusCode::OK, headers, Body::from(serde_json::to_vec(&index).unwrap_or_default()))
 }

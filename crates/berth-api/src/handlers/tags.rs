@@ -25,5 +25,5 @@ pub async fn list(state: &AppState, name: &RepositoryName, query: Option<&str>) 
         headers.push((LINK, link));
     }
     let body = serde_json::to_vec(&json!({ "name": name.as_str(), "tags": tags })).unwrap_or_default();
-    respond(StatusCode::OK, &headers, Body::from(body))
+    respond(StatusCode::OK, headers, Body::from(body))
 }

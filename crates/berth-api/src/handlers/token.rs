@@ -90,7 +90,7 @@ async fn issue(
     });
     respond(
         StatusCode::OK,
-        &[(CONTENT_TYPE, "application/json".into()), (CACHE_CONTROL, "no-store".into())],
+        [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")],
         Body::from(serde_json::to_vec(&body).unwrap_or_default()),
     )
 }

@@ -121,7 +121,7 @@ pub async fn finish(
 /// `DELETE /v2/<name>/blobs/uploads/<id>`: cancels an upload.
 pub async fn cancel(state: &AppState, name: &RepositoryName, id: &str) -> Result<Response, ApiError> {
     state.registry().cancel_upload(name, check_id(id)?).await?;
-    respond(StatusCode::NO_CONTENT, &[(CONTENT_LENGTH, "0".into())], Body::empty())
+    respond(StatusCode::NO_CONTENT, [(CONTENT_LENGTH, "0")], Body::empty())
 }
 
 /// Upload ids are UUIDs; anything else cannot name a session.
@@ -156,7 +156,7 @@ fn session_response(
         (DOCKER_UPLOAD_UUID, status.id.clone()),
         (CONTENT_LENGTH, "0".into()),
     ];
-    respond(code, &hs, Body::empty())
+    respond(code, hs, Body::empty())
 }
 
 fn blob_created(state: &AppState, name: &RepositoryName, digest: &Digest) -> Result<Response, ApiError> {
@@ -165,5 +165,5 @@ fn blob_created(state: &AppState, name: &RepositoryName, digest: &Digest) -> Res
         (DOCKER_CONTENT_DIGEST, digest.to_string()),
         (CONTENT_LENGTH, "0".into()),
     ];
-    respond(StatusCode::CREATED, &hs, Body::empty())
+    respond(StatusCode::CREATED, hs, Body::empty())
 }
