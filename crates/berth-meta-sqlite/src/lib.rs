@@ -13,7 +13,10 @@
 //! access facts: a row or a few by key) run on the caller's thread through
 //! rusqlite (`point`); every other read (lists, usage, maintenance, admin
 //! lookups) runs on sqlx reader connections (`readers`), off the runtime's
-//! threads.
+//! threads. A point connection keeps its read snapshot between reads until
+//! a write of this process ends (or 2 ms pass, for other processes' writes):
+//! a request sees every write acknowledged before it began, without paying
+//! SQLite's per-transaction locks on each read (see `point`).
 //!
 //! sqlx runs each SQLite connection on a thread of its own, and every
 //! statement sent to it is a round trip between threads. The hot writes of a
@@ -184,7 +187,7 @@ impl SqliteMetaStore {
     /// each migration and the others find it done.
     pub async fn migrate(&self) -> Result<()> {
         let _lock = migrate::lock_for(&self.path).await?;
-        let _mark = WriteMark;
+        let _mark = self.write_mark();
         MIGRATOR.run(&self.writer).await.map_err(|e| classify_migration::<Sqlite>(&e))
     }
 
@@ -205,11 +208,19 @@ impl SqliteMetaStore {
         self.points.run(op)
     }
 
+    /// Marks a write beginning (see [`PointReaders`]): idle point snapshots
+    /// end now, and older ones are stale once the mark drops.
+    fn write_mark(&self) -> WriteMark {
+        self.points.end_idle_snapshots();
+        WriteMark
+    }
+
     /// Runs `op` in a write transaction on the single writer connection and
-    /// commits; point reads that begin after it ended see it ([`WriteMark`]). IMMEDIATE takes the write lock up front, so a transaction
-    /// that reads before it writes cannot fail half-way on a lock upgrade.
+    /// commits; point reads that begin after it ended see it ([`WriteMark`]).
+    /// IMMEDIATE takes the write lock up front, so a transaction that reads
+    /// before it writes cannot fail half-way on a lock upgrade.
     pub(crate) async fn write<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
-        let _mark = WriteMark;
+        let _mark = self.write_mark();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::from)?;
         let value = op(&mut tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
@@ -226,7 +237,7 @@ impl SqliteMetaStore {
     /// to the pool, and a connection that cannot be cleaned up (or whose
     /// batch was cancelled mid-way) is closed, which rolls back.
     pub(crate) async fn batch<T>(&self, op: impl AsyncFnOnce(&mut SqliteConnection) -> StoreResult<T>) -> Result<T> {
-        let _mark = WriteMark;
+        let _mark = self.write_mark();
         let mut writer = Writer { conn: self.writer.acquire().await.map_err(StoreError::from)?, clean: false };
         let result = op(&mut writer.conn).await;
         writer.clean = match result {
@@ -340,6 +351,35 @@ mod tests {
         store.migrate().await.expect("migrate");
         assert!(path.exists());
         assert!(path.with_file_name("berth #1.db.migrate.lock").exists());
+    }
+
+    /// Point snapshots kept between reads must not keep the writer from
+    /// starting the write-ahead log over: a log that only grows makes every
+    /// commit try a checkpoint (twice the syncs per write).
+    #[tokio::test]
+    async fn reads_between_writes_let_the_log_start_over() {
+        use berth_meta::{UploadProgress, UploadSession};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        let store = SqliteMetaStore::connect(&SqliteSettings::for_path(&path)).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let repository = berth_oci::RepositoryName::parse("acme/app").expect("name");
+        for i in 0..600 {
+            let session = UploadSession {
+                id: format!("upload-{i}"),
+                repository: repository.clone(),
+                algorithm: berth_oci::Algorithm::Sha256,
+                progress: UploadProgress::default(),
+                created_at: 0,
+            };
+            store.create_upload(&session).await.expect("create");
+            assert!(store.get_upload(&session.id).await.expect("read").is_some());
+        }
+        // The automatic checkpoint starts over at 1000 pages (4 MiB); a log
+        // that never starts over holds every page written.
+        let wal = std::fs::metadata(path.with_file_name("w.db-wal")).expect("wal").len();
+        assert!(wal < 6 << 20, "write-ahead log of {wal} bytes");
+        store.close().await;
     }
 
     #[tokio::test]
