@@ -57,7 +57,7 @@ impl App {
     }
 
     /// The service for one connection from `peer`.
-    pub fn connection(&self, peer: Option<SocketAddr>) -> Envelope {
+    pub fn connection(&self, peer: SocketAddr) -> Envelope {
         Envelope { router: self.router.clone(), state: self.state.clone(), peer }
     }
 }
@@ -67,7 +67,7 @@ impl App {
 pub struct Envelope {
     router: Router,
     state: AppState,
-    peer: Option<SocketAddr>,
+    peer: SocketAddr,
 }
 
 /// Marks a response as answered by no route (the router's fallback), so
@@ -94,9 +94,9 @@ where
         hide_credentials(req.headers_mut());
         let id = request_id(req.headers());
         let settings = self.state.settings();
-        let client = client::resolve(&settings.trusted_proxies, settings.tls, self.peer.map(|p| p.ip()), req.headers());
+        let client = client::resolve(&settings.trusted_proxies, settings.tls, Some(self.peer.ip()), req.headers());
         let parsed = endpoint::parse_path(req.uri().path());
-        let route = metrics::route_label(Some(&parsed), req.uri().path());
+        let route = metrics::route_label(&parsed, req.uri().path());
         let method = berth_metrics::method_label(req.method().as_str());
         let deadline =
             (!parsed.endpoint().is_some_and(|e| e.streams_blob_data(req.method()))).then_some(settings.request_timeout);

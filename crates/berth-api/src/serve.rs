@@ -112,8 +112,7 @@ pub async fn serve(listener: TcpListener, app: App, opts: ServeOptions, shutdown
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (service, builder, watcher, tls) =
-            (app.connection(Some(peer)), builder.clone(), graceful.watcher(), tls.clone());
+        let (service, builder, watcher, tls) = (app.connection(peer), builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
             match tls {
                 None => serve_connection(stream, service, &builder, watcher, peer, permit).await,
